@@ -1,0 +1,1 @@
+"""Standalone acs_email service: CLI, ACS emulator, MQTT and SMTP sources."""

@@ -1,0 +1,130 @@
+"""Exact sliding-window rate limiting, shared by the dispatcher (client side) and the emulator (service side).
+
+A request occupies a slot from the moment it starts until ``window`` seconds after it *completes*. The
+service counts a request when it receives it, which is always between our start and our completion, so a
+client that waits for a free slot can never be counted over the limit, whatever the network latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import itertools
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from .quota import Window
+
+Clock = Callable[[], float]
+
+
+class SlidingWindowLimiter:
+    """Admits a request only when every window has room; also obeys ``Retry-After`` pauses."""
+
+    def __init__(self, windows: Sequence[Window], *, clock: Clock = time.time, margin: float = 0.0) -> None:
+        if not windows:
+            raise ValueError("at least one window is required")
+        self._windows = tuple(windows)
+        self._span = max(w.seconds for w in windows) + margin
+        self._margin = margin
+        self._clock = clock
+        self._done: list[float] = []  # completion times, ascending
+        self._inflight: set[int] = set()
+        self._tokens = itertools.count(1)
+        self._blocked_until = 0.0
+        self._changed = asyncio.Event()
+
+    # ---- bookkeeping -------------------------------------------------------------------------------------
+    def _expire(self, now: float) -> None:
+        cut = bisect.bisect_right(self._done, now - self._span)
+        if cut:
+            del self._done[:cut]
+
+    def _used(self, window: Window, now: float) -> tuple[int, int]:
+        """(completed requests inside the window, index of the oldest of them)."""
+        first = bisect.bisect_right(self._done, now - window.seconds - self._margin)
+        return len(self._done) - first, first
+
+    def delay(self, now: float | None = None) -> float | None:
+        """Seconds until a request may start; 0 means now, None means only an in-flight completion frees room."""
+        now = self._clock() if now is None else now
+        self._expire(now)
+        wait = max(0.0, self._blocked_until - now)
+        for window in self._windows:
+            done, first = self._used(window, now)
+            excess = done + len(self._inflight) - window.limit + 1
+            if excess <= 0:
+                continue
+            if excess > done:
+                return None
+            frees_at = self._done[first + excess - 1] + window.seconds + self._margin
+            wait = max(wait, frees_at - now)
+        return wait
+
+    def remaining(self, now: float | None = None) -> int:
+        """Requests that could start right now without waiting (the tightest window decides)."""
+        now = self._clock() if now is None else now
+        self._expire(now)
+        if self._blocked_until > now:
+            return 0
+        return max(0, min(w.limit - self._used(w, now)[0] - len(self._inflight) for w in self._windows))
+
+    # ---- request lifecycle -------------------------------------------------------------------------------
+    def start(self) -> int:
+        """Mark a request as in flight; returns the token to pass to :meth:`finish`."""
+        token = next(self._tokens)
+        self._inflight.add(token)
+        return token
+
+    def finish(self, token: int, at: float | None = None) -> float:
+        """The request completed (whatever its outcome); its slot now ages out of the windows."""
+        self._inflight.discard(token)
+        at = self._clock() if at is None else at
+        bisect.insort(self._done, at)
+        self._notify()
+        return at
+
+    def try_acquire(self, now: float | None = None) -> bool:
+        """Service side: count a request received ``now`` if it fits (start and finish at once)."""
+        now = self._clock() if now is None else now
+        if self.delay(now) != 0:
+            return False
+        self.finish(self.start(), now)
+        return True
+
+    def block_until(self, until: float) -> None:
+        """Obey a ``Retry-After``: nothing starts before ``until``."""
+        self._blocked_until = max(self._blocked_until, until)
+        self._notify()
+
+    def load(self, times: Iterable[float]) -> None:
+        """Restore completion times remembered from before a restart."""
+        self._done = sorted([*self._done, *times])
+        self._expire(self._clock())
+
+    def history(self) -> list[float]:
+        """Completion times still inside the longest window (what must survive a restart)."""
+        self._expire(self._clock())
+        return list(self._done)
+
+    @property
+    def blocked_until(self) -> float:
+        return self._blocked_until
+
+    # ---- async waiting -----------------------------------------------------------------------------------
+    def _notify(self) -> None:
+        """Wake every waiter of the current generation; later waiters wait on a fresh event."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def acquire(self) -> int:
+        """Wait until a request may start, then mark it in flight and return its token."""
+        while True:
+            wait = self.delay()
+            if wait == 0:
+                return self.start()
+            changed = self._changed
+            try:
+                await asyncio.wait_for(changed.wait(), timeout=wait)
+            except TimeoutError:
+                pass
