@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -124,7 +125,5 @@ class SlidingWindowLimiter:
             if wait == 0:
                 return self.start()
             changed = self._changed
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=wait)
-            except TimeoutError:
-                pass
