@@ -1,0 +1,269 @@
+"""ACS Email transport on the async Azure SDK, with every outcome classified for the dispatcher.
+
+The SDK's own retries are off (``retry_total=0``): a throttled POST would otherwise sleep inside the SDK
+for minutes, hidden from the outbox. Retrying is the outbox's job; this module only says what happened and
+whether the request may have reached the service (``ambiguous``), in which case the caller asks the
+operation status before resending, so that a retry never duplicates a mail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from azure.communication.email.aio import EmailClient
+from azure.core.credentials import AzureKeyCredential
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceRequestTimeoutError,
+)
+from azure.core.rest import HttpRequest
+from azure.identity.aio import ClientSecretCredential
+
+from .errors import ConfigError
+
+API_VERSION = "2025-09-01"
+_ACCEPTED = frozenset({"notstarted", "running", "succeeded"})
+
+
+class OutcomeKind(StrEnum):
+    """What a request to ACS amounted to."""
+
+    SENT = "sent"  # accepted by ACS (202, or an operation that exists and did not fail)
+    THROTTLED = "throttled"  # 429: wait Retry-After, nothing was accepted
+    TRANSIENT = "transient"  # 5xx, timeout, connection trouble: try again later
+    AUTH = "auth"  # 401 or a refused token request: needs new credentials
+    PERMANENT = "permanent"  # 400/403/…, or an operation that ended Failed: retrying cannot help
+    NOT_FOUND = "not_found"  # status query: ACS has no such operation, so the mail was never accepted
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Classified result; ``detail`` is safe to log and store (no secrets)."""
+
+    kind: OutcomeKind
+    detail: str = ""
+    retry_after: float | None = None
+    ambiguous: bool = False
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class AcsCredentials:
+    """Where and how to authenticate: a connection string, or an Entra service principal."""
+
+    endpoint: str | None = None
+    connection_string: str | None = None
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    authority: str | None = None
+    ca_file: str | None = None
+
+    def __repr__(self) -> str:
+        return f"AcsCredentials(endpoint={self.endpoint!r}, auth={self.auth_method})"
+
+    @property
+    def auth_method(self) -> str:
+        return "connection_string" if self.connection_string else "service_principal"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never appear in logs or errors."""
+        values: list[str] = [self.client_secret or ""]
+        if self.connection_string:
+            values.append(self.connection_string)
+            values.append(parse_connection_string(self.connection_string)[1])
+        return tuple(v for v in values if v)
+
+
+def parse_connection_string(value: str) -> tuple[str, str]:
+    """``endpoint=…;accesskey=…`` → (endpoint, access key); keeps the scheme as written (the SDK forces https)."""
+    parts: dict[str, str] = {}
+    for segment in value.split(";"):
+        name, _, val = segment.strip().partition("=")
+        if name:
+            parts[name.strip().lower()] = val.strip()
+    endpoint, access_key = parts.get("endpoint"), parts.get("accesskey")
+    if not endpoint or not access_key:
+        raise ConfigError("connection string must look like 'endpoint=https://<resource>…/;accesskey=<key>'")
+    return endpoint.rstrip("/"), access_key
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """Seconds from ``retry-after-ms``/``x-ms-retry-after-ms``/``Retry-After`` (whichever is present)."""
+    for name, scale in (("retry-after-ms", 1000.0), ("x-ms-retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        raw = headers.get(name) if headers is not None else None
+        if raw:
+            with contextlib.suppress(ValueError):
+                return max(0.0, float(raw) / scale)
+    return None
+
+
+class AcsTransport:
+    """Sends ACS request bodies with ``operation_id`` = message id and asks operation status by id."""
+
+    def __init__(
+        self,
+        credentials: AcsCredentials,
+        *,
+        timeout: float = 30.0,
+        session: aiohttp.ClientSession | None = None,
+        api_version: str = API_VERSION,
+    ) -> None:
+        self._creds = credentials
+        self._timeout = timeout
+        self._api_version = api_version
+        self._token_credential: ClientSecretCredential | None = None
+        kwargs: dict[str, Any] = {
+            "retry_total": 0,
+            "connection_timeout": timeout,
+            "read_timeout": timeout,
+            "api_version": api_version,
+        }
+        if credentials.ca_file:
+            kwargs["connection_verify"] = credentials.ca_file
+        if session is not None:
+            from azure.core.pipeline.transport import AioHttpTransport  # noqa: PLC0415 - only for shared sessions
+
+            kwargs["transport"] = AioHttpTransport(session=session, session_owner=False)
+        credential: AzureKeyCredential | AsyncTokenCredential
+        if credentials.connection_string:
+            cs_endpoint, key = parse_connection_string(credentials.connection_string)
+            endpoint = credentials.endpoint or cs_endpoint
+            credential = AzureKeyCredential(key)
+        else:
+            if not (credentials.tenant_id and credentials.client_id and credentials.client_secret):
+                raise ConfigError("give either a connection_string or tenant_id + client_id + client_secret")
+            if not credentials.endpoint:
+                raise ConfigError("endpoint is required with a service principal")
+            endpoint = credentials.endpoint
+            identity_kwargs: dict[str, Any] = {}
+            if credentials.authority:
+                identity_kwargs["authority"] = credentials.authority
+                identity_kwargs["disable_instance_discovery"] = True
+            if credentials.ca_file:
+                identity_kwargs["connection_verify"] = credentials.ca_file
+            self._token_credential = ClientSecretCredential(
+                credentials.tenant_id, credentials.client_id, credentials.client_secret, **identity_kwargs
+            )
+            credential = self._token_credential
+        self.endpoint = endpoint.rstrip("/")
+        self._client = EmailClient(self.endpoint, credential, **kwargs)
+
+    async def __aenter__(self) -> AcsTransport:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Release HTTP sessions and the token cache."""
+        await self._client.close()
+        if self._token_credential is not None:
+            await self._token_credential.close()
+
+    def _redact(self, text: str) -> str:
+        for secret in self._creds.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    async def send(self, payload: dict[str, Any], operation_id: str) -> Outcome:
+        """POST one mail; never raises for service or network trouble, returns the classified outcome."""
+        try:
+            async with asyncio.timeout(self._timeout * 2):
+                poller = await self._client.begin_send(payload, operation_id=operation_id, polling=False)
+        except Exception as err:
+            return self._classify(err)
+        return Outcome(OutcomeKind.SENT, status=poller.status())
+
+    async def status(self, operation_id: str) -> Outcome:
+        """Ask ACS whether an operation exists; SENT unless it is unknown (NOT_FOUND) or ended Failed."""
+        request = HttpRequest(
+            "GET", f"/emails/operations/{quote(operation_id, safe='')}", params={"api-version": self._api_version}
+        )
+        try:
+            async with asyncio.timeout(self._timeout * 2):
+                response = await self._client.send_request(request)
+                await response.read()
+        except Exception as err:
+            return self._classify(err)
+        code = response.status_code
+        if code == 200:
+            return self._operation_outcome(response.text())
+        if code == 404:
+            return Outcome(OutcomeKind.NOT_FOUND, "ACS has no such operation")
+        error = HttpResponseError(response=response)
+        error.status_code = code
+        return self._classify(error)
+
+    def _operation_outcome(self, body: str) -> Outcome:
+        try:
+            data = json.loads(body)
+            status = str(data["status"])
+        except (ValueError, KeyError, TypeError):
+            return Outcome(OutcomeKind.TRANSIENT, "unreadable operation status", ambiguous=True)
+        if status.lower() in _ACCEPTED:
+            return Outcome(OutcomeKind.SENT, status=status)
+        error = data.get("error") or {}
+        detail = f"{error.get('code', status)}: {error.get('message', 'operation ' + status)}"
+        return Outcome(OutcomeKind.PERMANENT, self._redact(detail), status=status)
+
+    def _classify(self, err: Exception) -> Outcome:
+        detail = self._redact(_describe(err))
+        if isinstance(err, ClientAuthenticationError):
+            status = err.status_code
+            if (
+                status is None
+                and err.response is None
+                and "AADSTS" not in str(err)
+                and "invalid_client" not in str(err)
+            ):
+                # The authority could not be reached: an outage, not bad credentials.
+                return Outcome(OutcomeKind.TRANSIENT, detail)
+            return Outcome(OutcomeKind.AUTH, detail)
+        if isinstance(err, HttpResponseError) and err.status_code is not None:
+            status = err.status_code
+            if status == 429:
+                retry = retry_after_seconds(getattr(err.response, "headers", None))
+                return Outcome(OutcomeKind.THROTTLED, detail, retry_after=retry)
+            if status == 401:
+                return Outcome(OutcomeKind.AUTH, detail)
+            if status == 408 or status >= 500:
+                retry = retry_after_seconds(getattr(err.response, "headers", None))
+                return Outcome(OutcomeKind.TRANSIENT, detail, retry_after=retry, ambiguous=True)
+            return Outcome(OutcomeKind.PERMANENT, detail)
+        if isinstance(err, ServiceRequestTimeoutError) or (
+            isinstance(err, ServiceRequestError) and isinstance(err.inner_exception, aiohttp.ClientConnectorError)
+        ):
+            return Outcome(OutcomeKind.TRANSIENT, detail)  # never connected: the POST cannot have arrived
+        if isinstance(err, AzureError | TimeoutError | OSError | aiohttp.ClientError):
+            return Outcome(OutcomeKind.TRANSIENT, detail, ambiguous=True)
+        raise err
+
+
+def _describe(err: Exception) -> str:
+    """One line: HTTP status and the service's own code and message when there are some."""
+    if isinstance(err, HttpResponseError) and err.status_code is not None:
+        service_error = err.error
+        if service_error is not None and service_error.code:
+            return f"HTTP {err.status_code} {service_error.code}: {service_error.message}"
+        reason = err.reason or ""
+        return f"HTTP {err.status_code} {reason}".strip()
+    if isinstance(err, TimeoutError):
+        return "timed out"
+    message = getattr(err, "message", None) or str(err) or type(err).__name__
+    return f"{type(err).__name__}: {message.splitlines()[0]}"
