@@ -85,6 +85,11 @@ class SlidingWindowLimiter:
         self._notify()
         return at
 
+    def cancel(self, token: int) -> None:
+        """The request was never sent: free its slot without counting it."""
+        self._inflight.discard(token)
+        self._notify()
+
     def try_acquire(self, now: float | None = None) -> bool:
         """Service side: count a request received ``now`` if it fits (start and finish at once)."""
         now = self._clock() if now is None else now
@@ -118,12 +123,14 @@ class SlidingWindowLimiter:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def acquire(self) -> int:
-        """Wait until a request may start, then mark it in flight and return its token."""
-        while True:
-            wait = self.delay()
-            if wait == 0:
-                return self.start()
+    async def wait_ready(self) -> None:
+        """Wait until a request could start now (without taking the slot)."""
+        while (wait := self.delay()) != 0:
             changed = self._changed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=wait)
+
+    async def acquire(self) -> int:
+        """Wait until a request may start, then mark it in flight and return its token."""
+        await self.wait_ready()
+        return self.start()
