@@ -1,0 +1,186 @@
+"""Validated engine settings (the ``acs``/``quota``/``outbox``/``limits`` keys users copy from the README).
+
+The schema is voluptuous, as in Home Assistant, so the integration and the bridge validate the same way.
+Secret values are wrapped as soon as they are read, and error messages name keys, never values.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import voluptuous as vol
+
+from .errors import ConfigError
+from .message import MessageLimits
+from .quota import PRESETS, Quota, quota_from_config
+from .retry import RetryPolicy
+from .transport import AcsCredentials
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
+_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration(value: Any) -> float:
+    """Seconds from a number or a string such as ``90``, ``30s``, ``5m``, ``72h``, ``7d``."""
+    if isinstance(value, bool):
+        raise vol.Invalid("expected a duration such as 30s, 5m, 72h or 7d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise vol.Invalid("expected a duration such as 30s, 5m, 72h or 7d")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds < 0:
+        raise vol.Invalid("a duration cannot be negative")
+    return seconds
+
+
+def _secret(value: Any) -> str:
+    """A non-empty string; the error never repeats the value."""
+    if not isinstance(value, str) or not value.strip():
+        raise vol.Invalid("expected a non-empty string (value not shown)")
+    return value.strip()
+
+
+def _quota(value: Any) -> Quota:
+    try:
+        return quota_from_config(value)
+    except ConfigError as err:
+        raise vol.Invalid(str(err)) from None
+
+
+ACS_SCHEMA = vol.All(
+    vol.Schema(
+        {
+            vol.Optional("endpoint"): vol.All(str, vol.Match(r"^https?://", msg="endpoint must start with https://")),
+            vol.Required("sender"): str,
+            vol.Optional("connection_string"): _secret,
+            vol.Optional("tenant_id"): str,
+            vol.Optional("client_id"): str,
+            vol.Optional("client_secret"): _secret,
+            vol.Optional("authority"): vol.All(str, vol.Match(r"^https://", msg="authority must be an https URL")),
+            vol.Optional("ca_file"): str,
+            vol.Optional("timeout", default=30.0): vol.All(duration, vol.Range(min=1)),
+        }
+    ),
+    vol.Any(
+        vol.Schema({vol.Required("connection_string"): object}, extra=vol.ALLOW_EXTRA),
+        vol.Schema(
+            {
+                vol.Required("endpoint"): object,
+                vol.Required("tenant_id"): object,
+                vol.Required("client_id"): object,
+                vol.Required("client_secret"): object,
+            },
+            extra=vol.ALLOW_EXTRA,
+        ),
+        msg="acs needs connection_string, or endpoint + tenant_id + client_id + client_secret",
+    ),
+)
+
+OUTBOX_SCHEMA = vol.Schema(
+    {
+        vol.Optional("path", default="acs_email_outbox.db"): str,
+        vol.Optional("max_messages", default=10_000): vol.All(int, vol.Range(min=1)),
+        vol.Optional("max_attempts", default=10): vol.All(int, vol.Range(min=1)),
+        vol.Optional("max_age", default=3 * 86400.0): duration,
+        vol.Optional("retry_initial", default=30.0): duration,
+        vol.Optional("retry_max", default=3600.0): duration,
+        vol.Optional("retention", default=7 * 86400.0): duration,
+        vol.Optional("synchronous", default="full"): vol.All(vol.Lower, vol.In(["full", "normal"])),
+        vol.Optional("concurrency", default=2): vol.All(int, vol.Range(min=1, max=16)),
+    }
+)
+
+LIMITS_SCHEMA = vol.Schema(
+    {
+        vol.Optional("max_recipients", default=50): vol.All(int, vol.Range(min=1)),
+        vol.Optional("max_request_bytes", default=10 * 1024 * 1024): vol.All(int, vol.Range(min=1024)),
+    }
+)
+
+ENGINE_SCHEMA = vol.Schema(
+    {
+        vol.Required("acs"): ACS_SCHEMA,
+        vol.Optional("quota", default="custom_domain"): _quota,
+        vol.Optional("outbox", default={}): OUTBOX_SCHEMA,
+        vol.Optional("limits", default={}): LIMITS_SCHEMA,
+    },
+    extra=vol.ALLOW_EXTRA,  # the bridge adds its own sections (mqtt, smtp, routes)
+)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Everything the engine needs, already validated."""
+
+    credentials: AcsCredentials
+    sender: str
+    outbox_path: Path
+    quota: Quota = PRESETS["custom_domain"]
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_messages: int = 10_000
+    retention: float = 7 * 86400.0
+    synchronous: str = "FULL"
+    concurrency: int = 2
+    timeout: float = 30.0
+    limits: MessageLimits = field(default_factory=MessageLimits)
+
+
+def _describe_invalid(err: vol.Invalid) -> str:
+    errors = err.errors if isinstance(err, vol.MultipleInvalid) else [err]
+    parts = []
+    for error in errors:
+        where = ".".join(str(p) for p in error.path) or "config"
+        parts.append(f"{where}: {error.msg}")
+    return "; ".join(parts)
+
+
+def settings_from_config(config: dict[str, Any], *, base_dir: Path | None = None) -> EngineSettings:
+    """Validate a config mapping; relative paths are resolved against ``base_dir`` (the config file's folder)."""
+    try:
+        data = ENGINE_SCHEMA(config)
+    except vol.Invalid as err:
+        raise ConfigError(f"invalid configuration: {_describe_invalid(err)}") from None
+    acs, outbox, limits = data["acs"], data["outbox"], data["limits"]
+
+    def resolve(path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() or base_dir is None else base_dir / p
+
+    ca_file = str(resolve(acs["ca_file"])) if "ca_file" in acs else None
+    credentials = AcsCredentials(
+        endpoint=acs.get("endpoint"),
+        connection_string=acs.get("connection_string"),
+        tenant_id=acs.get("tenant_id"),
+        client_id=acs.get("client_id"),
+        client_secret=acs.get("client_secret"),
+        authority=acs.get("authority"),
+        ca_file=ca_file,
+    )
+    try:
+        retry = RetryPolicy(
+            initial_delay=outbox["retry_initial"],
+            max_delay=max(outbox["retry_max"], outbox["retry_initial"]),
+            max_attempts=outbox["max_attempts"],
+            max_age=outbox["max_age"] or 1.0,
+        )
+    except ConfigError as err:
+        raise ConfigError(f"invalid configuration: outbox: {err}") from None
+    return EngineSettings(
+        credentials=credentials,
+        sender=acs["sender"],
+        outbox_path=resolve(outbox["path"]),
+        quota=data["quota"],
+        retry=retry,
+        max_messages=outbox["max_messages"],
+        retention=outbox["retention"],
+        synchronous=outbox["synchronous"].upper(),
+        concurrency=outbox["concurrency"],
+        timeout=acs["timeout"],
+        limits=MessageLimits(limits["max_recipients"], limits["max_request_bytes"]),
+    )

@@ -1,0 +1,89 @@
+"""The engine: one object the HA integration, the bridge and the CLI start, feed and stop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from types import TracebackType
+
+import aiohttp
+
+from .config import EngineSettings
+from .dispatcher import Dispatcher, DispatcherStatus
+from .message import EmailMessage
+from .outbox import Outbox, State
+from .transport import AcsTransport
+
+
+class Engine:
+    """Outbox + dispatcher + ACS transport, wired from :class:`EngineSettings`.
+
+    ``submit`` returns once the mail is on disk; delivery happens in the background at the pace the quota
+    allows. Callers acknowledge their own input (an MQTT message, an SMTP DATA) only after ``submit``.
+    """
+
+    def __init__(
+        self,
+        settings: EngineSettings,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        on_auth_failure: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.outbox = Outbox(
+            settings.outbox_path,
+            max_messages=settings.max_messages,
+            retry=settings.retry,
+            retention=settings.retention,
+            synchronous="NORMAL" if settings.synchronous == "NORMAL" else "FULL",
+            limits=settings.limits,
+        )
+        self.transport = AcsTransport(settings.credentials, timeout=settings.timeout, session=session)
+        self.dispatcher = Dispatcher(
+            self.outbox,
+            self.transport,
+            settings.quota,
+            concurrency=settings.concurrency,
+            on_auth_failure=on_auth_failure,
+        )
+        self._started = False
+
+    async def start(self, *, deliver: bool = True) -> None:
+        """Open the outbox (recovering after a crash) and, unless ``deliver`` is False, start sending."""
+        await self.outbox.open()
+        if deliver:
+            await self.dispatcher.start()
+        self._started = True
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Finish in-flight sends (up to ``grace`` seconds), keep the rest queued on disk."""
+        if not self._started:
+            return
+        self._started = False
+        await self.dispatcher.stop(grace)
+        await self.transport.close()
+        await self.outbox.close()
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def submit(self, message: EmailMessage, *, source: str = "") -> str:
+        """Validate and store durably; returns the message id once committed."""
+        return await self.outbox.enqueue(message, source=source)
+
+    async def submit_many(self, messages: Sequence[EmailMessage], *, source: str = "") -> list[str]:
+        """All or nothing, in one commit."""
+        return await self.outbox.enqueue_many(messages, source=source)
+
+    async def wait_for(self, message_id: str) -> State:
+        """Wait until the message is sent or dead."""
+        return await self.dispatcher.wait_for(message_id)
+
+    async def status(self) -> DispatcherStatus:
+        """Counters for sensors and diagnostics."""
+        return await self.dispatcher.status()
