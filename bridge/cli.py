@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from acs_email_core.config import EngineSettings
 from acs_email_core.engine import Engine
 from acs_email_core.errors import AcsEmailError
 from acs_email_core.message import Attachment, EmailMessage
@@ -43,8 +44,8 @@ def _build_parser() -> argparse.ArgumentParser:
     send.add_argument("--priority", choices=["high", "normal", "low"], default="normal")
     send.add_argument("--timeout", type=float, default=None, help="stop waiting after this many seconds (exit 3)")
 
-    queue = sub.add_parser("queue", help="list, retry or purge mails in the outbox")
-    queue.add_argument("action", choices=["list", "retry", "purge"])
+    queue = sub.add_parser("queue", help="list, retry, purge or flush (deliver now) mails in the outbox")
+    queue.add_argument("action", choices=["list", "retry", "purge", "flush"])
     queue.add_argument("ids", nargs="*", help="message ids (default: all dead letters)")
     queue.add_argument("--config", "-c", required=True)
     queue.add_argument(
@@ -104,8 +105,24 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
+async def _flush(settings: EngineSettings) -> int:
+    """Deliver what is queued, then exit: 0 when everything left was sent, 1 if some mail is dead."""
+    async with Engine(settings) as engine:
+        dead_before = (await engine.outbox.stats()).dead
+        while True:
+            stats = await engine.outbox.stats()
+            if stats.queued == 0 and stats.sending == 0:
+                break
+            await asyncio.sleep(0.2)
+        status = await engine.status()
+    print(f"sent {status.sent_total}, dead {status.dead - dead_before}")
+    return EXIT_SENT if status.dead == dead_before else EXIT_DEAD
+
+
 async def _queue(args: argparse.Namespace) -> int:
     _raw, settings = load_settings(args.config)
+    if args.action == "flush":
+        return await _flush(settings)
     async with Outbox(settings.outbox_path, max_messages=settings.max_messages, retry=settings.retry) as outbox:
         if args.action == "list":
             entries = await outbox.list(State(args.state) if args.state else None, limit=args.limit)
