@@ -1,0 +1,729 @@
+"""Durable outbox on SQLite: a message is acknowledged to its source only once it is on disk.
+
+Rows move ``queued → sending → sent`` (or ``dead``, with the reason). All SQLite work runs on one
+dedicated worker thread that owns the only connection, so the event loop (Home Assistant's, or the
+bridge's) never waits on disk. Concurrent enqueues are *group-committed*: callers that arrive while a
+commit is in progress are written together in the next transaction, each returning only once its own row
+is committed — many producers then share one fsync instead of queueing for one each.
+
+Crash safety: a row still in ``sending`` when the outbox is opened belongs to a process that died
+mid-send, so it goes back to ``queued`` with ``verify`` set; the dispatcher asks ACS for the operation
+status (the message id is the operation id) before resending, so a crash never duplicates a mail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import functools
+import json
+import logging
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar, TypeVarTuple, cast
+
+from .errors import AcsEmailError, OutboxFullError
+from .message import DEFAULT_LIMITS, EmailMessage, MessageLimits
+from .retry import RetryPolicy
+
+__all__ = ["ClaimedMessage", "Outbox", "OutboxEntry", "OutboxStats", "RetryPolicy", "State"]
+
+_LOGGER = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
+
+SCHEMA_VERSION = 1
+_PRUNE_EVERY = 500  # mark_sent calls between opportunistic prunes of old sent rows
+IDLE_RECHECK = 5.0  # seconds; see Outbox.wait_for_work
+
+# The payload is the last column: SQLite reads a row's columns in order, so every other column stays
+# readable without touching the overflow pages of a large payload.
+_SCHEMA = """
+CREATE TABLE messages (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'sending', 'sent', 'dead')),
+    subject TEXT NOT NULL,
+    recipients INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    age_from REAL NOT NULL,  -- start of the max_age window: created_at, reset by requeue
+    updated_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    source TEXT NOT NULL,
+    verify INTEGER NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX messages_due ON messages (next_attempt_at) WHERE state = 'queued';
+CREATE INDEX messages_state ON messages (state, created_at);
+CREATE INDEX messages_sent ON messages (updated_at) WHERE state = 'sent';
+
+-- Per-state counts kept by triggers: the capacity check on every enqueue and stats() stay O(1).
+CREATE TABLE counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO counts VALUES ('queued', 0), ('sending', 0), ('sent', 0), ('dead', 0);
+CREATE TRIGGER messages_insert AFTER INSERT ON messages BEGIN
+    UPDATE counts SET n = n + 1 WHERE state = NEW.state;
+END;
+CREATE TRIGGER messages_delete AFTER DELETE ON messages BEGIN
+    UPDATE counts SET n = n - 1 WHERE state = OLD.state;
+END;
+CREATE TRIGGER messages_state AFTER UPDATE OF state ON messages WHEN OLD.state <> NEW.state BEGIN
+    UPDATE counts SET n = n - 1 WHERE state = OLD.state;
+    UPDATE counts SET n = n + 1 WHERE state = NEW.state;
+END;
+
+-- Completion times of ACS requests, so that quotas hold across restarts.
+CREATE TABLE requests (kind TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX requests_kind_at ON requests (kind, at);
+"""
+
+_ENTRY_COLUMNS = (
+    "id, state, subject, recipients, size, attempts, created_at, updated_at, next_attempt_at, last_error, "
+    "source, verify"
+)
+_INSERT = (
+    "INSERT OR IGNORE INTO messages (id, state, subject, recipients, size, attempts, created_at, age_from, "
+    "updated_at, next_attempt_at, last_error, source, verify, payload) "
+    "VALUES (?1, 'queued', ?2, ?3, ?4, 0, ?5, ?5, ?5, ?5, NULL, ?6, 0, ?7)"
+)
+
+
+class State(StrEnum):
+    """Where a message is in its life."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A message as listed for people (no payload: it may be megabytes of attachments)."""
+
+    id: str
+    state: State
+    subject: str
+    recipients: int
+    size: int  # payload bytes
+    attempts: int
+    created_at: float
+    updated_at: float
+    next_attempt_at: float
+    last_error: str | None
+    source: str
+    verify: bool
+
+
+@dataclass(frozen=True)
+class ClaimedMessage:
+    """A message handed to the dispatcher; ``verify`` means a previous POST may have reached ACS."""
+
+    id: str
+    payload: dict[str, Any]
+    attempts: int
+    verify: bool
+    created_at: float
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    """Counts per state, and the creation time of the oldest queued message."""
+
+    queued: int
+    sending: int
+    sent: int
+    dead: int
+    oldest_queued_at: float | None
+
+
+@dataclass
+class _PendingEnqueue:
+    messages: Sequence[EmailMessage]
+    source: str
+    future: asyncio.Future[list[str]]
+
+
+_EnqueueResult = list[str] | Exception
+
+
+def _duration(seconds: float) -> str:
+    """Readable age for a dead-letter reason."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a script into statements (executescript would COMMIT the surrounding transaction)."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            yield statement
+            statement = ""
+
+
+def _placeholders(ids: Sequence[str]) -> str:
+    return ",".join("?" * len(ids))
+
+
+def _entry(row: sqlite3.Row) -> OutboxEntry:
+    return OutboxEntry(
+        id=row["id"],
+        state=State(row["state"]),
+        subject=row["subject"],
+        recipients=row["recipients"],
+        size=row["size"],
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        next_attempt_at=row["next_attempt_at"],
+        last_error=row["last_error"],
+        source=row["source"],
+        verify=bool(row["verify"]),
+    )
+
+
+if sys.platform == "win32":
+    import msvcrt
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+else:
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
+class _Store:
+    """The SQLite side; every method runs on the outbox's single worker thread, which owns the connection."""
+
+    def __init__(
+        self, path: Path, max_messages: int, retry: RetryPolicy, retention: float, limits: MessageLimits
+    ) -> None:
+        self.path = path
+        self.max_messages = max_messages
+        self.retry = retry
+        self.retention = retention
+        self.limits = limits
+        self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        self._marks_since_prune = 0
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise AcsEmailError(f"outbox {self.path} is not open")
+        return self._conn
+
+    @contextlib.contextmanager
+    def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """Writers BEGIN IMMEDIATE: taking the lock up front means a transaction never fails half-way on BUSY."""
+        conn = self._db
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------
+    def open(self, synchronous: str, now: float) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        owner = _try_lock(self._lock_fd)
+        conn = self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        conn.row_factory = sqlite3.Row
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            _LOGGER.warning("outbox %s: WAL is not available here (journal mode %s)", self.path, mode)
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        with self._transaction():
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise AcsEmailError(
+                    f"outbox {self.path} has schema version {version}, newer than this version "
+                    f"understands ({SCHEMA_VERSION}); upgrade, or use another file"
+                )
+            if version == 0:
+                for statement in _statements(_SCHEMA):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            recovered = (
+                owner
+                and conn.execute(
+                    "UPDATE messages SET state = 'queued', verify = 1, updated_at = ? WHERE state = 'sending'", (now,)
+                ).rowcount
+            )
+        if recovered:
+            _LOGGER.warning(
+                "outbox %s: %d message(s) were being sent when the previous run stopped; their status is "
+                "checked with ACS before any resend",
+                self.path,
+                recovered,
+            )
+        self.prune(now)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the owner lock
+            self._lock_fd = None
+
+    # ---- writes ------------------------------------------------------------------------------------------
+    def _held(self, conn: sqlite3.Connection) -> int:
+        """Messages that count against max_messages: all but sent ones."""
+        return int(conn.execute("SELECT SUM(n) FROM counts WHERE state <> 'sent'").fetchone()[0])
+
+    def _rows(self, messages: Sequence[EmailMessage], source: str, now: float) -> list[tuple[Any, ...]]:
+        rows = []
+        for message in messages:
+            payload = json.dumps(message.to_acs_payload(self.limits), separators=(",", ":"))
+            size = len(payload.encode())
+            rows.append((message.message_id, message.subject, message.recipient_count, size, now, source, payload))
+        return rows
+
+    def enqueue(self, requests: Sequence[tuple[Sequence[EmailMessage], str]], now: float) -> list[_EnqueueResult]:
+        """One transaction for all requests; a savepoint each, so one refused request spares the others."""
+        prepared: list[list[tuple[Any, ...]] | Exception] = []
+        for messages, source in requests:
+            try:
+                prepared.append(self._rows(messages, source, now))
+            except Exception as exc:  # ValidationError, or a payload that is not JSON-serialisable
+                prepared.append(exc)
+        results: list[_EnqueueResult] = []
+        with self._transaction() as conn:
+            for item in prepared:
+                if isinstance(item, Exception):
+                    results.append(item)
+                    continue
+                conn.execute("SAVEPOINT enqueue")
+                before = self._held(conn)
+                conn.executemany(_INSERT, item)
+                after = self._held(conn)
+                if after > before and after > self.max_messages:
+                    conn.execute("ROLLBACK TO enqueue")
+                    results.append(self._full_error(before, after - before))
+                else:
+                    results.append([row[0] for row in item])
+                conn.execute("RELEASE enqueue")
+        return results
+
+    def _full_error(self, held: int, new: int) -> OutboxFullError:
+        what = "the message" if new == 1 else f"these {new} messages"
+        return OutboxFullError(
+            f"outbox full: it holds {held} of at most {self.max_messages} messages (queued, sending or dead), "
+            f"so {what} cannot be accepted; wait for sending to catch up, or purge dead letters"
+        )
+
+    def claim(self, limit: int, now: float) -> list[ClaimedMessage]:
+        with self._transaction() as conn:
+            rows = conn.execute(
+                "SELECT id, attempts, verify, created_at, payload FROM messages "
+                "WHERE state = 'queued' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE messages SET state = 'sending', updated_at = ? WHERE id = ?",
+                [(now, row["id"]) for row in rows],
+            )
+        return [
+            ClaimedMessage(
+                id=row["id"],
+                payload=json.loads(row["payload"]),
+                attempts=row["attempts"],
+                verify=bool(row["verify"]),
+                created_at=row["created_at"],
+            )
+            for row in rows
+        ]
+
+    def _update_one(self, id: str, sql: str, params: tuple[Any, ...]) -> None:
+        with self._transaction() as conn:
+            if conn.execute(sql, params).rowcount == 0:
+                raise KeyError(id)
+
+    def mark_sent(self, id: str, now: float) -> None:
+        self._update_one(id, "UPDATE messages SET state = 'sent', verify = 0, updated_at = ? WHERE id = ?", (now, id))
+        self._marks_since_prune += 1
+        if self._marks_since_prune >= _PRUNE_EVERY:
+            self.prune(now)
+
+    def mark_dead(self, id: str, reason: str, now: float) -> None:
+        self._update_one(
+            id, "UPDATE messages SET state = 'dead', last_error = ?, updated_at = ? WHERE id = ?", (reason, now, id)
+        )
+
+    def mark_retry(
+        self, id: str, error: str, *, retry_after: float | None, verify: bool, count_attempt: bool, now: float
+    ) -> State:
+        policy = self.retry
+        with self._transaction() as conn:
+            row = conn.execute("SELECT attempts, age_from FROM messages WHERE id = ?", (id,)).fetchone()
+            if row is None:
+                raise KeyError(id)
+            attempts = row["attempts"] + int(count_attempt)
+            age = now - row["age_from"]
+            state, next_at, last_error = State.QUEUED, now, error
+            if attempts >= policy.max_attempts:
+                state, last_error = State.DEAD, f"gave up after {attempts} attempts: {error}"
+            elif age >= policy.max_age:
+                state, last_error = State.DEAD, f"expired after {_duration(age)}: {error}"
+            elif retry_after is not None:
+                next_at = now + max(retry_after, 0.0)
+            else:
+                next_at = now + policy.delay(attempts)
+            conn.execute(
+                "UPDATE messages SET state = ?, attempts = ?, next_attempt_at = ?, last_error = ?, verify = ?, "
+                "updated_at = ? WHERE id = ?",
+                (str(state), attempts, next_at, last_error, int(verify), now, id),
+            )
+        return state
+
+    def release(self, ids: Sequence[str], now: float) -> int:
+        with self._transaction() as conn:
+            return conn.execute(
+                "UPDATE messages SET state = 'queued', updated_at = ? "  # noqa: S608 - placeholders only
+                f"WHERE state = 'sending' AND id IN ({_placeholders(ids)})",
+                (now, *ids),
+            ).rowcount
+
+    def requeue(self, ids: Sequence[str] | None, now: float) -> int:
+        sql = (
+            "UPDATE messages SET state = 'queued', attempts = 0, next_attempt_at = ?, age_from = ?, "
+            "updated_at = ? WHERE state = 'dead'"
+        )
+        params: tuple[Any, ...] = (now, now, now)
+        if ids is not None:
+            sql += f" AND id IN ({_placeholders(ids)})"
+            params += tuple(ids)
+        with self._transaction() as conn:
+            return conn.execute(sql, params).rowcount
+
+    def purge(self, ids: Sequence[str] | None, state: State) -> int:
+        sql = "DELETE FROM messages WHERE state = ?"
+        params: tuple[str, ...] = (str(state),)
+        if ids is not None:
+            sql += f" AND id IN ({_placeholders(ids)})"
+            params += tuple(ids)
+        with self._transaction() as conn:
+            return conn.execute(sql, params).rowcount
+
+    def prune(self, now: float) -> int:
+        self._marks_since_prune = 0
+        with self._transaction() as conn:
+            count = conn.execute(
+                "DELETE FROM messages WHERE state = 'sent' AND updated_at < ?", (now - self.retention,)
+            ).rowcount
+        if count:
+            _LOGGER.debug("outbox %s: pruned %d sent message(s)", self.path, count)
+        return count
+
+    def record_requests(self, kind: str, times: Sequence[float]) -> None:
+        with self._transaction() as conn:
+            conn.executemany("INSERT INTO requests (kind, at) VALUES (?, ?)", [(kind, t) for t in times])
+
+    def request_history(self, kind: str, since: float) -> list[float]:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM requests WHERE kind = ? AND at < ?", (kind, since))
+            rows = conn.execute("SELECT at FROM requests WHERE kind = ? ORDER BY at", (kind,)).fetchall()
+        return [row[0] for row in rows]
+
+    # ---- reads -------------------------------------------------------------------------------------------
+    def next_due_at(self) -> float | None:
+        row = self._db.execute("SELECT MIN(next_attempt_at) FROM messages WHERE state = 'queued'").fetchone()
+        return cast("float | None", row[0])
+
+    def get(self, id: str) -> OutboxEntry | None:
+        row = self._db.execute(f"SELECT {_ENTRY_COLUMNS} FROM messages WHERE id = ?", (id,)).fetchone()  # noqa: S608
+        return None if row is None else _entry(row)
+
+    def list(self, state: State | None, limit: int) -> list[OutboxEntry]:
+        where = "" if state is None else "WHERE state = ?"
+        params = (limit,) if state is None else (str(state), limit)
+        sql = f"SELECT {_ENTRY_COLUMNS} FROM messages {where} ORDER BY created_at LIMIT ?"  # noqa: S608
+        return [_entry(row) for row in self._db.execute(sql, params)]
+
+    def stats(self) -> OutboxStats:
+        with self._transaction(write=False) as conn:  # one snapshot for the counts and the oldest row
+            counts = dict(conn.execute("SELECT state, n FROM counts").fetchall())
+            oldest = conn.execute("SELECT MIN(created_at) FROM messages WHERE state = 'queued'").fetchone()[0]
+        return OutboxStats(counts["queued"], counts["sending"], counts["sent"], counts["dead"], oldest)
+
+
+class Outbox:
+    """Durable, bounded message store between the sources and the dispatcher.
+
+    Several Outbox objects (or processes, such as the CLI next to a running bridge) may open the same file.
+    Only the first holds the owner lock (``<path>.lock``) and recovers rows left in ``sending``: the others
+    must not take back messages that a live dispatcher is sending.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_messages: int = 10_000,
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, so a shared default is safe
+        retention: float = 7 * 86400,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        clock: Callable[[], float] = time.time,
+        limits: MessageLimits = DEFAULT_LIMITS,
+    ) -> None:
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError("synchronous must be FULL or NORMAL")
+        self.path = Path(path)
+        self._store = _Store(self.path, max_messages, retry, retention, limits)
+        self._synchronous = synchronous
+        self._clock = clock
+        self._work = asyncio.Event()
+        self._executor: ThreadPoolExecutor | None = None
+        self._closing = False
+        self._pending: builtins.list[_PendingEnqueue] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    @property
+    def max_messages(self) -> int:
+        return self._store.max_messages
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._store.retry
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Create the database if needed, then recover what a crashed process left in ``sending``."""
+        if self._executor is not None:
+            return
+        self._closing = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="acs-email-outbox")
+        try:
+            await self._call(self._store.open, self._synchronous, self._clock())
+        except BaseException:
+            await self._shutdown()
+            raise
+
+    async def close(self) -> None:
+        """Finish pending enqueues, then close the database; safe to call twice."""
+        if self._executor is None or self._closing:
+            return
+        self._closing = True
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        executor = self._executor
+        if executor is None:
+            return
+        try:
+            await self._call(self._store.close)
+        finally:
+            self._executor = None
+            executor.shutdown(wait=False)
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _call(self, fn: Callable[[*_Ts], _T], *args: *_Ts) -> asyncio.Future[_T]:
+        """Run ``fn`` on the worker thread that owns the connection."""
+        if self._executor is None:
+            raise AcsEmailError(f"outbox {self.path} is not open")
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # ---- enqueue (group commit) --------------------------------------------------------------------------
+    async def enqueue(self, message: EmailMessage, *, source: str = "") -> str:
+        """Store one message; returns its id only once committed. Enqueuing the same id again is a no-op.
+
+        Raises ValidationError (nothing stored) or OutboxFullError (the caller still owns the message).
+        """
+        return (await self._submit((message,), source))[0]
+
+    async def enqueue_many(self, messages: Sequence[EmailMessage], *, source: str = "") -> builtins.list[str]:
+        """Store several messages in one transaction: all of them, or (on any error) none."""
+        if not messages:
+            return []
+        return await self._submit(messages, source)
+
+    async def _submit(self, messages: Sequence[EmailMessage], source: str) -> builtins.list[str]:
+        if self._executor is None or self._closing:
+            raise AcsEmailError(f"outbox {self.path} is not open")
+        future: asyncio.Future[builtins.list[str]] = asyncio.get_running_loop().create_future()
+        self._pending.append(_PendingEnqueue(messages, source, future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush(), name="acs-email-outbox-commit")
+        return await future
+
+    async def _flush(self) -> None:
+        """Commit pending enqueues, one transaction per round, until none are left."""
+        batch: builtins.list[_PendingEnqueue] = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                requests = [(p.messages, p.source) for p in batch]
+                try:
+                    results = await self._call(self._store.enqueue, requests, self._clock())
+                except Exception as exc:  # the commit itself failed: nobody in this round is stored
+                    results = [exc] * len(batch)
+                for pending, result in zip(batch, results, strict=True):
+                    if pending.future.done():  # the caller stopped waiting
+                        continue
+                    if isinstance(result, Exception):
+                        pending.future.set_exception(result)
+                    else:
+                        pending.future.set_result(result)
+                if any(not isinstance(r, Exception) for r in results):
+                    self._work.set()
+                batch = []
+        finally:  # only reached with unresolved futures when this task is cancelled
+            for pending in [*batch, *self._pending]:
+                pending.future.cancel()
+            self._pending = []
+            self._flusher = None
+
+    # ---- dispatcher side ---------------------------------------------------------------------------------
+    async def wait_for_work(self, timeout: float | None) -> None:  # noqa: ASYNC109 - the dispatcher's API
+        """Return when messages were enqueued, requeued or released since the last return, or after ``timeout``.
+
+        Also returns after at most ``IDLE_RECHECK`` seconds: another process (the CLI) may have requeued
+        messages, and it cannot signal this one. Callers look for due messages after every return.
+        """
+        limit = IDLE_RECHECK if timeout is None else min(max(timeout, 0.0), IDLE_RECHECK)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._work.wait(), limit)
+        self._work.clear()
+
+    async def claim_due(self, limit: int) -> builtins.list[ClaimedMessage]:
+        """Move up to ``limit`` due messages, the longest due first, to ``sending`` and return them.
+
+        If the caller is cancelled meanwhile, the claimed messages are released rather than left in
+        ``sending`` (where only a restart would recover them).
+        """
+        if limit < 1:
+            return []
+        job = self._call(self._store.claim, limit, self._clock())
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                if claimed := await job:
+                    await self._call(self._store.release, [c.id for c in claimed], self._clock())
+            raise
+
+    async def mark_sent(self, id: str) -> None:
+        """ACS accepted the message. Raises KeyError if the id is unknown."""
+        await self._call(self._store.mark_sent, id, self._clock())
+
+    async def mark_retry(
+        self,
+        id: str,
+        error: str,
+        *,
+        retry_after: float | None = None,
+        verify: bool = False,
+        count_attempt: bool = True,
+    ) -> State:
+        """Back to ``queued`` for a later try, or ``dead`` once out of attempts or too old; returns which.
+
+        ``retry_after`` (the service's Retry-After) replaces the backoff delay; ``count_attempt=False`` is for
+        failures that are not the message's fault (throttling). Raises KeyError if the id is unknown.
+        """
+        retry = functools.partial(
+            self._store.mark_retry,
+            retry_after=retry_after,
+            verify=verify,
+            count_attempt=count_attempt,
+            now=self._clock(),
+        )
+        return await self._call(retry, id, error)
+
+    async def mark_dead(self, id: str, reason: str) -> None:
+        """Give up on the message now (a permanent error); it stays listable and requeueable."""
+        await self._call(self._store.mark_dead, id, reason, self._clock())
+
+    async def release(self, ids: Sequence[str]) -> None:
+        """Graceful shutdown: claimed but unsent messages go back to ``queued`` as they were."""
+        if not ids:
+            return
+        if await self._call(self._store.release, ids, self._clock()):
+            self._work.set()
+
+    async def next_due_at(self) -> float | None:
+        """Earliest ``next_attempt_at`` among queued messages (None when nothing is queued)."""
+        return await self._call(self._store.next_due_at)
+
+    # ---- dead letters and housekeeping -------------------------------------------------------------------
+    async def requeue(self, ids: Sequence[str] | None = None) -> int:
+        """Dead letters (the given ones, or all) back to ``queued``, due now, with attempts and age reset."""
+        count = await self._call(self._store.requeue, ids, self._clock())
+        if count:
+            self._work.set()
+        return count
+
+    async def purge(self, ids: Sequence[str] | None = None, *, state: State = State.DEAD) -> int:
+        """Delete messages in ``state`` (the given ids only, or all of them); returns how many."""
+        return await self._call(self._store.purge, ids, State(state))
+
+    async def prune(self) -> int:
+        """Delete sent messages older than the retention period; returns how many."""
+        return await self._call(self._store.prune, self._clock())
+
+    # ---- rate-limiter memory -----------------------------------------------------------------------------
+    async def record_requests(self, kind: str, times: Sequence[float]) -> None:
+        """Remember completion times of ACS requests (``send``/``poll``) so quotas survive a restart."""
+        if times:
+            await self._call(self._store.record_requests, kind, times)
+
+    async def request_history(self, kind: str, since: float) -> builtins.list[float]:
+        """Remembered completion times at or after ``since``, ascending; older ones are dropped."""
+        return await self._call(self._store.request_history, kind, since)
+
+    # ---- inspection --------------------------------------------------------------------------------------
+    async def get(self, id: str) -> OutboxEntry | None:
+        """One message, without its payload."""
+        return await self._call(self._store.get, id)
+
+    async def stats(self) -> OutboxStats:
+        """Counts per state (kept by triggers, so cheap with any number of rows)."""
+        return await self._call(self._store.stats)
+
+    async def list(self, state: State | None = None, limit: int = 100) -> builtins.list[OutboxEntry]:
+        """Up to ``limit`` messages, oldest first, without payloads."""
+        return await self._call(self._store.list, None if state is None else State(state), limit)
