@@ -1,0 +1,7 @@
+"""Constants for the ACS Email integration."""
+
+from __future__ import annotations
+
+from typing import Final
+
+DOMAIN: Final = "acs_email"
