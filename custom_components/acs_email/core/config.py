@@ -13,8 +13,8 @@ from typing import Any
 
 import voluptuous as vol
 
-from .errors import ConfigError
-from .message import MessageLimits
+from .errors import ConfigError, ValidationError
+from .message import EmailAddress, MessageLimits
 from .quota import PRESETS, Quota, quota_from_config
 from .retry import RetryPolicy
 from .transport import AcsCredentials
@@ -46,6 +46,16 @@ def _secret(value: Any) -> str:
     return value.strip()
 
 
+def _sender(value: Any) -> str:
+    """A plain address: ACS takes the display name from the MailFrom resource, not from the request."""
+    if not isinstance(value, str):
+        raise vol.Invalid("expected an email address")
+    try:
+        return EmailAddress(value.strip()).address
+    except ValidationError:
+        raise vol.Invalid(f"{value!r} is not a plain email address (no display name)") from None
+
+
 def _quota(value: Any) -> Quota:
     try:
         return quota_from_config(value)
@@ -57,7 +67,7 @@ ACS_SCHEMA = vol.All(
     vol.Schema(
         {
             vol.Optional("endpoint"): vol.All(str, vol.Match(r"^https?://", msg="endpoint must start with https://")),
-            vol.Required("sender"): str,
+            vol.Required("sender"): _sender,
             vol.Optional("connection_string"): _secret,
             vol.Optional("tenant_id"): str,
             vol.Optional("client_id"): str,

@@ -1,0 +1,106 @@
+"""Settings validation: what users copy from the README works, mistakes are named, secrets never echoed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from acs_email_core.config import duration, settings_from_config
+from acs_email_core.errors import ConfigError
+from acs_email_core.quota import PRESETS
+
+SECRET = "s3cr3t-value-that-must-not-leak"
+
+
+def _principal(**acs: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "endpoint": "https://res.communication.azure.com",
+        "sender": "DoNotReply@mail.example.com",
+        "tenant_id": "t",
+        "client_id": "c",
+        "client_secret": SECRET,
+    }
+    base.update(acs)
+    return {"acs": base}
+
+
+def test_readme_example_with_defaults(tmp_path: Path) -> None:
+    settings = settings_from_config(_principal(), base_dir=tmp_path)
+    assert settings.quota == PRESETS["custom_domain"]
+    assert settings.outbox_path == tmp_path / "acs_email_outbox.db"
+    assert settings.credentials.auth_method == "service_principal"
+    assert settings.limits.max_recipients == 50
+    assert settings.synchronous == "FULL"
+    assert SECRET not in repr(settings)
+
+
+def test_full_config_values(tmp_path: Path) -> None:
+    config = _principal(ca_file="ca.pem", timeout="10s")
+    config["quota"] = {"per_minute": 60, "per_hour": 1000}
+    config["outbox"] = {"path": "/tmp/x.db", "max_age": "72h", "retry_initial": "1m", "retention": "7d",
+                        "synchronous": "NORMAL", "max_attempts": 3}  # fmt: skip
+    config["limits"] = {"max_recipients": 100}
+    settings = settings_from_config(config, base_dir=tmp_path)
+    assert settings.credentials.ca_file == str(tmp_path / "ca.pem")
+    assert settings.timeout == 10
+    assert [w.limit for w in settings.quota.send] == [60, 1000]
+    assert settings.retry.max_age == 72 * 3600
+    assert settings.retry.initial_delay == 60
+    assert settings.retry.max_attempts == 3
+    assert settings.retention == 7 * 86400
+    assert settings.synchronous == "NORMAL"
+    assert settings.outbox_path == Path("/tmp/x.db")
+    assert settings.limits.max_recipients == 100
+
+
+def test_connection_string_alone_is_enough() -> None:
+    config = {"acs": {"sender": "a@example.com", "connection_string": f"endpoint=https://x/;accesskey={SECRET}"}}
+    settings = settings_from_config(config)
+    assert settings.credentials.auth_method == "connection_string"
+    assert SECRET not in repr(settings.credentials)
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({}, "acs"),
+        ({"acs": {"sender": "a@example.com"}}, "connection_string, or endpoint + tenant_id"),
+        (_principal(client_secret=""), "client_secret"),
+        (_principal(sender="Home <a@example.com>"), "acs.sender"),
+        (_principal(endpoint="ftp://x"), "endpoint must start with https://"),
+        (_principal(authority="http://login"), "authority must be an https URL"),
+        ({**_principal(), "quota": "premium"}, "unknown quota preset 'premium'"),
+        ({**_principal(), "quota": {"per_minute": 5}}, "per_minute and per_hour"),
+        ({**_principal(), "outbox": {"max_age": "three days"}}, "outbox.max_age"),
+        ({**_principal(), "outbox": {"synchronous": "off"}}, "outbox.synchronous"),
+    ],
+)
+def test_mistakes_are_named(config: dict[str, object], expected: str) -> None:
+    with pytest.raises(ConfigError, match="invalid configuration") as info:
+        settings_from_config(config)
+    assert expected in str(info.value)
+
+
+def test_secret_never_in_error() -> None:
+    config = _principal(client_secret=12345)
+    config["acs"]["connection_string"] = ["not", SECRET]  # type: ignore[index]
+    with pytest.raises(ConfigError) as info:
+        settings_from_config(config)
+    assert SECRET not in str(info.value)
+    assert "12345" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [(90, 90), ("30s", 30), ("5m", 300), ("72h", 259200), ("1.5d", 129600), ("250ms", 0.25)]
+)
+def test_durations(value: object, seconds: float) -> None:
+    assert duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["soon", "-5s", True, "5 weeks"])
+def test_bad_durations(value: object) -> None:
+    import voluptuous as vol
+
+    with pytest.raises(vol.Invalid):
+        duration(value)
