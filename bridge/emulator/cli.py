@@ -1,0 +1,117 @@
+"""``acs-email-bridge emulator``: run the ACS Email emulator in the foreground until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from pathlib import Path
+
+from acs_email_core.quota import PRESETS
+
+from .server import Emulator
+
+DEFAULT_STATE_DIR = Path(".acs-emulator")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the emulator's options to ``parser`` (the bridge CLI mounts it as a subcommand)."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8443, help="HTTPS port, 0 = any free one (default: %(default)s)")
+    parser.add_argument("--http-port", type=int, default=None, help="also serve plain http on this port (0 = any)")
+    parser.add_argument(
+        "--tls-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR / "tls",
+        help="CA and server certificate, kept across restarts (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--quota",
+        choices=["none", *sorted(PRESETS)],
+        default="none",
+        help="enforce an ACS sending quota (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--record-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR / "mail",
+        help="write each accepted mail there as .eml + .json; '' disables (default: %(default)s)",
+    )
+    parser.add_argument("--access-key", default=None, help="base64 access key (default: a new random one)")
+    parser.add_argument(
+        "--running-for", type=float, default=0.0, help="seconds an operation stays Running (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--retry-after", type=int, default=3, help="Retry-After seconds on 202 and Running (default: %(default)s)"
+    )
+
+
+def banner(emu: Emulator) -> str:
+    """Everything a client needs, including a ready-to-paste ``acs:`` YAML block."""
+    q = json.dumps  # a JSON string is a valid, safely quoted YAML scalar
+    lines = [
+        "ACS Email emulator running",
+        f"  endpoint:          {emu.endpoint}",
+        *([f"  http endpoint:     {emu.http_endpoint}"] if emu.http_endpoint else []),
+        f"  connection string: {emu.connection_string}",
+        f"  CA file:           {emu.ca_file.resolve()}",
+        f"  authority:         {emu.authority}",
+        f"  tenant id:         {emu.tenant_id}",
+        f"  client id:         {emu.client_id}",
+        f"  client secret:     {emu.client_secret}",
+        f"  admin API:         {emu.endpoint}/_emulator",
+        "",
+        "acs:",
+        f"  connection_string: {q(emu.connection_string)}",
+        f"  ca_file: {q(str(emu.ca_file.resolve()))}",
+        "  # or Entra ID (service principal) instead of the access key:",
+        f"  # endpoint: {q(emu.endpoint)}",
+        f"  # tenant_id: {q(emu.tenant_id)}",
+        f"  # client_id: {q(emu.client_id)}",
+        f"  # client_secret: {q(emu.client_secret)}",
+        f"  # authority: {q(emu.authority)}",
+        "",
+        "Press Ctrl+C to stop.",
+    ]
+    return "\n".join(lines)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    emu = Emulator(
+        args.access_key,
+        None if args.quota == "none" else PRESETS[args.quota],
+        tls_dir=args.tls_dir,
+        record_dir=args.record_dir if str(args.record_dir) not in ("", ".") else None,
+        running_for=args.running_for,
+        retry_after=args.retry_after,
+    )
+    try:
+        await emu.start(args.host, args.port, args.http_port)
+    except OSError as error:
+        print(f"emulator: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
+    print(banner(emu), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Only the main thread may own signal handlers; elsewhere Ctrl+C arrives as KeyboardInterrupt.
+        with contextlib.suppress(ValueError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await emu.stop()
+    print("ACS Email emulator stopped", flush=True)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run until SIGINT/SIGTERM; returns the process exit status."""
+    try:
+        return asyncio.run(_serve(args))
+    except ValueError as error:  # e.g. an access key that is not base64
+        print(f"emulator: {error}", file=sys.stderr)
+        return 2

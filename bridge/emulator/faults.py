@@ -1,0 +1,150 @@
+"""Failure injection: faults queued per route, each applied to the next ``times`` matching requests."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
+from typing import Any
+
+
+class Route(StrEnum):
+    """The emulator routes a fault can target."""
+
+    SEND = "send"  # POST /emails:send
+    STATUS = "status"  # GET /emails/operations/{id}
+    TOKEN = "token"  # noqa: S105 - POST /{tenant}/oauth2/v2.0/token (fake Entra)
+
+
+class Kind(StrEnum):
+    ERROR = "error"  # answer an error status (optionally with Retry-After) instead of processing
+    DELAY = "delay"  # sleep ``seconds`` before processing, or after it (stage=after)
+    DROP = "drop"  # close the connection without an answer, before or after processing
+    FAIL = "fail"  # accept the mail, but the operation ends Failed with ``code``/``message`` (send only)
+
+
+class Stage(StrEnum):
+    BEFORE = "before"  # before the request is processed: nothing is accepted
+    AFTER = "after"  # after it was processed: for a send, the mail WAS accepted (the ambiguous case)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected misbehaviour; prefer the named constructors, which only take what their kind uses."""
+
+    kind: Kind
+    route: Route = Route.SEND
+    times: int = 1
+    status: int = 500
+    code: str | None = None
+    message: str | None = None
+    retry_after: int | None = None
+    seconds: float = 0.0
+    stage: Stage = Stage.BEFORE
+
+    def __post_init__(self) -> None:
+        # Coerce plain strings (admin API JSON) and reject combinations that could never apply.
+        object.__setattr__(self, "kind", Kind(self.kind))
+        object.__setattr__(self, "route", Route(self.route))
+        object.__setattr__(self, "stage", Stage(self.stage))
+        if self.times < 1:
+            raise ValueError("times must be at least 1")
+        if self.kind is Kind.ERROR and not 400 <= self.status <= 599:
+            raise ValueError("an error fault needs a 4xx/5xx status")
+        if self.kind is Kind.FAIL and self.route is not Route.SEND:
+            raise ValueError("only a send can end in a Failed operation")
+        if self.seconds < 0:
+            raise ValueError("seconds must not be negative")
+
+    @classmethod
+    def error(
+        cls,
+        status: int,
+        *,
+        code: str | None = None,
+        message: str | None = None,
+        retry_after: int | None = None,
+        route: Route = Route.SEND,
+        times: int = 1,
+    ) -> Fault:
+        """Answer ``status`` (500, 503, 429, 401, 403...) without processing the request."""
+        return cls(Kind.ERROR, route, times, status=status, code=code, message=message, retry_after=retry_after)
+
+    @classmethod
+    def delay(cls, seconds: float, *, after: bool = False, route: Route = Route.SEND, times: int = 1) -> Fault:
+        """A slow answer. ``after=True``: the mail is accepted first, then the answer is late.
+
+        With ``after=False`` a client that gives up during the delay leaves nothing accepted.
+        """
+        return cls(Kind.DELAY, route, times, seconds=seconds, stage=Stage.AFTER if after else Stage.BEFORE)
+
+    @classmethod
+    def drop(cls, *, after: bool = False, route: Route = Route.SEND, times: int = 1) -> Fault:
+        """Close the connection without answering; ``after=True`` accepts the mail first."""
+        return cls(Kind.DROP, route, times, stage=Stage.AFTER if after else Stage.BEFORE)
+
+    @classmethod
+    def failed(
+        cls,
+        code: str = "EmailDroppedAllRecipientsSuppressed",
+        message: str = (
+            "Email was dropped because all recipients were suppressed. You will get a dropped event for "
+            "each suppresssed recipient through event grid or Azure monitoring."
+        ),
+        *,
+        times: int = 1,
+    ) -> Fault:
+        """The send gets its 202, but polling the operation ends ``Failed`` with this error."""
+        return cls(Kind.FAIL, Route.SEND, times, code=code, message=message)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Fault:
+        """Build from admin-API JSON; unknown keys are an error, not silently ignored."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown fault field(s): {sorted(unknown)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: str(value) if isinstance(value, StrEnum) else value for key, value in asdict(self).items()}
+
+
+@dataclass
+class _Pending:
+    fault: Fault
+    remaining: int
+
+
+class FaultQueue:
+    """FIFO per route; the head fault applies to the next request of its route until used ``times``."""
+
+    def __init__(self) -> None:
+        self._queues: dict[Route, deque[_Pending]] = {route: deque() for route in Route}
+
+    def add(self, fault: Fault) -> None:
+        self._queues[fault.route].append(_Pending(fault, fault.times))
+
+    def take(self, route: Route) -> Fault | None:
+        """The fault for the request arriving now on ``route`` (consumes one use), or None."""
+        queue = self._queues[route]
+        if not queue:
+            return None
+        head = queue[0]
+        head.remaining -= 1
+        if head.remaining == 0:
+            queue.popleft()
+        return head.fault
+
+    def pending(self) -> list[dict[str, Any]]:
+        """What is still queued, with the uses left (for the admin API)."""
+        return [
+            {**pending.fault.to_dict(), "remaining": pending.remaining}
+            for queue in self._queues.values()
+            for pending in queue
+        ]
+
+    def clear(self) -> None:
+        for queue in self._queues.values():
+            queue.clear()

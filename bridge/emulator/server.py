@@ -1,0 +1,439 @@
+"""The ACS Email emulator: the data plane, the fake Entra authority and the admin API on one aiohttp app.
+
+Faithful to reference §1, §2 and §7. Order of checks for a send: injected fault (before) -> api-version ->
+body size -> authentication -> quota -> JSON + validation -> Operation-Id (duplicate?) -> accept ->
+injected fault (after) -> 202. UNCONFIRMED choices, made so either real answer would be handled alike:
+- a missing api-version is 400 ``MissingApiVersionParameter``, an unknown one 400
+  ``UnsupportedApiVersionValue`` (Azure API guidelines);
+- a body over ``max_request_bytes`` is 413 ``RequestEntityTooLarge`` (the service only documents 10 MB);
+- an ``Operation-Id`` that is not a UUID is 400 (the spec declares ``format: uuid``);
+- a repeated Operation-Id answers 202 with the existing operation and stores nothing;
+- quota counts every authenticated request when received (validation failures too) but not the ones it
+  refuses with 429, so waiting ``Retry-After`` always helps; injected error/drop faults are not counted;
+- an unknown operation is 404 ``NotFound`` with the message users reported from the live service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import math
+import secrets
+import shutil
+import socket
+import ssl
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from aiohttp import web
+
+from acs_email_core.limiter import SlidingWindowLimiter
+from acs_email_core.quota import Quota
+
+from .admin import admin_routes
+from .auth import Authority, HmacVerifier, authenticate, derive_secret
+from .counters import DROPPED, RequestCounters
+from .faults import Fault, FaultQueue, Kind, Route, Stage
+from .mailbox import OperationError, ReceivedMail, export_eml, write_record
+from .responses import OAuthError, ServiceError, default_error, json_response
+from .tls import TlsFiles, ensure_tls
+from .validation import validate_message
+
+API_VERSIONS = (
+    "2023-01-15-preview",
+    "2023-03-31",
+    "2024-07-01-preview",
+    "2025-01-01-preview",
+    "2025-01-15-preview",
+    "2025-09-01",
+)
+DEMO_TENANT_ID = "00000000-0000-4000-8000-00000000ac51"
+DEMO_CLIENT_ID = "00000000-0000-4000-8000-00000000ac52"
+_WILDCARDS = {"", "0.0.0.0", "::"}  # noqa: S104 - recognising the wildcard, not binding to it
+
+Handler = Callable[[web.Request, Fault | None], Awaitable[web.StreamResponse]]
+
+
+class _Dropped(Exception):
+    """The connection was closed on purpose (or the client left during a delay): no answer is sent."""
+
+
+def _url_host(host: str) -> str:
+    """How ``host`` appears in a URL a local client can use (wildcards become loopback)."""
+    if host in _WILDCARDS:
+        host = "::1" if ":" in host else "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+
+
+def _api_version(request: web.Request) -> str:
+    version = request.query.get("api-version")
+    if not version:
+        raise ServiceError(
+            400,
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.",
+        )
+    if version not in API_VERSIONS:
+        raise ServiceError(
+            400,
+            "UnsupportedApiVersionValue",
+            f"Unsupported api-version '{version}'. The supported api-versions are '{', '.join(API_VERSIONS)}'.",
+        )
+    return version
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The raw body, refusing more than ``limit`` bytes without buffering them all."""
+    too_large = ServiceError(
+        413, "RequestEntityTooLarge", f"The request body is larger than the limit of {limit} bytes."
+    )
+    if (request.content_length or 0) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _operation_id(request: web.Request) -> str:
+    """Adopt the client's ``Operation-Id`` (must be a UUID), else make one."""
+    given = request.headers.get("Operation-Id")
+    if given is None:
+        return str(uuid.uuid4())
+    try:
+        uuid.UUID(given)
+    except ValueError:
+        raise ServiceError(400, "BadRequest", "Request header validation error. See header 'Operation-Id'") from None
+    return given
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise ServiceError(
+            400, "BadRequest", "Request body validation error. The request body is not valid JSON."
+        ) from None
+
+
+class Emulator:
+    """A local stand-in for one ACS resource ("subscription"), driven by the real SDK over HTTPS."""
+
+    def __init__(
+        self,
+        access_key: str | None = None,
+        quota: Quota | None = None,
+        *,
+        tls_dir: Path | None = None,
+        record_dir: Path | None = None,
+        senders: Sequence[str] | None = None,
+        retry_after: int = 3,
+        running_for: float = 0.0,
+        max_recipients: int = 50,
+        max_request_bytes: int = 10 * 1024 * 1024,
+        clients: Mapping[tuple[str, str], str] | None = None,
+    ) -> None:
+        self.access_key = access_key or base64.b64encode(secrets.token_bytes(64)).decode()
+        try:
+            key = base64.b64decode(self.access_key, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("access_key must be base64") from None
+        self.quota = quota
+        self.tls_dir = tls_dir
+        self.record_dir = record_dir
+        self.retry_after = retry_after
+        self.running_for = running_for
+        self.max_recipients = max_recipients
+        self.max_request_bytes = max_request_bytes
+        self._senders = None if senders is None else frozenset(s.lower() for s in senders)
+        if clients is None:
+            secret = base64.urlsafe_b64encode(derive_secret(key, "demo-client-secret")).decode().rstrip("=")
+            clients = {(DEMO_TENANT_ID, DEMO_CLIENT_ID): secret}
+        (self.tenant_id, self.client_id), self.client_secret = next(iter(clients.items()))
+        self._authority = Authority(clients, derive_secret(key, "token-signing"))
+        self._hmac = HmacVerifier(key)
+        self.faults = FaultQueue()
+        self.requests = RequestCounters()
+        self.mails: list[ReceivedMail] = []
+        self.duplicates = 0
+        self._operations: dict[str, ReceivedMail] = {}
+        self._send_limiter, self._poll_limiter = self._limiters()
+        self._runner: web.AppRunner | None = None
+        self._tls: TlsFiles | None = None
+        self._temp_dir: Path | None = None
+        self._stopping = asyncio.Event()
+        self._endpoint: str | None = None
+        self._http_endpoint: str | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------------------------------
+    async def start(self, host: str = "127.0.0.1", port: int = 0, http_port: int | None = None) -> None:
+        """Listen with HTTPS on ``host:port`` (0 = any free port), plus plain http when ``http_port`` is set."""
+        if self._runner is not None:
+            raise RuntimeError("the emulator is already running")
+        tls_dir = self.tls_dir
+        if tls_dir is None:
+            self._temp_dir = tls_dir = Path(tempfile.mkdtemp(prefix="acs-emulator-tls-"))
+        extra = [socket.gethostname()] if host in _WILDCARDS else [host]
+        self._tls = await asyncio.to_thread(ensure_tls, tls_dir, extra)
+        ssl_context = await asyncio.to_thread(self._tls.server_context)
+        self._stopping = asyncio.Event()
+        self._runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        sockets: list[tuple[socket.socket, ssl.SSLContext | None]] = [(_listen(host, port), ssl_context)]
+        if http_port is not None:
+            sockets.append((_listen(host, http_port), None))
+        endpoints = []
+        for sock, context in sockets:
+            await web.SockSite(self._runner, sock, ssl_context=context).start()
+            scheme = "https" if context else "http"
+            endpoints.append(f"{scheme}://{_url_host(host)}:{sock.getsockname()[1]}")
+        self._endpoint = endpoints[0]
+        self._http_endpoint = endpoints[1] if http_port is not None else None
+
+    async def stop(self) -> None:
+        """Stop listening; injected delays still sleeping are cut short."""
+        self._stopping.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._endpoint = self._http_endpoint = None
+        if self._temp_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, self._temp_dir, True)
+            self._temp_dir = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # ---- what clients need -----------------------------------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        if self._endpoint is None:
+            raise RuntimeError("the emulator is not running")
+        return self._endpoint
+
+    @property
+    def http_endpoint(self) -> str | None:
+        return self._http_endpoint
+
+    @property
+    def authority(self) -> str:
+        """The fake Entra authority host (``ClientSecretCredential(..., authority=emu.authority)``)."""
+        return self.endpoint
+
+    @property
+    def connection_string(self) -> str:
+        return f"endpoint={self.endpoint}/;accesskey={self.access_key}"
+
+    @property
+    def ca_file(self) -> Path:
+        if self._tls is None:
+            raise RuntimeError("the emulator has not been started")
+        return self._tls.ca
+
+    # ---- inspection and control ------------------------------------------------------------------------------
+    def mail(self, operation_id: str) -> ReceivedMail | None:
+        return self._operations.get(operation_id)
+
+    def status_of(self, mail: ReceivedMail) -> str:
+        """The operation status a poll would report now."""
+        if time.time() - mail.received_at.timestamp() < self.running_for:
+            return "Running"
+        return "Failed" if mail.error is not None else "Succeeded"
+
+    def add_fault(self, fault: Fault) -> None:
+        self.faults.add(fault)
+
+    def export_eml(self, directory: Path) -> list[Path]:
+        """Write every accepted mail as ``<operation_id>.eml`` into ``directory`` (blocking)."""
+        return export_eml(directory, self.mails)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "endpoint": self._endpoint,
+            "mails": [{**mail.summary(), "status": self.status_of(mail)} for mail in self.mails],
+            "duplicates": self.duplicates,
+            "requests": self.requests.as_dict(),
+            "faults": self.faults.pending(),
+        }
+
+    def reset(self) -> None:
+        """Forget mails, operations, counters, queued faults and quota usage."""
+        self.mails.clear()
+        self._operations.clear()
+        self.duplicates = 0
+        self.requests.clear()
+        self.faults.clear()
+        self._send_limiter, self._poll_limiter = self._limiters()
+
+    def _limiters(self) -> tuple[SlidingWindowLimiter | None, SlidingWindowLimiter | None]:
+        if self.quota is None:
+            return None, None
+        return (
+            SlidingWindowLimiter(self.quota.send, clock=time.monotonic),
+            SlidingWindowLimiter(self.quota.poll, clock=time.monotonic),
+        )
+
+    # ---- the aiohttp app -------------------------------------------------------------------------------------
+    def _app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        app.add_routes(
+            [
+                web.post("/emails:send", self._with_faults(Route.SEND, self._send), name="send"),
+                web.get(
+                    "/emails/operations/{operation_id}",
+                    self._with_faults(Route.STATUS, self._status),
+                    name="status",
+                ),
+                web.get(
+                    "/{tenant}/v2.0/.well-known/openid-configuration",
+                    self._authority.openid_configuration,
+                    name="openid",
+                ),
+                web.post(
+                    "/{tenant}/oauth2/v2.0/token",
+                    self._with_faults(Route.TOKEN, lambda request, _fault: self._authority.token(request)),
+                    name="token",
+                ),
+                *admin_routes(self),
+            ]
+        )
+        return app
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Turn raised service errors into their JSON answers and count every non-admin request."""
+        route = request.match_info.route.name or "other"
+        try:
+            response = await handler(request)
+        except (ServiceError, OAuthError) as error:
+            response = error.response()
+        except _Dropped:
+            self.requests.add(route, DROPPED)
+            return web.Response()  # the transport is gone; nothing reaches the client
+        except web.HTTPException as error:
+            self.requests.add(route, error.status)
+            raise
+        if not route.startswith("admin"):
+            self.requests.add(route, response.status)
+        if route in ("send", "status"):
+            response.headers["x-ms-request-id"] = str(uuid.uuid4())
+            if "x-ms-client-request-id" in request.headers:
+                response.headers["x-ms-client-request-id"] = request.headers["x-ms-client-request-id"]
+            response.headers["api-supported-versions"] = ", ".join(API_VERSIONS)
+        return response
+
+    def _with_faults(self, route: Route, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def faulted(request: web.Request) -> web.StreamResponse:
+            fault = self.faults.take(route)
+            if fault is not None and fault.stage is Stage.BEFORE:
+                await self._inject(request, fault, route)
+            response = await handler(request, fault)
+            if fault is not None and fault.stage is Stage.AFTER:
+                await self._inject(request, fault, route)
+            return response
+
+        return faulted
+
+    async def _inject(self, request: web.Request, fault: Fault, route: Route) -> None:
+        if fault.kind is Kind.ERROR:
+            code, message = default_error(fault.status)
+            if route is Route.TOKEN:
+                raise OAuthError(fault.status, fault.code or "temporarily_unavailable", fault.message or message)
+            raise ServiceError(
+                fault.status, fault.code or code, fault.message or message, retry_after=fault.retry_after
+            )
+        if fault.kind is Kind.DELAY:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), fault.seconds)
+            if fault.stage is Stage.BEFORE and (request.transport is None or request.transport.is_closing()):
+                raise _Dropped  # the client gave up while we stalled: nothing was processed
+        if fault.kind is Kind.DROP:
+            if request.transport is not None:
+                request.transport.abort()
+            raise _Dropped
+
+    def _admit(self, limiter: SlidingWindowLimiter | None, what: str) -> None:
+        """Count the request against the quota, or refuse it with 429 + Retry-After."""
+        if limiter is None or limiter.try_acquire():
+            return
+        retry_after = max(1, math.ceil(limiter.delay() or 0))
+        raise ServiceError(
+            429,
+            "TooManyRequests",
+            f"The {what} rate limit of this subscription was exceeded. Retry after {retry_after} seconds.",
+            retry_after=retry_after,
+        )
+
+    # ---- data plane ------------------------------------------------------------------------------------------
+    async def _authenticated_body(self, request: web.Request) -> tuple[str, bytes]:
+        api_version = _api_version(request)
+        body = await _read_body(request, self.max_request_bytes)
+        authenticate(request, body, self._hmac, self._authority)
+        return api_version, body
+
+    async def _send(self, request: web.Request, fault: Fault | None) -> web.Response:
+        api_version, body = await self._authenticated_body(request)
+        self._admit(self._send_limiter, "email send")
+        payload = _parse_json(body)
+        suppressed = validate_message(payload, senders=self._senders, max_recipients=self.max_recipients)
+        operation_id = _operation_id(request)
+        mail = self._operations.get(operation_id)
+        if mail is not None:
+            self.duplicates += 1
+        else:
+            error = None
+            if fault is not None and fault.kind is Kind.FAIL:
+                error = OperationError(fault.code or "EmailDropped", fault.message or "")
+            headers = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
+            mail = ReceivedMail(operation_id, payload, body, headers, datetime.now(UTC), error, suppressed)
+            self._operations[operation_id] = mail
+            self.mails.append(mail)
+            if self.record_dir is not None:
+                await asyncio.to_thread(write_record, self.record_dir, mail)
+        location = f"{request.scheme}://{request.host}/emails/operations/{operation_id}?api-version={api_version}"
+        return json_response(
+            {"id": operation_id, "status": "Running", "error": None},
+            202,
+            {"Operation-Location": location, "Retry-After": str(self.retry_after)},
+        )
+
+    async def _status(self, request: web.Request, _fault: Fault | None) -> web.Response:
+        await self._authenticated_body(request)
+        self._admit(self._poll_limiter, "email status")
+        operation_id = request.match_info["operation_id"]
+        mail = self._operations.get(operation_id)
+        if mail is None:
+            raise ServiceError(
+                404,
+                "NotFound",
+                f"Requested message could not be located. Couldn't find a record with the messageID: {operation_id}",
+            )
+        status = self.status_of(mail)
+        error = None if mail.error is None or status != "Failed" else asdict(mail.error)
+        headers = {"Retry-After": str(self.retry_after)} if status == "Running" else {}
+        return json_response({"id": operation_id, "status": status, "error": error}, 200, headers)
