@@ -76,7 +76,8 @@ demo: venv-core
 
 # Mosquitto for the bridge tests; they start their own broker on a free loopback port, so it is not started here.
 deps:
-	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
+	@if ! { [ -x /usr/sbin/mosquitto ] || command -v mosquitto; } >/dev/null 2>&1 \
+	   || ! command -v mosquitto_pub >/dev/null 2>&1; then \
 	  echo "deps: installing mosquitto"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get install -y -q mosquitto mosquitto-clients \
