@@ -1,4 +1,12 @@
-"""Failure injection: faults queued per route, each applied to the next ``times`` matching requests."""
+"""Failure injection: faults queued per route, each applied to the next ``times`` requests that reach it.
+
+A fault is taken when a request reaches the point where it acts, not when the request arrives: a
+``before`` fault (error, delay, drop) applies to the next request of its route; an ``after`` fault
+(delay, drop) to the next request that was processed (for a send: accepted, duplicates included); a
+``fail`` fault to the next newly accepted mail. So faults of different points stack on one request
+(e.g. ``drop(after=True)`` plus ``failed()``: accepted, connection cut, the operation ends Failed),
+while faults of the same point are used in the order they were added.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ class Kind(StrEnum):
 class Stage(StrEnum):
     BEFORE = "before"  # before the request is processed: nothing is accepted
     AFTER = "after"  # after it was processed: for a send, the mail WAS accepted (the ambiguous case)
+    OUTCOME = "outcome"  # when a mail is accepted: decides how its operation ends (fail faults only)
 
 
 @dataclass(frozen=True)
@@ -52,8 +61,12 @@ class Fault:
             raise ValueError("times must be at least 1")
         if self.kind is Kind.ERROR and not 400 <= self.status <= 599:
             raise ValueError("an error fault needs a 4xx/5xx status")
-        if self.kind is Kind.FAIL and self.route is not Route.SEND:
-            raise ValueError("only a send can end in a Failed operation")
+        if self.kind is Kind.FAIL:
+            if self.route is not Route.SEND:
+                raise ValueError("only a send can end in a Failed operation")
+            object.__setattr__(self, "stage", Stage.OUTCOME)
+        elif self.stage is Stage.OUTCOME or (self.kind is Kind.ERROR and self.stage is Stage.AFTER):
+            raise ValueError(f"a {self.kind} fault cannot act at stage {self.stage}")
         if self.seconds < 0:
             raise ValueError("seconds must not be negative")
 
@@ -118,17 +131,17 @@ class _Pending:
 
 
 class FaultQueue:
-    """FIFO per route; the head fault applies to the next request of its route until used ``times``."""
+    """FIFO per (route, stage); the head fault applies to the next request reaching it until used ``times``."""
 
     def __init__(self) -> None:
-        self._queues: dict[Route, deque[_Pending]] = {route: deque() for route in Route}
+        self._queues: dict[tuple[Route, Stage], deque[_Pending]] = {}
 
     def add(self, fault: Fault) -> None:
-        self._queues[fault.route].append(_Pending(fault, fault.times))
+        self._queues.setdefault((fault.route, fault.stage), deque()).append(_Pending(fault, fault.times))
 
-    def take(self, route: Route) -> Fault | None:
-        """The fault for the request arriving now on ``route`` (consumes one use), or None."""
-        queue = self._queues[route]
+    def take(self, route: Route, stage: Stage) -> Fault | None:
+        """The fault for a request of ``route`` now at ``stage`` (consumes one use), or None."""
+        queue = self._queues.get((route, stage))
         if not queue:
             return None
         head = queue[0]

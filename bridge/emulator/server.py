@@ -1,8 +1,9 @@
 """The ACS Email emulator: the data plane, the fake Entra authority and the admin API on one aiohttp app.
 
 Faithful to reference §1, §2 and §7. Order of checks for a send: injected fault (before) -> api-version ->
-body size -> authentication -> quota -> JSON + validation -> Operation-Id (duplicate?) -> accept ->
-injected fault (after) -> 202. UNCONFIRMED choices, made so either real answer would be handled alike:
+body size -> authentication -> quota -> JSON + validation -> Operation-Id (duplicate?) -> accept (an
+injected ``fail`` fault marks the operation) -> injected fault (after) -> 202.
+UNCONFIRMED choices, made so either real answer would be handled alike:
 - a missing api-version is 400 ``MissingApiVersionParameter``, an unknown one 400
   ``UnsupportedApiVersionValue`` (Azure API guidelines);
 - a body over ``max_request_bytes`` is 413 ``RequestEntityTooLarge`` (the service only documents 10 MB);
@@ -42,7 +43,7 @@ from acs_email_core.quota import Quota
 
 from .admin import admin_routes
 from .auth import Authority, HmacVerifier, authenticate, derive_secret
-from .counters import DROPPED, RequestCounters
+from .counters import RequestCounters
 from .faults import Fault, FaultQueue, Kind, Route, Stage
 from .mailbox import OperationError, ReceivedMail, export_eml, write_record
 from .responses import OAuthError, ServiceError, default_error, json_response
@@ -60,8 +61,6 @@ API_VERSIONS = (
 DEMO_TENANT_ID = "00000000-0000-4000-8000-00000000ac51"
 DEMO_CLIENT_ID = "00000000-0000-4000-8000-00000000ac52"
 _WILDCARDS = {"", "0.0.0.0", "::"}  # noqa: S104 - recognising the wildcard, not binding to it
-
-Handler = Callable[[web.Request, Fault | None], Awaitable[web.StreamResponse]]
 
 
 class _Dropped(Exception):
@@ -275,7 +274,7 @@ class Emulator:
             "endpoint": self._endpoint,
             "mails": [{**mail.summary(), "status": self.status_of(mail)} for mail in self.mails],
             "duplicates": self.duplicates,
-            "requests": self.requests.as_dict(),
+            "requests": dict(self.requests),
             "faults": self.faults.pending(),
         }
 
@@ -314,7 +313,7 @@ class Emulator:
                 ),
                 web.post(
                     "/{tenant}/oauth2/v2.0/token",
-                    self._with_faults(Route.TOKEN, lambda request, _fault: self._authority.token(request)),
+                    self._with_faults(Route.TOKEN, self._authority.token),
                     name="token",
                 ),
                 *admin_routes(self),
@@ -333,13 +332,13 @@ class Emulator:
         except (ServiceError, OAuthError) as error:
             response = error.response()
         except _Dropped:
-            self.requests.add(route, DROPPED)
+            self.requests.record(route, None)
             return web.Response()  # the transport is gone; nothing reaches the client
         except web.HTTPException as error:
-            self.requests.add(route, error.status)
+            self.requests.record(route, error.status)
             raise
         if not route.startswith("admin"):
-            self.requests.add(route, response.status)
+            self.requests.record(route, response.status)
         if route in ("send", "status"):
             response.headers["x-ms-request-id"] = str(uuid.uuid4())
             if "x-ms-client-request-id" in request.headers:
@@ -347,13 +346,16 @@ class Emulator:
             response.headers["api-supported-versions"] = ", ".join(API_VERSIONS)
         return response
 
-    def _with_faults(self, route: Route, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def _with_faults(
+        self, route: Route, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def faulted(request: web.Request) -> web.StreamResponse:
-            fault = self.faults.take(route)
-            if fault is not None and fault.stage is Stage.BEFORE:
+            fault = self.faults.take(route, Stage.BEFORE)
+            if fault is not None:
                 await self._inject(request, fault, route)
-            response = await handler(request, fault)
-            if fault is not None and fault.stage is Stage.AFTER:
+            response = await handler(request)
+            fault = self.faults.take(route, Stage.AFTER)  # reached only when the handler did not raise
+            if fault is not None:
                 await self._inject(request, fault, route)
             return response
 
@@ -396,7 +398,7 @@ class Emulator:
         authenticate(request, body, self._hmac, self._authority)
         return api_version, body
 
-    async def _send(self, request: web.Request, fault: Fault | None) -> web.Response:
+    async def _send(self, request: web.Request) -> web.Response:
         api_version, body = await self._authenticated_body(request)
         self._admit(self._send_limiter, "email send")
         payload = _parse_json(body)
@@ -406,9 +408,8 @@ class Emulator:
         if mail is not None:
             self.duplicates += 1
         else:
-            error = None
-            if fault is not None and fault.kind is Kind.FAIL:
-                error = OperationError(fault.code or "EmailDropped", fault.message or "")
+            fail = self.faults.take(Route.SEND, Stage.OUTCOME)
+            error = None if fail is None else OperationError(fail.code or "EmailDropped", fail.message or "")
             headers = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
             mail = ReceivedMail(operation_id, payload, body, headers, datetime.now(UTC), error, suppressed)
             self._operations[operation_id] = mail
@@ -422,7 +423,7 @@ class Emulator:
             {"Operation-Location": location, "Retry-After": str(self.retry_after)},
         )
 
-    async def _status(self, request: web.Request, _fault: Fault | None) -> web.Response:
+    async def _status(self, request: web.Request) -> web.Response:
         await self._authenticated_body(request)
         self._admit(self._poll_limiter, "email status")
         operation_id = request.match_info["operation_id"]
