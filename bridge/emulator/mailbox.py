@@ -80,7 +80,7 @@ class ReceivedMail:
             result.append(Attachment(item["name"], item["contentType"], content, item.get("contentId") or None))
         return result
 
-    def to_email(self) -> EmailMessage:
+    def to_email_message(self) -> EmailMessage:
         """The RFC 5322 message ACS would hand on: alternatives, inline ``cid:`` parts, attachments.
 
         Bcc is kept as a header (like a sent-items copy) so the record shows every recipient.
@@ -129,7 +129,7 @@ class ReceivedMail:
                 msg.add_attachment(attachment.content, maintype, subtype, cid=cid, filename=attachment.name)
 
     def eml_bytes(self) -> bytes:
-        return self.to_email().as_bytes(policy=email.policy.SMTP)
+        return self.to_email_message().as_bytes(policy=email.policy.SMTP)
 
     def summary(self) -> dict[str, Any]:
         """A compact, secret-free description for the admin API."""

@@ -43,7 +43,7 @@ from acs_email_core.quota import Quota
 
 from .admin import admin_routes
 from .auth import Authority, HmacVerifier, authenticate, derive_secret
-from .counters import RequestCounters
+from .counters import DROPPED, RequestCounters
 from .faults import Fault, FaultQueue, Kind, Route, Stage
 from .mailbox import OperationError, ReceivedMail, export_eml, write_record
 from .responses import OAuthError, ServiceError, default_error, json_response
@@ -274,7 +274,7 @@ class Emulator:
             "endpoint": self._endpoint,
             "mails": [{**mail.summary(), "status": self.status_of(mail)} for mail in self.mails],
             "duplicates": self.duplicates,
-            "requests": dict(self.requests),
+            "requests": self.requests.as_dict(),
             "faults": self.faults.pending(),
         }
 
@@ -332,13 +332,13 @@ class Emulator:
         except (ServiceError, OAuthError) as error:
             response = error.response()
         except _Dropped:
-            self.requests.record(route, None)
+            self.requests.add(route, DROPPED)
             return web.Response()  # the transport is gone; nothing reaches the client
         except web.HTTPException as error:
-            self.requests.record(route, error.status)
+            self.requests.add(route, error.status)
             raise
         if not route.startswith("admin"):
-            self.requests.record(route, response.status)
+            self.requests.add(route, response.status)
         if route in ("send", "status"):
             response.headers["x-ms-request-id"] = str(uuid.uuid4())
             if "x-ms-client-request-id" in request.headers:
