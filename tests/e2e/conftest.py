@@ -52,6 +52,7 @@ def _settings(credentials: AcsCredentials, outbox: Path, **overrides: object) ->
         "outbox_path": outbox,
         "quota": UNLIMITED,
         "retry": FAST_RETRY,
+        "outage_backoff": FAST_RETRY,
         "timeout": 5.0,
         "synchronous": "NORMAL",
     }

@@ -67,7 +67,7 @@ async def test_mail_arrives_byte_for_byte(emu: Emulator, tmp_path: Path, setting
     assert received.payload == message.to_acs_payload()
     attachments = received.payload["attachments"]
     assert base64.b64decode(attachments[1]["contentInBase64"]) == png
-    eml = received.to_email()
+    eml = received.to_email_message()
     assert eml["Subject"] == "Garage door open ✓"
     parts = {part.get_filename(): part.get_payload(decode=True) for part in eml.walk() if part.get_filename()}
     assert parts["report.pdf"] == sample_attachment().data
@@ -98,7 +98,7 @@ async def test_burst_with_quota_preset_never_hits_429(tmp_path: Path, make_messa
             async with asyncio.timeout(120):
                 states = await asyncio.gather(*(engine.wait_for(i) for i in ids))
         assert set(states) == {State.SENT}
-        assert emu.requests.get("429", 0) == 0, emu.requests
+        assert emu.requests.count(status=429) == 0, emu.requests.as_dict()
         assert len(emu.mails) == 1_000
         assert emu.duplicates == 0
 
@@ -130,7 +130,7 @@ async def test_service_refusal_ends_dead_with_reason(emu: Emulator, tmp_path: Pa
         entry = await engine.outbox.get(message.message_id)
     assert entry is not None
     assert "400" in (entry.last_error or "")
-    assert "senderAddress" in (entry.last_error or "")
+    assert "sender domain has not been linked" in (entry.last_error or "")
     assert emu.mails == []
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import voluptuous as vol
 
+from .dispatcher import OUTAGE_BACKOFF
 from .errors import ConfigError, ValidationError
 from .message import EmailAddress, MessageLimits
 from .quota import PRESETS, Quota, quota_from_config
@@ -139,6 +140,7 @@ class EngineSettings:
     concurrency: int = 2
     timeout: float = 30.0
     limits: MessageLimits = field(default_factory=MessageLimits)
+    outage_backoff: RetryPolicy = OUTAGE_BACKOFF
 
 
 def _describe_invalid(err: vol.Invalid) -> str:

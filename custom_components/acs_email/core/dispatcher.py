@@ -63,6 +63,7 @@ class Dispatcher:
         concurrency: int = 2,
         clock: Callable[[], float] = time.time,
         on_auth_failure: Callable[[str], None] | None = None,
+        outage_backoff: RetryPolicy = OUTAGE_BACKOFF,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -81,6 +82,7 @@ class Dispatcher:
         self._resumed.set()
         self._paused: str | None = None
         self._outages = 0
+        self._outage_backoff = outage_backoff
         self._waiters: dict[str, list[asyncio.Future[State]]] = {}
         self._sent = self._throttled = self._failed = self._dead = 0
 
@@ -252,7 +254,7 @@ class Dispatcher:
         elif kind is OutcomeKind.TRANSIENT:
             self._failed += 1
             self._outages += 1
-            pause = max(outcome.retry_after or 0.0, OUTAGE_BACKOFF.delay(self._outages))
+            pause = max(outcome.retry_after or 0.0, self._outage_backoff.delay(self._outages))
             self._send_limiter.block_until(self._clock() + pause)
             state = await self._outbox.mark_retry(
                 message.id,

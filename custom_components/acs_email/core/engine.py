@@ -44,6 +44,7 @@ class Engine:
             settings.quota,
             concurrency=settings.concurrency,
             on_auth_failure=on_auth_failure,
+            outage_backoff=settings.outage_backoff,
         )
         self._started = False
 

@@ -64,6 +64,8 @@ CREATE TABLE messages (
     verify INTEGER NOT NULL,
     payload TEXT NOT NULL
 );
+-- Partial indexes stay small; queries name them (INDEXED BY) because without ANALYZE statistics the
+-- planner prefers messages_state for "state = ...", which turns claim_due into a scan of the backlog.
 CREATE INDEX messages_due ON messages (next_attempt_at) WHERE state = 'queued';
 CREATE INDEX messages_state ON messages (state, created_at);
 CREATE INDEX messages_sent ON messages (updated_at) WHERE state = 'sent';
@@ -348,7 +350,7 @@ class _Store:
     def claim(self, limit: int, now: float) -> list[ClaimedMessage]:
         with self._transaction() as conn:
             rows = conn.execute(
-                "SELECT id, attempts, verify, created_at, payload FROM messages "
+                "SELECT id, attempts, verify, created_at, payload FROM messages INDEXED BY messages_due "
                 "WHERE state = 'queued' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
                 (now, limit),
             ).fetchall()
@@ -442,7 +444,7 @@ class _Store:
         self._marks_since_prune = 0
         with self._transaction() as conn:
             count = conn.execute(
-                "DELETE FROM messages WHERE state = 'sent' AND updated_at < ?", (now - self.retention,)
+                "DELETE FROM messages INDEXED BY messages_sent WHERE state = 'sent' AND updated_at < ?", (now - self.retention,)
             ).rowcount
         if count:
             _LOGGER.debug("outbox %s: pruned %d sent message(s)", self.path, count)
@@ -460,7 +462,9 @@ class _Store:
 
     # ---- reads -------------------------------------------------------------------------------------------
     def next_due_at(self) -> float | None:
-        row = self._db.execute("SELECT MIN(next_attempt_at) FROM messages WHERE state = 'queued'").fetchone()
+        row = self._db.execute(
+            "SELECT MIN(next_attempt_at) FROM messages INDEXED BY messages_due WHERE state = 'queued'"
+        ).fetchone()
         return cast("float | None", row[0])
 
     def get(self, id: str) -> OutboxEntry | None:
@@ -672,7 +676,10 @@ class Outbox:
             count_attempt=count_attempt,
             now=self._clock(),
         )
-        return await self._call(retry, id, error)
+        state = await self._call(retry, id, error)
+        if state is State.QUEUED:
+            self._work.set()  # the dispatcher may be idle with nothing else due: it must learn the new due time
+        return state
 
     async def mark_dead(self, id: str, reason: str) -> None:
         """Give up on the message now (a permanent error); it stays listable and requeueable."""
