@@ -24,7 +24,9 @@ from .mime import guess_type, is_allowed
 
 # Pragmatic addr-spec: no spaces or angle brackets, one @, a dotted domain of letters/digits/hyphens
 # (internationalised labels allowed). ACS rejects what this rejects; it may reject a few it lets through.
-_ADDRESS = re.compile(r"^[^\s@<>()\[\],;:\"]+@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,}$")
+_ADDRESS = re.compile(
+    r"^[^\s@<>()\[\],;:\"]+@(?:[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?\.)+(?:[^\W\d_]{2,}|(?i:xn--[a-z0-9-]+))$"
+)
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # printable ASCII except ':' (RFC 5322 field name)
 _RESERVED_HEADERS = frozenset(
     {"from", "to", "cc", "bcc", "reply-to", "subject", "sender", "content-type", "mime-version"}
@@ -103,13 +105,14 @@ def parse_addresses(
     """A comma-separated string, one address, or a list of them, as a tuple of EmailAddress."""
     if value is None:
         return ()
-    if isinstance(value, EmailAddress):
-        return (value,)
+    if isinstance(value, EmailAddress | Mapping):
+        return (EmailAddress.parse(value),)
     if isinstance(value, str):
-        parts = [f"{name} <{addr}>" if name else addr for name, addr in getaddresses([value]) if addr]
-        if not parts and value.strip():
+        _check_line("address", value)
+        parsed = [EmailAddress(addr, name or None) for name, addr in getaddresses([value]) if addr]
+        if not parsed and value.strip():
             raise ValidationError("address", f"{value!r} is not a valid email address list")
-        return tuple(EmailAddress.parse(p) for p in parts)
+        return tuple(parsed)
     return tuple(EmailAddress.parse(v) for v in value)
 
 
@@ -126,6 +129,8 @@ class Attachment:
         if not self.name.strip():
             raise ValidationError("attachment", "needs a file name")
         _check_line(f"attachment {self.name!r}", self.name)
+        if self.content_type is not None:
+            _check_line(f"attachment {self.name!r} content type", self.content_type)
         if self.content_type is None:
             guessed = guess_type(self.name)
             if guessed is None:
@@ -205,6 +210,7 @@ class EmailMessage:
         priority: Priority | str = Priority.NORMAL,
         message_id: str | None = None,
         disable_tracking: bool = False,
+        limits: MessageLimits = DEFAULT_LIMITS,
     ) -> EmailMessage:
         """Build from loose inputs (comma-separated strings, lists) and validate everything at once."""
         try:
@@ -226,7 +232,7 @@ class EmailMessage:
             message_id=message_id or _new_id(),
             disable_tracking=disable_tracking,
         )
-        message.validate()
+        message.validate(limits)
         return message
 
     @property
@@ -240,9 +246,11 @@ class EmailMessage:
 
     def _check_fields(self, limits: MessageLimits) -> None:
         try:
-            uuid.UUID(self.message_id)
+            canonical = str(uuid.UUID(self.message_id)) == self.message_id.lower()
         except ValueError:
-            raise ValidationError("message_id", f"{self.message_id!r} is not a UUID (ACS operation ids are)") from None
+            canonical = False
+        if not canonical:
+            raise ValidationError("message_id", f"{self.message_id!r} is not a UUID (ACS operation ids are)")
         if not _ADDRESS.match(self.sender) or "\n" in self.sender or "\r" in self.sender:
             raise ValidationError(
                 "sender", f"{self.sender!r} must be a plain address of a verified domain (no display name)"
@@ -263,7 +271,7 @@ class EmailMessage:
         if duplicates:
             raise ValidationError("attachments", f"duplicate content ids {duplicates}")
         for name, value in self.headers.items():
-            if not _HEADER_NAME.match(name):
+            if not _HEADER_NAME.fullmatch(name):
                 raise ValidationError(f"header {name!r}", "is not a valid header name")
             if name.lower() in _RESERVED_HEADERS:
                 raise ValidationError(f"header {name!r}", "is set by ACS from the message fields; use those")
