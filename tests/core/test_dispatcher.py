@@ -1,0 +1,168 @@
+"""The delivery loop: bounded concurrency, graceful shutdown, quota memory across restarts, pause and resume."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from acs_email_bridge.emulator import Emulator, Fault
+from acs_email_core.config import EngineSettings
+from acs_email_core.dispatcher import Dispatcher
+from acs_email_core.engine import Engine
+from acs_email_core.message import EmailMessage
+from acs_email_core.outbox import Outbox, State
+from acs_email_core.quota import Quota, Window
+from acs_email_core.retry import RetryPolicy
+from acs_email_core.transport import AcsCredentials, AcsTransport, Outcome
+
+SENDER = "DoNotReply@d.example.com"
+MakeEmulator = Callable[..., Awaitable[Emulator]]
+FAST = RetryPolicy(initial_delay=0.05, max_delay=0.2, max_attempts=5)
+LOOSE = Quota(send=(Window(10_000, 60.0),), poll=(Window(10_000, 60.0),))
+
+
+def _settings(emu: Emulator, path: Path, **overrides: Any) -> EngineSettings:
+    creds = AcsCredentials(connection_string=emu.connection_string, ca_file=str(emu.ca_file))
+    base = EngineSettings(
+        credentials=creds, sender=SENDER, outbox_path=path, quota=LOOSE, retry=FAST, outage_backoff=FAST,
+        synchronous="NORMAL", timeout=5.0,
+    )  # fmt: skip
+    return dataclasses.replace(base, **overrides)
+
+
+def _messages(count: int) -> list[EmailMessage]:
+    return [EmailMessage.build(sender=SENDER, to=f"r{i}@example.com", subject=f"m{i}", text="x") for i in range(count)]
+
+
+class CountingTransport:
+    """The real transport, watched: how many sends are in flight at once."""
+
+    def __init__(self, inner: AcsTransport) -> None:
+        self.inner = inner
+        self.in_flight = 0
+        self.peak = 0
+
+    async def send(self, payload: dict[str, Any], operation_id: str) -> Outcome:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            return await self.inner.send(payload, operation_id)
+        finally:
+            self.in_flight -= 1
+
+    async def status(self, operation_id: str) -> Outcome:
+        return await self.inner.status(operation_id)
+
+
+@pytest.fixture
+async def emu(make_emulator: MakeEmulator) -> Emulator:
+    return await make_emulator(senders=[SENDER], retry_after=0)
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+async def test_concurrency_is_bounded(emu: Emulator, tmp_path: Path, concurrency: int) -> None:
+    emu.faults.add(Fault.delay(0.15, times=100))
+    settings = _settings(emu, tmp_path / "o.db")
+    async with Outbox(tmp_path / "o.db") as outbox, AcsTransport(settings.credentials) as real:
+        transport = CountingTransport(real)
+        dispatcher = Dispatcher(outbox, transport, LOOSE, concurrency=concurrency)
+        ids = await outbox.enqueue_many(_messages(8))
+        await dispatcher.start()
+        async with asyncio.timeout(30):
+            assert set(await asyncio.gather(*(dispatcher.wait_for(i) for i in ids))) == {State.SENT}
+        await dispatcher.stop()
+    assert transport.peak == concurrency
+    assert len(emu.mails) == 8
+
+
+async def test_graceful_stop_finishes_or_safely_interrupts(emu: Emulator, tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    emu.faults.add(Fault.delay(0.2, after=True))  # finishes within the grace period
+    emu.faults.add(Fault.delay(5.0, after=True))  # accepted, answer too late: interrupted by stop
+    engine = Engine(_settings(emu, path, concurrency=2))
+    await engine.start()
+    ids = await engine.submit_many(_messages(2))
+    async with asyncio.timeout(10):
+        while len(emu.mails) < 2:
+            await asyncio.sleep(0.01)
+    await engine.stop(grace=0.5)
+
+    async with Outbox(path) as outbox:
+        states = {i: (await outbox.get(i)) for i in ids}
+    assert sorted(e.state for e in states.values() if e) == [State.QUEUED, State.SENT]
+    interrupted = next(e for e in states.values() if e and e.state is State.QUEUED)
+    assert interrupted.verify is True and interrupted.attempts == 0
+
+    async with Engine(_settings(emu, path)) as engine:  # restart: the status query finds it, no resend
+        async with asyncio.timeout(10):
+            assert await engine.wait_for(interrupted.id) is State.SENT
+    assert len(emu.mails) == 2
+    assert emu.duplicates == 0
+
+
+async def test_quota_use_is_remembered_across_restarts(make_emulator: MakeEmulator, tmp_path: Path) -> None:
+    quota = Quota(send=(Window(3, 2.0),), poll=(Window(10, 2.0),))
+    emu = await make_emulator(senders=[SENDER], quota=quota, retry_after=0)
+    path = tmp_path / "o.db"
+    async with Engine(_settings(emu, path, quota=quota)) as engine:
+        ids = await engine.submit_many(_messages(3))
+        await asyncio.gather(*(engine.wait_for(i) for i in ids))
+        assert (await engine.status()).quota_left == 0
+    async with Engine(_settings(emu, path, quota=quota)) as engine:
+        assert (await engine.status()).quota_left == 0  # the last window's sends were remembered
+        (late,) = await engine.submit_many(_messages(1))
+        async with asyncio.timeout(10):
+            assert await engine.wait_for(late) is State.SENT
+    first, last = emu.mails[0].received_at, emu.mails[-1].received_at
+    assert (last - first).total_seconds() >= 2.0
+    assert emu.requests.count(status=429) == 0
+
+
+async def test_status_counters(emu: Emulator, tmp_path: Path) -> None:
+    emu.faults.add(Fault.error(429, retry_after=1))
+    emu.faults.add(Fault.error(400, code="BadRequest", message="Request body validation error."))
+    quota = Quota(send=(Window(5, 60.0),), poll=(Window(10, 60.0),))
+    async with Engine(_settings(emu, tmp_path / "o.db", quota=quota, concurrency=1)) as engine:
+        ids = await engine.submit_many(_messages(3))
+        async with asyncio.timeout(10):
+            states = [await engine.wait_for(i) for i in ids]
+        status = await engine.status()
+    assert sorted(states) == sorted([State.DEAD, State.SENT, State.SENT])
+    assert (status.sent_total, status.throttled_total, status.dead_total, status.dead) == (2, 1, 1, 1)
+    assert status.queued == 0 and status.oldest_queued_age is None
+    assert status.quota_left == 5 - 4  # four POSTs reached the service: all count against the quota
+
+
+async def test_oldest_queued_age_while_paused(emu: Emulator, tmp_path: Path) -> None:
+    emu.faults.add(Fault.error(401, code="Denied", message="Denied"))
+    reasons: list[str] = []
+    async with Engine(_settings(emu, tmp_path / "o.db"), on_auth_failure=reasons.append) as engine:
+        (message_id,) = await engine.submit_many(_messages(1))
+        async with asyncio.timeout(10):
+            while not reasons:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        paused = await engine.status()
+        engine.dispatcher.resume()
+        async with asyncio.timeout(10):
+            assert await engine.wait_for(message_id) is State.SENT
+        resumed = await engine.status()
+    assert paused.paused is not None and "Denied" in paused.paused
+    assert paused.queued == 1 and paused.oldest_queued_age is not None and paused.oldest_queued_age >= 0.1
+    assert resumed.paused is None
+
+
+async def test_wait_for_unknown_message(emu: Emulator, tmp_path: Path) -> None:
+    async with Engine(_settings(emu, tmp_path / "o.db")) as engine:
+        with pytest.raises(KeyError):
+            await engine.wait_for("00000000-0000-4000-8000-000000000000")
+
+
+def test_concurrency_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        Dispatcher(Outbox(tmp_path / "o.db"), CountingTransport(None), LOOSE, concurrency=0)  # type: ignore[arg-type]
