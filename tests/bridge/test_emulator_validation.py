@@ -1,0 +1,201 @@
+"""The emulator refuses what ACS refuses, with the live error shapes, so clients learn the real messages."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from azure.communication.email.aio import EmailClient
+from azure.core.exceptions import HttpResponseError
+from azure.core.rest import HttpRequest
+
+from acs_email_bridge.emulator import Emulator
+
+Sdk = Callable[..., EmailClient]
+Sign = Callable[..., dict[str, str]]
+
+
+def _attachment(name: str = "a.txt", content_type: str = "text/plain", content: str = "aGk=", **extra: str) -> dict:
+    return {"name": name, "contentType": content_type, "contentInBase64": content, **extra}
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    """A mutation of the sample payload at a dotted path (list indices as numbers)."""
+
+    def mutate(payload: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        target: Any = payload
+        for key in parents:
+            target = target[int(key)] if key.isdigit() else target[key]
+        if value is None:
+            del target[last]
+        else:
+            target[int(last) if last.isdigit() else last] = value
+
+    return mutate
+
+
+INVALID = [
+    ("senderAddress", "DoNotReply Team <DoNotReply@contoso.example>", "senderAddress"),
+    ("recipients.to.1.address", "bob at example.org", "recipients.to[1].address"),
+    ("recipients.cc.0.address", "", "recipients.cc[0].address"),
+    ("attachments.0.contentType", "application/x-msdownload", "attachments[0].contentType"),
+    ("attachments.0.contentInBase64", "not base64!", "attachments[0].contentInBase64"),
+    ("attachments.0.name", None, "attachments[0].name"),
+    ("content.subject", None, "content.subject"),
+    ("content.subject", "   ", "content.subject"),
+    ("recipients", {"to": [], "cc": [], "bcc": []}, "recipients.to"),
+    ("headers", {"Bad Header:": "x"}, "headers.Bad Header:"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "property_path"), INVALID)
+async def test_invalid_body_is_400_naming_the_property(
+    emulator: Emulator, client: EmailClient, sample: dict[str, Any], path: str, value: Any, property_path: str
+) -> None:
+    _set(path, value)(sample)
+    with pytest.raises(HttpResponseError) as caught:
+        await client.begin_send(sample)
+    error = caught.value
+    assert error.status_code == 400
+    assert error.error is not None and error.error.code == "BadRequest"
+    assert error.error.message == f"Request body validation error. See property '{property_path}'"
+    assert error.response is not None and error.response.headers["x-ms-error-code"] == "BadRequest"
+    assert json.loads(error.response.text())["error"] == {
+        "code": "BadRequest",
+        "message": error.error.message,
+        "target": None,
+        "details": None,
+        "innererror": None,
+    }
+    assert emulator.mails == []
+
+
+async def test_bare_angle_bracket_sender_is_accepted(emulator: Emulator, client: EmailClient, sample: dict) -> None:
+    sample["senderAddress"] = "<DoNotReply@contoso.example>"
+    await (await client.begin_send(sample)).result()
+    assert emulator.mails[0].to_email_message()["From"] == "DoNotReply@contoso.example"
+
+
+async def test_only_cc_recipients_are_enough(emulator: Emulator, client: EmailClient, sample: dict) -> None:
+    del sample["recipients"]["to"]
+    await (await client.begin_send(sample)).result()
+    assert emulator.mails[0].recipients("cc") == ["carol@example.org"]
+
+
+async def test_duplicate_content_id_is_400_unless_the_reserved_header_allows_it(
+    emulator: Emulator, client: EmailClient, sample: dict
+) -> None:
+    sample["attachments"] = [_attachment(contentId="x"), _attachment("b.txt", contentId="x")]
+    with pytest.raises(HttpResponseError, match=r"attachments\[1\]\.contentId"):
+        await client.begin_send(sample)
+    sample["headers"] = {"x-ms-acsemail-ignore-duplicate-content-id": "true"}
+    await (await client.begin_send(sample)).result()
+    assert len(emulator.mails) == 1
+
+
+async def test_suppress_invalid_attachment_drops_it_instead_of_400(
+    emulator: Emulator, client: EmailClient, sample: dict
+) -> None:
+    sample["attachments"] = [_attachment("evil.exe", "application/x-msdownload"), _attachment("ok.txt")]
+    sample["headers"] = {"X-MS-ACSEmail-Suppress-Invalid-Attachment": "TRUE"}
+    await (await client.begin_send(sample)).result()
+    mail = emulator.mails[0]
+    assert mail.payload == sample  # held as sent...
+    assert [a.name for a in mail.attachments()] == ["ok.txt"]  # ...but the invalid one is not delivered
+    eml = mail.to_email_message()
+    assert [part.get_filename() for part in eml.iter_attachments()] == ["ok.txt"]
+    assert "X-MS-ACSEmail-Suppress-Invalid-Attachment" not in eml
+
+
+async def test_recipient_limit_counts_to_cc_and_bcc(make_emulator: Any, sdk: Sdk, sample: dict) -> None:
+    emu = await make_emulator(max_recipients=4)
+    client = sdk(emu)
+    await (await client.begin_send(sample)).result()  # 2 to + 1 cc + 1 bcc
+    sample["recipients"]["bcc"].append({"address": "eve@example.org"})
+    with pytest.raises(HttpResponseError, match="exceeds the limit of 4") as caught:
+        await client.begin_send(sample)
+    assert caught.value.status_code == 400
+
+
+async def test_oversize_request_is_413(make_emulator: Any, sdk: Sdk, sample: dict) -> None:
+    emu = await make_emulator(max_request_bytes=4096)
+    sample["attachments"] = [_attachment(content=base64.b64encode(bytes(4096)).decode())]
+    with pytest.raises(HttpResponseError) as caught:
+        await sdk(emu).begin_send(sample)
+    assert caught.value.status_code == 413
+    assert caught.value.error is not None and caught.value.error.code == "RequestEntityTooLarge"
+    assert emu.mails == []
+
+
+async def test_senders_list_is_case_insensitive_and_names_the_problem(
+    make_emulator: Any, sdk: Sdk, sample: dict
+) -> None:
+    emu = await make_emulator(senders=["DoNotReply@Contoso.example"])
+    client = sdk(emu)
+    sample["senderAddress"] = "donotreply@contoso.EXAMPLE"
+    await (await client.begin_send(sample)).result()
+    for sender, code in (("alerts@contoso.example", "InvalidSenderUserName"), ("x@other.example", "DomainNotLinked")):
+        sample["senderAddress"] = sender
+        with pytest.raises(HttpResponseError) as caught:
+            await client.begin_send(sample)
+        assert (caught.value.status_code, caught.value.error and caught.value.error.code) == (400, code)
+    assert len(emu.mails) == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "status", "code"),
+    [
+        ("/emails:send", 400, "MissingApiVersionParameter"),
+        ("/emails:send?api-version=2099-01-01", 400, "UnsupportedApiVersionValue"),
+        ("/emails/operations/00000000-0000-0000-0000-000000000000?api-version=2025-09-01", 404, "NotFound"),
+    ],
+)
+async def test_api_version_is_required_and_unknown_operations_are_404(
+    emulator: Emulator, client: EmailClient, sample: dict, url: str, status: int, code: str
+) -> None:
+    method = "POST" if "send" in url else "GET"
+    request = HttpRequest(method, emulator.endpoint + url, json=sample if method == "POST" else None)
+    response = await client.send_request(request)
+    assert response.status_code == status
+    assert response.headers["x-ms-error-code"] == code
+    assert response.json()["error"]["code"] == code
+
+
+async def test_body_must_be_json_and_operation_id_a_uuid(emulator: Emulator, client: EmailClient, sample: dict) -> None:
+    url = f"{emulator.endpoint}/emails:send?api-version=2025-09-01"
+    response = await client.send_request(HttpRequest("POST", url, content="{not json"))
+    assert response.status_code == 400
+    response = await client.send_request(HttpRequest("POST", url, json=sample, headers={"Operation-Id": "msg-1"}))
+    assert response.status_code == 400
+    assert "Operation-Id" in response.json()["error"]["message"]
+    assert emulator.mails == []
+
+
+async def test_hmac_checks_content_hash_then_signature(
+    emulator: Emulator, http: aiohttp.ClientSession, sign: Sign, sample: dict
+) -> None:
+    url = f"{emulator.endpoint}/emails:send?api-version=2025-09-01"
+    body = json.dumps(sample).encode()
+    good = sign(emulator.access_key, "POST", url, body)
+    async with http.post(url, data=body, headers=good) as response:
+        assert response.status == 202
+    tampered = body.replace(b"Garage", b"Cellar")
+    async with http.post(url, data=tampered, headers=good) as response:
+        assert response.status == 401
+        error = (await response.json())["error"]
+    assert error["message"] == "Request 'x-ms-content-sha256' differs from generated content hash."
+    forged = {**good, "x-ms-content-sha256": sign(emulator.access_key, "POST", url, tampered)["x-ms-content-sha256"]}
+    async with http.post(url, data=tampered, headers=forged) as response:
+        assert response.status == 401  # hash fits the body, but the signature covered the old hash
+    stale = sign(emulator.access_key, "POST", url, body, **{"x-ms-date": "Mon, 01 Jan 2024 00:00:00 GMT"})
+    async with http.post(url, data=body, headers=stale) as response:
+        assert response.status == 401
+    async with http.post(url, data=body) as response:
+        assert (response.status, response.headers["x-ms-error-code"]) == (401, "Denied")
+    assert len(emulator.mails) == 1
+    assert emulator.requests.count("send", 401) == 4
