@@ -71,10 +71,12 @@ def quota_from_config(value: str | dict[str, Any] | Quota) -> Quota:
     try:
         per_minute = int(value["per_minute"])
         per_hour = int(value["per_hour"])
+        poll_minute = int(value.get("poll_per_minute", 2 * per_minute))
+        poll_hour = int(value.get("poll_per_hour", 2 * per_hour))
     except (KeyError, TypeError, ValueError):
-        raise ConfigError("custom quota needs integer per_minute and per_hour") from None
-    poll_minute = int(value.get("poll_per_minute", 2 * per_minute))
-    poll_hour = int(value.get("poll_per_hour", 2 * per_hour))
+        raise ConfigError(
+            "custom quota needs integer per_minute and per_hour (and optionally poll_per_minute, poll_per_hour)"
+        ) from None
     if min(per_minute, per_hour, poll_minute, poll_hour) < 1:
         raise ConfigError("quota numbers must be at least 1")
     return _quota(per_minute, per_hour, poll_minute, poll_hour)
