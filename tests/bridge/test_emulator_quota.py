@@ -1,0 +1,55 @@
+"""Quotas as the service enforces them: sliding windows per subscription, sends and polls counted apart."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from azure.communication.email.aio import EmailClient
+from azure.core.exceptions import HttpResponseError
+from azure.core.rest import HttpRequest
+
+from acs_email_core.quota import PRESETS, Quota, Window
+
+Sdk = Callable[..., EmailClient]
+
+
+async def test_send_quota_answers_429_with_retry_after_until_the_window_frees(
+    make_emulator: Any, sdk: Sdk, sample: dict
+) -> None:
+    # azure_managed (5/min, 10/h sends; 10/min, 20/h polls) with a minute compressed to 0.5 s.
+    emu = await make_emulator(quota=PRESETS["azure_managed"].scaled(0.5 / 60))
+    client = sdk(emu)
+    for _ in range(5):
+        await client.begin_send(sample, polling=False)
+    with pytest.raises(HttpResponseError) as caught:
+        await client.begin_send(sample, polling=False)
+    error = caught.value
+    assert (error.status_code, error.error and error.error.code) == (429, "TooManyRequests")
+    assert error.response is not None and error.response.headers["Retry-After"] == "1"
+    assert emu.requests.count(status=429) == 1
+    assert len(emu.mails) == 5  # the refused request stored nothing
+
+    await asyncio.sleep(1)  # obey Retry-After: the minute window has room again
+    for _ in range(5):
+        await client.begin_send(sample, polling=False)
+    with pytest.raises(HttpResponseError) as caught:  # now the hour window (10) is full
+        await client.begin_send(sample, polling=False)
+    assert caught.value.response is not None
+    assert 1 < int(caught.value.response.headers["Retry-After"]) <= 30
+    assert len(emu.mails) == 10
+
+
+async def test_sends_and_polls_are_counted_separately(make_emulator: Any, sdk: Sdk, sample: dict) -> None:
+    emu = await make_emulator(quota=Quota(send=(Window(2, 60.0),), poll=(Window(3, 60.0),)))
+    client = sdk(emu)
+    first = await client.begin_send(sample, polling=False)
+    url = f"{emu.endpoint}/emails/operations/{(await first.result())['id']}?api-version=2025-09-01"
+    polls = [(await client.send_request(HttpRequest("GET", url))).status_code for _ in range(4)]
+    assert polls == [200, 200, 200, 429]
+    await client.begin_send(sample, polling=False)  # exhausted polls do not block sends
+    with pytest.raises(HttpResponseError, match="TooManyRequests"):
+        await client.begin_send(sample, polling=False)
+    assert (emu.requests.count("status", 429), emu.requests.count("send", 429)) == (1, 1)
