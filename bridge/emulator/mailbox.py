@@ -118,7 +118,9 @@ class ReceivedMail:
             else:
                 msg.set_content(html, subtype="html")
         html_part = msg.get_body(("html",)) if html else None
-        for attachment in self.attachments():
+        # Inline parts first: once the message is multipart/mixed its html body can no longer become related.
+        attachments = sorted(self.attachments(), key=lambda a: not (a.content_id and html_part is not None))
+        for attachment in attachments:
             maintype, _, subtype = attachment.content_type.split(";", 1)[0].strip().lower().partition("/")
             cid = f"<{attachment.content_id}>" if attachment.content_id else None
             if cid and isinstance(html_part, EmailMessage):

@@ -1,0 +1,66 @@
+"""``python -m acs_email_bridge.emulator`` prints what a client needs, serves it, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import signal
+import sys
+from pathlib import Path
+
+from azure.communication.email.aio import EmailClient
+
+from acs_email_bridge.emulator import cli
+
+
+def test_parser_defaults_match_the_documented_ones() -> None:
+    parser = argparse.ArgumentParser()
+    cli.configure_parser(parser)
+    args = parser.parse_args([])
+    assert (args.host, args.port, args.http_port, args.quota) == ("127.0.0.1", 8443, None, "none")
+    assert (args.tls_dir, args.record_dir) == (Path(".acs-emulator/tls"), Path(".acs-emulator/mail"))
+    assert (args.running_for, args.retry_after, args.access_key) == (0.0, 3, None)
+
+
+async def test_cli_prints_connection_string_serves_mail_and_stops_on_sigterm(tmp_path: Path, sample: dict) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "acs_email_bridge.emulator",
+        "--port=0",
+        f"--tls-dir={tmp_path / 'tls'}",
+        f"--record-dir={tmp_path / 'mail'}",
+        "--quota=custom_domain",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    banner = ""
+    async with asyncio.timeout(15):
+        while "Ctrl+C" not in banner:
+            banner += (await process.stdout.readline()).decode()
+    try:
+        match = re.search(r"^  connection string: (\S+)$", banner, re.MULTILINE)
+        assert match is not None, banner
+        connection_string = match.group(1)
+        assert connection_string.startswith("endpoint=https://127.0.0.1:")
+        assert f'  connection_string: "{connection_string}"' in banner  # the YAML block
+        assert f'  ca_file: "{tmp_path / "tls" / "ca.pem"}"' in banner
+        client = EmailClient.from_connection_string(
+            connection_string, connection_verify=str(tmp_path / "tls" / "ca.pem"), retry_total=0
+        )
+        async with client:
+            result = await (await client.begin_send(sample)).result()
+        assert (tmp_path / "mail" / f"{result['id']}.eml").exists()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            rest = (await process.stdout.read()).decode()
+            assert await process.wait() == 0
+    assert "stopped" in rest
+
+
+def test_bad_access_key_is_a_usage_error() -> None:
+    parser = argparse.ArgumentParser()
+    cli.configure_parser(parser)
+    assert cli.run(parser.parse_args(["--access-key", "not base64!", "--port", "0"])) == 2
