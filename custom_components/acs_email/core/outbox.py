@@ -444,7 +444,8 @@ class _Store:
         self._marks_since_prune = 0
         with self._transaction() as conn:
             count = conn.execute(
-                "DELETE FROM messages INDEXED BY messages_sent WHERE state = 'sent' AND updated_at < ?", (now - self.retention,)
+                "DELETE FROM messages INDEXED BY messages_sent WHERE state = 'sent' AND updated_at < ?",
+                (now - self.retention,),
             ).rowcount
         if count:
             _LOGGER.debug("outbox %s: pruned %d sent message(s)", self.path, count)
@@ -516,14 +517,6 @@ class Outbox:
         self._closing = False
         self._pending: builtins.list[_PendingEnqueue] = []
         self._flusher: asyncio.Task[None] | None = None
-
-    @property
-    def max_messages(self) -> int:
-        return self._store.max_messages
-
-    @property
-    def retry(self) -> RetryPolicy:
-        return self._store.retry
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     async def open(self) -> None:
