@@ -79,8 +79,8 @@ async def _send(args: argparse.Namespace) -> int:
         html=args.html,
         attachments=attachments,
         priority=args.priority,
+        limits=settings.limits,
     )
-    message.validate(settings.limits)
     async with Engine(settings) as engine:
         message_id = await engine.submit(message, source="cli")
         print(f"queued {message_id}", flush=True)
