@@ -49,9 +49,9 @@ _Loader.add_constructor("!env_var", _env_var)
 _Loader.add_constructor("!file", _file)
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(filename: str | Path) -> dict[str, Any]:
     """Parse a config file (blocking: call before the event loop starts, or in a thread)."""
-    path = Path(path)
+    path = Path(filename)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
