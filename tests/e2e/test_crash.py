@@ -35,16 +35,19 @@ def _write_config(directory: Path, emu: Emulator) -> Path:
 
 
 async def _flush(config: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "acs_email_bridge", "queue", "flush", "--config", str(config),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    """``acs-email-bridge queue flush`` in a child process; its log goes to ``flush.log`` beside the config."""
+    with (config.parent / "flush.log").open("ab") as log:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "acs_email_bridge", "-v", "queue", "flush", "--config", str(config),
+            stdout=log, stderr=log,
+        )  # fmt: skip
 
 
-async def _kill_when(process: asyncio.subprocess.Process, emu: Emulator, received: int) -> None:
+async def _kill_when(process: asyncio.subprocess.Process, emu: Emulator, received: int, log: Path) -> None:
     async with asyncio.timeout(60):
-        while len(emu.mails) < received:
+        while len(emu.mails) < received and process.returncode is None:
             await asyncio.sleep(0.02)
+    assert process.returncode is None, f"flush ended on its own ({process.returncode}):\n{log.read_text()}"
     process.send_signal(signal.SIGKILL)
     assert await process.wait() == -signal.SIGKILL
 
@@ -61,13 +64,13 @@ async def test_sigkill_mid_stream_delivers_everything_exactly_once(tmp_path: Pat
         # Every answer is late, after the mail was accepted: a kill almost always catches POSTs in flight.
         emu.faults.add(Fault.delay(0.25, after=True, times=10_000))
 
+        log = tmp_path / "flush.log"
         for received in (10, 25, 40):
-            await _kill_when(await _flush(config), emu, received)
+            await _kill_when(await _flush(config), emu, received, log)
 
         final = await _flush(config)
         async with asyncio.timeout(120):
-            _out, err = await final.communicate()
-        assert final.returncode == 0, err.decode()
+            assert await final.wait() == 0, log.read_text()
 
         async with Outbox(tmp_path / "outbox.db") as outbox:
             stats = await outbox.stats()
