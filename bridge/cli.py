@@ -149,10 +149,10 @@ async def _queue(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     args = _build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.verbose:  # our own steps only: the Azure SDK's request dumps stay at WARNING
+        for name in ("acs_email_core", "acs_email_bridge"):
+            logging.getLogger(name).setLevel(logging.INFO)
     try:
         if args.command == "emulator":
             return emulator_cli.run(args)

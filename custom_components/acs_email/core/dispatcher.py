@@ -241,6 +241,7 @@ class Dispatcher:
             self._sent += 1
             await self._outbox.mark_sent(message.id)
             self._settled(message.id, State.SENT)
+            _LOGGER.info("mail %s accepted by ACS (%s)", message.id, outcome.status or "sent")
         elif kind is OutcomeKind.THROTTLED:
             self._throttled += 1
             wait = outcome.retry_after if outcome.retry_after is not None else 60.0
