@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
+import secrets
 import signal
 import sys
 from pathlib import Path
@@ -40,7 +42,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_STATE_DIR / "mail",
         help="write each accepted mail there as .eml + .json; '' disables (default: %(default)s)",
     )
-    parser.add_argument("--access-key", default=None, help="base64 access key (default: a new random one)")
+    parser.add_argument(
+        "--access-key", default=None, help="base64 access key (default: one generated once and kept in --tls-dir)"
+    )
     parser.add_argument(
         "--running-for", type=float, default=0.0, help="seconds an operation stays Running (default: %(default)s)"
     )
@@ -79,9 +83,23 @@ def banner(emu: Emulator) -> str:
     return "\n".join(lines)
 
 
-async def _serve(args: argparse.Namespace) -> int:
+def _access_key(args: argparse.Namespace) -> str:
+    """The given key, else the one kept beside the certificates, so connection strings survive restarts."""
+    if args.access_key:
+        return str(args.access_key)
+    path = Path(args.tls_dir) / "access_key"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    key = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(key + "\n", encoding="utf-8")
+    return key
+
+
+async def _serve(args: argparse.Namespace, access_key: str) -> int:
     emu = Emulator(
-        args.access_key,
+        access_key,
         None if args.quota == "none" else PRESETS[args.quota],
         tls_dir=args.tls_dir,
         record_dir=args.record_dir if str(args.record_dir) not in ("", ".") else None,
@@ -111,7 +129,7 @@ async def _serve(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run until SIGINT/SIGTERM; returns the process exit status."""
     try:
-        return asyncio.run(_serve(args))
+        return asyncio.run(_serve(args, _access_key(args)))
     except ValueError as error:  # e.g. an access key that is not base64
         print(f"emulator: {error}", file=sys.stderr)
         return 2

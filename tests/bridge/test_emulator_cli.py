@@ -23,7 +23,8 @@ def test_parser_defaults_match_the_documented_ones() -> None:
     assert (args.running_for, args.retry_after, args.access_key) == (0.0, 3, None)
 
 
-async def test_cli_prints_connection_string_serves_mail_and_stops_on_sigterm(tmp_path: Path, sample: dict) -> None:
+async def _start(tmp_path: Path) -> tuple[asyncio.subprocess.Process, str]:
+    """Start the emulator CLI and read its banner."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -39,6 +40,20 @@ async def test_cli_prints_connection_string_serves_mail_and_stops_on_sigterm(tmp
     async with asyncio.timeout(15):
         while "Ctrl+C" not in banner:
             banner += (await process.stdout.readline()).decode()
+    return process, banner
+
+
+async def _stop(process: asyncio.subprocess.Process) -> str:
+    process.send_signal(signal.SIGTERM)
+    assert process.stdout is not None
+    async with asyncio.timeout(10):
+        rest = (await process.stdout.read()).decode()
+        assert await process.wait() == 0
+    return rest
+
+
+async def test_cli_prints_connection_string_serves_mail_and_stops_on_sigterm(tmp_path: Path, sample: dict) -> None:
+    process, banner = await _start(tmp_path)
     try:
         match = re.search(r"^  connection string: (\S+)$", banner, re.MULTILINE)
         assert match is not None, banner
@@ -53,11 +68,14 @@ async def test_cli_prints_connection_string_serves_mail_and_stops_on_sigterm(tmp
             result = await (await client.begin_send(sample)).result()
         assert (tmp_path / "mail" / f"{result['id']}.eml").exists()
     finally:
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(10):
-            rest = (await process.stdout.read()).decode()
-            assert await process.wait() == 0
+        rest = await _stop(process)
     assert "stopped" in rest
+
+    # A restart keeps the generated access key (kept in --tls-dir): configs that copied it keep working.
+    process, banner = await _start(tmp_path)
+    await _stop(process)
+    assert f"accesskey={connection_string.split('accesskey=')[1]}" in banner
+    assert (tmp_path / "tls" / "access_key").stat().st_mode & 0o077 == 0
 
 
 def test_bad_access_key_is_a_usage_error() -> None:
