@@ -25,7 +25,10 @@ CORE_TEST_DIRS := tests/core tests/bridge tests/e2e
 # Files of the HA integration proper (everything in custom_components/acs_email but the HA-free core).
 HA_SOURCES = $(shell find custom_components/acs_email -name '*.py' -not -path '*/core/*' | sort)
 
-lane = @printf '\n===== %s =====\n' "$(1)"
+lane = @printf '\n===== %s (%s) =====\n' "$(1)" "$$($(2)/bin/python -V)"
+
+# Lanes share venvs and the build dir: never run them in parallel.
+.NOTPARALLEL:
 
 .PHONY: test lint test-core test-ha-min test-ha-latest bench demo deps clean \
         venv-core venv-ha-min venv-ha-latest
@@ -47,22 +50,22 @@ venv-ha-latest:
 
 # --- lanes
 lint: venv-core
-	$(call lane,lint (Python 3.11))
+	$(call lane,lint,$(VENV_CORE))
 	$(VENV_CORE)/bin/ruff check .
 	$(VENV_CORE)/bin/ruff format --check .
 	.ci/mypy-core $(VENV_CORE)
 
-test-core: venv-core
-	$(call lane,core + bridge (Python 3.11))
+test-core: deps venv-core
+	$(call lane,core + bridge,$(VENV_CORE))
 	.ci/pytest-core $(VENV_CORE) $(CORE_COV_MIN) $(CORE_TEST_DIRS)
 
 test-ha-min: venv-ha-min
-	$(call lane,HA minimum: phcc $(PHCC_MIN) (Python 3.13))
+	$(call lane,HA minimum: phcc $(PHCC_MIN),$(VENV_HA_MIN))
 	$(VENV_HA_MIN)/bin/mypy --python-version 3.13 $(HA_SOURCES)
 	$(VENV_HA_MIN)/bin/python -m pytest -p no:sugar tests/ha
 
 test-ha-latest: venv-ha-latest
-	$(call lane,HA latest: phcc $(PHCC_LATEST) (Python 3.14))
+	$(call lane,HA latest: phcc $(PHCC_LATEST),$(VENV_HA_LATEST))
 	$(VENV_HA_LATEST)/bin/python -m pytest -p no:sugar tests/ha
 
 # --- extras
@@ -87,4 +90,4 @@ deps:
 clean:
 	rm -rf $(VENV_CORE) $(VENV_HA_MIN) $(VENV_HA_LATEST) build .coverage .coverage.* htmlcov \
 	       .mypy_cache .pytest_cache .ruff_cache .ci/mypy-src
-	find . -name __pycache__ -type d -not -path './.venv/*' -prune -exec rm -rf {} +
+	find . -path ./.venv -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
