@@ -17,8 +17,8 @@ VENV_HA_LATEST := .venv-ha-latest
 # pytest-homeassistant-custom-component: each release pins one homeassistant, pytest and pytest-asyncio.
 PHCC_MIN    := 0.13.236
 PHCC_LATEST := 0.13.375
-# mypy for the HA integration (the HA venvs do not get the dev extra); keep equal to the dev extra's pin.
-MYPY_PIN    := mypy==2.4.1
+# mypy for the HA integration (the HA venvs do not get the dev extra): the dev extra's pin, read from pyproject.toml.
+MYPY_PIN    := $(shell grep -o '"mypy==[^"]*"' pyproject.toml | tr -d '"')
 
 CORE_COV_MIN := 90
 CORE_TEST_DIRS := tests/core tests/bridge tests/e2e
@@ -89,5 +89,5 @@ deps:
 
 clean:
 	rm -rf $(VENV_CORE) $(VENV_HA_MIN) $(VENV_HA_LATEST) build .coverage .coverage.* htmlcov \
-	       .mypy_cache .pytest_cache .ruff_cache .ci/mypy-src
+	       .mypy_cache .pytest_cache .ruff_cache
 	find . -path ./.venv -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
