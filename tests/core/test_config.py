@@ -32,7 +32,9 @@ def test_readme_example_with_defaults(tmp_path: Path) -> None:
     assert settings.credentials.auth_method == "service_principal"
     assert settings.limits.max_recipients == 50
     assert settings.synchronous == "FULL"
+    assert settings.confirm_interval is None  # a 202 counts as sent unless confirmation is asked for
     assert SECRET not in repr(settings)
+    assert settings_from_config(_principal(confirm_delivery=True)).confirm_interval == 3.0
 
 
 def test_full_config_values(tmp_path: Path) -> None:

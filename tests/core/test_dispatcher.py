@@ -166,3 +166,33 @@ async def test_wait_for_unknown_message(emu: Emulator, tmp_path: Path) -> None:
 def test_concurrency_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="concurrency"):
         Dispatcher(Outbox(tmp_path / "o.db"), CountingTransport(None), LOOSE, concurrency=0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("confirm", "expected"), [(None, State.SENT), (0.05, State.DEAD)])
+async def test_delivery_confirmation_catches_failed_operations(
+    make_emulator: MakeEmulator, tmp_path: Path, confirm: float | None, expected: State
+) -> None:
+    emu = await make_emulator(senders=[SENDER], retry_after=0, running_for=0.2)
+    emu.faults.add(Fault.failed("EmailDroppedAllRecipientsSuppressed", "all recipients were suppressed"))
+    async with Engine(_settings(emu, tmp_path / "o.db", confirm_interval=confirm)) as engine:
+        failed, ok = await engine.submit_many(_messages(2))
+        async with asyncio.timeout(10):
+            states = (await engine.wait_for(failed), await engine.wait_for(ok))
+        entry = await engine.outbox.get(failed)
+    assert states == (expected, State.SENT)
+    if expected is State.DEAD:
+        assert entry is not None and "EmailDroppedAllRecipientsSuppressed" in (entry.last_error or "")
+        assert emu.requests.count(route="status") >= 4  # Running at least once for each, then the final answer
+    else:
+        assert emu.requests.count(route="status") == 0  # without confirmation no poll quota is spent
+
+
+async def test_confirmation_only_spends_spare_poll_quota(make_emulator: MakeEmulator, tmp_path: Path) -> None:
+    quota = Quota(send=(Window(100, 60.0),), poll=(Window(3, 60.0),))  # one poll above the reserve
+    emu = await make_emulator(senders=[SENDER], retry_after=0, running_for=60.0, quota=quota)
+    async with Engine(_settings(emu, tmp_path / "o.db", quota=quota, confirm_interval=0.05)) as engine:
+        ids = await engine.submit_many(_messages(3))
+        async with asyncio.timeout(10):
+            assert [await engine.wait_for(i) for i in ids] == [State.SENT] * 3
+    assert emu.requests.count(route="status") == 1  # the reserve stays for duplicate checks
+    assert emu.requests.count(status=429) == 0

@@ -13,7 +13,7 @@ from typing import Any
 
 import voluptuous as vol
 
-from .dispatcher import OUTAGE_BACKOFF
+from .dispatcher import CONFIRM_INTERVAL, OUTAGE_BACKOFF
 from .errors import ConfigError, ValidationError
 from .message import EmailAddress, MessageLimits
 from .quota import PRESETS, Quota, quota_from_config
@@ -76,6 +76,7 @@ ACS_SCHEMA = vol.All(
             vol.Optional("authority"): vol.All(str, vol.Match(r"^https://", msg="authority must be an https URL")),
             vol.Optional("ca_file"): str,
             vol.Optional("timeout", default=30.0): vol.All(duration, vol.Range(min=1)),
+            vol.Optional("confirm_delivery", default=False): bool,
         }
     ),
     vol.Any(
@@ -141,6 +142,7 @@ class EngineSettings:
     timeout: float = 30.0
     limits: MessageLimits = field(default_factory=MessageLimits)
     outage_backoff: RetryPolicy = OUTAGE_BACKOFF
+    confirm_interval: float | None = None  # None: a 202 counts as sent; else poll the operation to its end
 
 
 def _describe_invalid(err: vol.Invalid) -> str:
@@ -194,5 +196,6 @@ def settings_from_config(config: dict[str, Any], *, base_dir: Path | None = None
         synchronous=outbox["synchronous"].upper(),
         concurrency=outbox["concurrency"],
         timeout=acs["timeout"],
+        confirm_interval=CONFIRM_INTERVAL if acs["confirm_delivery"] else None,
         limits=MessageLimits(limits["max_recipients"], limits["max_request_bytes"]),
     )

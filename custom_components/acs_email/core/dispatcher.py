@@ -25,6 +25,12 @@ _LOGGER = logging.getLogger(__name__)
 SEND, POLL = "send", "poll"
 # Backoff of the whole dispatcher while ACS cannot be reached (consecutive failures → pause).
 OUTAGE_BACKOFF = RetryPolicy(initial_delay=2.0, multiplier=2.0, max_delay=300.0, jitter=0.2)
+# Delivery confirmation (optional): at most this many status polls per mail, every ``confirm_interval``
+# seconds (ACS itself suggests 3 s), and never the last POLL_RESERVE polls of a window, which are kept
+# for the checks that prevent duplicates after an ambiguous failure.
+CONFIRM_INTERVAL = 3.0
+CONFIRM_POLLS = 10
+POLL_RESERVE = 2
 
 
 class Transport(Protocol):
@@ -64,6 +70,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         on_auth_failure: Callable[[str], None] | None = None,
         outage_backoff: RetryPolicy = OUTAGE_BACKOFF,
+        confirm_interval: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -83,6 +90,7 @@ class Dispatcher:
         self._paused: str | None = None
         self._outages = 0
         self._outage_backoff = outage_backoff
+        self._confirm_interval = confirm_interval
         self._waiters: dict[str, list[asyncio.Future[State]]] = {}
         self._sent = self._throttled = self._failed = self._dead = 0
 
@@ -210,6 +218,8 @@ class Dispatcher:
             posted = True
             outcome = await self._transport.send(message.payload, message.id)
             await self._finish(self._send_limiter, SEND, token)
+            if outcome.kind is OutcomeKind.SENT and self._confirm_interval is not None:
+                outcome = await self._confirmed(message.id, outcome, self._confirm_interval)
             await self._settle(message, outcome)
         except asyncio.CancelledError:
             await self._outbox.mark_retry(
@@ -228,10 +238,37 @@ class Dispatcher:
         await self._finish(self._poll_limiter, POLL, token)
         if outcome.kind is OutcomeKind.NOT_FOUND:
             return False
-        if outcome.kind is OutcomeKind.THROTTLED:
-            self._poll_limiter.block_until(self._clock() + (outcome.retry_after or 60.0))
+        if outcome.kind is OutcomeKind.THROTTLED:  # the poll quota is out, not the send quota
+            self._throttled += 1
+            wait = outcome.retry_after if outcome.retry_after is not None else 60.0
+            self._poll_limiter.block_until(self._clock() + wait)
+            await self._outbox.mark_retry(
+                message.id, outcome.detail, retry_after=wait, verify=True, count_attempt=False
+            )
+            return True
         await self._settle(message, outcome)
         return True
+
+    async def _confirmed(self, message_id: str, accepted: Outcome, interval: float) -> Outcome:
+        """Follow an accepted operation to Succeeded or Failed, spending only spare poll quota.
+
+        ACS answers 202 before it decides; a mail can still end Failed (e.g. all recipients suppressed).
+        When the poll budget runs short, or the status cannot be read, the mail stays simply accepted.
+        """
+        for _ in range(CONFIRM_POLLS):
+            await asyncio.sleep(interval)
+            if self._poll_limiter.remaining() <= POLL_RESERVE:
+                break
+            token = self._poll_limiter.start()
+            outcome = await self._transport.status(message_id)
+            await self._finish(self._poll_limiter, POLL, token)
+            if outcome.kind is OutcomeKind.PERMANENT:
+                return outcome
+            if outcome.kind is not OutcomeKind.SENT:  # throttled, unreachable, or ACS's sporadic 404
+                break
+            if (outcome.status or "").lower() == "succeeded":
+                return outcome
+        return accepted
 
     async def _settle(self, message: ClaimedMessage, outcome: Outcome) -> None:
         """Record the outcome in the outbox and adjust pacing."""

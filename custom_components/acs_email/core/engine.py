@@ -45,6 +45,7 @@ class Engine:
             concurrency=settings.concurrency,
             on_auth_failure=on_auth_failure,
             outage_backoff=settings.outage_backoff,
+            confirm_interval=settings.confirm_interval,
         )
         self._started = False
 
