@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -160,3 +161,12 @@ def test_missing_credentials_are_config_errors() -> None:
 def test_secrets_listed_for_redaction() -> None:
     creds = AcsCredentials(connection_string="endpoint=https://x/;accesskey=KEY==")
     assert set(creds.secrets) == {"endpoint=https://x/;accesskey=KEY==", "KEY=="}
+
+
+async def test_unreadable_ca_file_pauses_like_bad_credentials(emulator: Emulator, tmp_path: Path) -> None:
+    creds = AcsCredentials(connection_string=emulator.connection_string, ca_file=str(tmp_path / "missing.pem"))
+    async with AcsTransport(creds) as transport:
+        outcome = await _send(transport, _message())
+    assert outcome.kind is OutcomeKind.AUTH  # type: ignore[attr-defined]
+    assert "cannot load ca_file" in outcome.detail and "missing.pem" in outcome.detail  # type: ignore[attr-defined]
+    assert emulator.mails == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
@@ -28,6 +29,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceRequestTimeoutError,
 )
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.core.rest import HttpRequest
 from azure.identity.aio import ClientSecretCredential
 
@@ -112,7 +114,12 @@ def retry_after_seconds(headers: Any) -> float | None:
 
 
 class AcsTransport:
-    """Sends ACS request bodies with ``operation_id`` = message id and asks operation status by id."""
+    """Sends ACS request bodies with ``operation_id`` = message id and asks operation status by id.
+
+    The SDK client is built on first use, inside the event loop: its HTTP session belongs to the loop, and
+    the TLS context (system store plus an optional CA file) is loaded once, in a worker thread. The SDK
+    would otherwise read the CA file again, on the loop, for every request.
+    """
 
     def __init__(
         self,
@@ -125,42 +132,59 @@ class AcsTransport:
         self._creds = credentials
         self._timeout = timeout
         self._api_version = api_version
-        self._token_credential: ClientSecretCredential | None = None
-        kwargs: dict[str, Any] = {
-            "retry_total": 0,
-            "connection_timeout": timeout,
-            "read_timeout": timeout,
-            "api_version": api_version,
-        }
-        if credentials.ca_file:
-            kwargs["connection_verify"] = credentials.ca_file
-        if session is not None:
-            from azure.core.pipeline.transport import AioHttpTransport  # noqa: PLC0415 - only for shared sessions
-
-            kwargs["transport"] = AioHttpTransport(session=session, session_owner=False)
-        credential: AzureKeyCredential | AsyncTokenCredential
+        self._shared_session = session
         if credentials.connection_string:
-            cs_endpoint, key = parse_connection_string(credentials.connection_string)
+            cs_endpoint, self._access_key = parse_connection_string(credentials.connection_string)
             endpoint = credentials.endpoint or cs_endpoint
-            credential = AzureKeyCredential(key)
         else:
             if not (credentials.tenant_id and credentials.client_id and credentials.client_secret):
                 raise ConfigError("give either a connection_string or tenant_id + client_id + client_secret")
             if not credentials.endpoint:
                 raise ConfigError("endpoint is required with a service principal")
             endpoint = credentials.endpoint
-            identity_kwargs: dict[str, Any] = {}
-            if credentials.authority:
-                identity_kwargs["authority"] = credentials.authority
+        self.endpoint = endpoint.rstrip("/")
+        self._client: EmailClient | None = None
+        self._token_credential: ClientSecretCredential | None = None
+        self._own_session: aiohttp.ClientSession | None = None
+        self._building = asyncio.Lock()
+
+    async def _ready_client(self) -> EmailClient:
+        async with self._building:
+            if self._client is None:
+                self._client = await self._build_client()
+            return self._client
+
+    async def _build_client(self) -> EmailClient:
+        creds = self._creds
+        session = self._shared_session
+        if session is None or creds.ca_file:
+            try:
+                context = await asyncio.to_thread(ssl.create_default_context, cafile=creds.ca_file)
+            except (OSError, ssl.SSLError) as err:
+                raise ConfigError(f"cannot load ca_file {creds.ca_file}: {err.strerror or err}") from None
+            session = self._own_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
+        credential: AzureKeyCredential | AsyncTokenCredential
+        if creds.connection_string:
+            credential = AzureKeyCredential(self._access_key)
+        else:
+            assert creds.tenant_id and creds.client_id and creds.client_secret  # checked in __init__
+            identity_kwargs: dict[str, Any] = {"transport": AioHttpTransport(session=session, session_owner=False)}
+            if creds.authority:
+                identity_kwargs["authority"] = creds.authority
                 identity_kwargs["disable_instance_discovery"] = True
-            if credentials.ca_file:
-                identity_kwargs["connection_verify"] = credentials.ca_file
             self._token_credential = ClientSecretCredential(
-                credentials.tenant_id, credentials.client_id, credentials.client_secret, **identity_kwargs
+                creds.tenant_id, creds.client_id, creds.client_secret, **identity_kwargs
             )
             credential = self._token_credential
-        self.endpoint = endpoint.rstrip("/")
-        self._client = EmailClient(self.endpoint, credential, **kwargs)
+        return EmailClient(
+            self.endpoint,
+            credential,
+            transport=AioHttpTransport(session=session, session_owner=False),
+            retry_total=0,
+            connection_timeout=self._timeout,
+            read_timeout=self._timeout,
+            api_version=self._api_version,
+        )
 
     async def __aenter__(self) -> AcsTransport:
         return self
@@ -171,10 +195,16 @@ class AcsTransport:
         await self.close()
 
     async def close(self) -> None:
-        """Release HTTP sessions and the token cache."""
-        await self._client.close()
+        """Release the HTTP session (unless shared) and the token cache."""
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
         if self._token_credential is not None:
             await self._token_credential.close()
+            self._token_credential = None
+        if self._own_session is not None:
+            await self._own_session.close()
+            self._own_session = None
 
     def _redact(self, text: str) -> str:
         for secret in self._creds.secrets:
@@ -185,7 +215,9 @@ class AcsTransport:
         """POST one mail; never raises for service or network trouble, returns the classified outcome."""
         try:
             async with asyncio.timeout(self._timeout * 2):
-                poller = await self._client.begin_send(payload, operation_id=operation_id, polling=False)
+                poller = await (await self._ready_client()).begin_send(
+                    payload, operation_id=operation_id, polling=False
+                )
         except Exception as err:
             return self._classify(err)
         return Outcome(OutcomeKind.SENT, status=poller.status())
@@ -197,7 +229,7 @@ class AcsTransport:
         )
         try:
             async with asyncio.timeout(self._timeout * 2):
-                response = await self._client.send_request(request)
+                response = await (await self._ready_client()).send_request(request)
                 await response.read()
         except Exception as err:
             return self._classify(err)
@@ -223,6 +255,8 @@ class AcsTransport:
         return Outcome(OutcomeKind.PERMANENT, self._redact(detail), status=status)
 
     def _classify(self, err: Exception) -> Outcome:
+        if isinstance(err, ConfigError):  # like bad credentials: nothing can be sent until the config is fixed
+            return Outcome(OutcomeKind.AUTH, self._redact(str(err)))
         detail = self._redact(_describe(err))
         if isinstance(err, ClientAuthenticationError):
             status = err.status_code
