@@ -1,18 +1,21 @@
 """``acs-email-bridge``: send one mail, inspect the outbox, run the ACS emulator or the demo.
 
 Exit codes of ``send``: 0 sent, 1 dead (refused by ACS or gave up), 2 bad input or configuration,
-3 still queued when ``--timeout`` ran out (it stays in the outbox and is sent by the next run).
+3 still queued when ``--timeout`` ran out (it stays in the outbox and is sent by the next run), 4 ACS refused
+the credentials (the mail stays queued).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from acs_email_core.config import EngineSettings
 from acs_email_core.engine import Engine
@@ -23,7 +26,8 @@ from acs_email_core.outbox import Outbox, State
 from .config import load_settings
 from .emulator import cli as emulator_cli
 
-EXIT_SENT, EXIT_DEAD, EXIT_INVALID, EXIT_PENDING = 0, 1, 2, 3
+EXIT_SENT, EXIT_DEAD, EXIT_INVALID, EXIT_PENDING, EXIT_AUTH = 0, 1, 2, 3, 4
+_T = TypeVar("_T")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -61,6 +65,36 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _AuthWatch:
+    """Ends a waiting command as soon as sending pauses on an authentication failure."""
+
+    def __init__(self) -> None:
+        self.reason = ""
+        self._failed = asyncio.Event()
+
+    def __call__(self, reason: str) -> None:
+        self.reason = reason
+        self._failed.set()
+
+    async def unless_failed(self, waiting: Coroutine[Any, Any, _T]) -> _T | None:
+        """The result of ``waiting``, or None if authentication failed first."""
+        work = asyncio.ensure_future(waiting)
+        failed = asyncio.ensure_future(self._failed.wait())
+        try:
+            await asyncio.wait({work, failed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failed.cancel()
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+        return None if work.cancelled() else work.result()
+
+    def report(self, settings: EngineSettings) -> int:
+        print(f"authentication failed: {self.reason}; queued mail stays in {settings.outbox_path}", file=sys.stderr)
+        return EXIT_AUTH
+
+
 def _read_attachments(paths: Sequence[str]) -> list[Attachment]:
     return [Attachment.from_path(p) for p in paths]
 
@@ -81,15 +115,18 @@ async def _send(args: argparse.Namespace) -> int:
         priority=args.priority,
         limits=settings.limits,
     )
-    async with Engine(settings) as engine:
+    auth = _AuthWatch()
+    async with Engine(settings, on_auth_failure=auth) as engine:
         message_id = await engine.submit(message, source="cli")
         print(f"queued {message_id}", flush=True)
         try:
             async with asyncio.timeout(args.timeout):
-                state = await engine.wait_for(message_id)
+                state = await auth.unless_failed(engine.wait_for(message_id))
         except TimeoutError:
             print(f"still queued after {args.timeout:g} s; it stays in {settings.outbox_path}", file=sys.stderr)
             return EXIT_PENDING
+        if state is None:
+            return auth.report(settings)
         if state is State.SENT:
             print(f"sent {message_id}")
             return EXIT_SENT
@@ -105,15 +142,22 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
+async def _drained(engine: Engine) -> bool:
+    """Wait until nothing is queued or being sent."""
+    while True:
+        stats = await engine.outbox.stats()
+        if stats.queued == 0 and stats.sending == 0:
+            return True
+        await asyncio.sleep(0.2)
+
+
 async def _flush(settings: EngineSettings) -> int:
     """Deliver what is queued, then exit: 0 when everything left was sent, 1 if some mail is dead."""
-    async with Engine(settings) as engine:
+    auth = _AuthWatch()
+    async with Engine(settings, on_auth_failure=auth) as engine:
         dead_before = (await engine.outbox.stats()).dead
-        while True:
-            stats = await engine.outbox.stats()
-            if stats.queued == 0 and stats.sending == 0:
-                break
-            await asyncio.sleep(0.2)
+        if await auth.unless_failed(_drained(engine)) is None:
+            return auth.report(settings)
         status = await engine.status()
     print(f"sent {status.sent_total}, dead {status.dead - dead_before}")
     return EXIT_SENT if status.dead == dead_before else EXIT_DEAD

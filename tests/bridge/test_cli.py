@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from acs_email_bridge.cli import EXIT_DEAD, EXIT_INVALID, EXIT_PENDING, EXIT_SENT, main
+from acs_email_bridge.cli import EXIT_AUTH, EXIT_DEAD, EXIT_INVALID, EXIT_PENDING, EXIT_SENT, main
 from acs_email_bridge.demo import run_demo
 from acs_email_bridge.emulator import Emulator, Fault
 
@@ -166,3 +166,17 @@ async def test_demo_delivers_sample_mail(tmp_path: Path) -> None:
     assert str(emls[0]) in out.getvalue()
     secret = (tmp_path / "client_secret.txt").read_text().strip()
     assert secret not in (tmp_path / "config.yaml").read_text()
+
+
+async def test_refused_credentials_end_the_wait_and_keep_the_mail(emu: Emulator, tmp_path: Path) -> None:
+    (tmp_path / "wrong.txt").write_text("not-the-secret\n")
+    config = _config(tmp_path, emu, secret_tag="!file wrong.txt")
+    code, _out, err = await _run("send", "-c", str(config), "--to", "a@example.com", "--subject", "x", "--text", "y")
+    assert code == EXIT_AUTH
+    assert "authentication failed" in err and "AADSTS7000215" in err
+    assert "not-the-secret" not in err
+    code, out, _err = await _run("queue", "list", "-c", str(config))
+    assert "queued 1" in out
+    code, _out, err = await _run("queue", "flush", "-c", str(config))
+    assert code == EXIT_AUTH
+    assert emu.mails == []

@@ -196,3 +196,18 @@ async def test_confirmation_only_spends_spare_poll_quota(make_emulator: MakeEmul
             assert [await engine.wait_for(i) for i in ids] == [State.SENT] * 3
     assert emu.requests.count(route="status") == 1  # the reserve stays for duplicate checks
     assert emu.requests.count(status=429) == 0
+
+
+async def test_paused_sending_tries_again_later(emu: Emulator, tmp_path: Path) -> None:
+    emu.faults.add(Fault.error(401, code="Denied", message="Denied", times=2))
+    settings = _settings(emu, tmp_path / "o.db")
+    async with Outbox(tmp_path / "o.db") as outbox, AcsTransport(settings.credentials) as transport:
+        reasons: list[str] = []
+        dispatcher = Dispatcher(outbox, transport, LOOSE, on_auth_failure=reasons.append, auth_retry=0.2)
+        (message_id,) = await outbox.enqueue_many(_messages(1))
+        await dispatcher.start()
+        async with asyncio.timeout(10):
+            assert await dispatcher.wait_for(message_id) is State.SENT
+        await dispatcher.stop()
+    assert len(reasons) == 2  # two refusals, each followed by a pause and a later retry
+    assert dispatcher.paused is None

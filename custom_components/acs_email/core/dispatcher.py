@@ -28,6 +28,8 @@ OUTAGE_BACKOFF = RetryPolicy(initial_delay=2.0, multiplier=2.0, max_delay=300.0,
 # Delivery confirmation (optional): at most this many status polls per mail, every ``confirm_interval``
 # seconds (ACS itself suggests 3 s), and never the last POLL_RESERVE polls of a window, which are kept
 # for the checks that prevent duplicates after an ambiguous failure.
+# After an authentication failure, sending pauses; it tries again after this many seconds.
+AUTH_RETRY = 900.0
 CONFIRM_INTERVAL = 3.0
 CONFIRM_POLLS = 10
 POLL_RESERVE = 2
@@ -71,6 +73,7 @@ class Dispatcher:
         on_auth_failure: Callable[[str], None] | None = None,
         outage_backoff: RetryPolicy = OUTAGE_BACKOFF,
         confirm_interval: float | None = None,
+        auth_retry: float = AUTH_RETRY,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -91,6 +94,8 @@ class Dispatcher:
         self._outages = 0
         self._outage_backoff = outage_backoff
         self._confirm_interval = confirm_interval
+        self._auth_retry = auth_retry
+        self._auth_retry_handle: asyncio.TimerHandle | None = None
         self._waiters: dict[str, list[asyncio.Future[State]]] = {}
         self._sent = self._throttled = self._failed = self._dead = 0
 
@@ -106,7 +111,7 @@ class Dispatcher:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, let in-flight sends finish for ``grace`` seconds, then interrupt them safely."""
         self._stopping.set()
-        self._resumed.set()
+        self.resume()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -121,6 +126,9 @@ class Dispatcher:
 
     def resume(self) -> None:
         """Continue after new credentials were configured (sending pauses on an authentication failure)."""
+        if self._auth_retry_handle is not None:
+            self._auth_retry_handle.cancel()
+            self._auth_retry_handle = None
         self._paused = None
         self._resumed.set()
 
@@ -314,9 +322,21 @@ class Dispatcher:
         self._settled(message_id, State.DEAD)
 
     def _pause(self, reason: str) -> None:
+        """Stop sending after an authentication failure; try again after ``auth_retry`` seconds.
+
+        Retrying later helps when the fix happens in Azure, not here: a role assignment that is still
+        propagating, a client secret renewed under the same value, a CA file put back in place.
+        """
         if self._paused is None:
-            _LOGGER.error("ACS authentication failed, sending paused until credentials are fixed: %s", reason)
+            _LOGGER.error(
+                "ACS authentication failed, sending paused (next try in %.0f s, or when resumed): %s",
+                self._auth_retry,
+                reason,
+            )
         self._paused = reason
         self._resumed.clear()
+        if self._auth_retry_handle is not None:
+            self._auth_retry_handle.cancel()
+        self._auth_retry_handle = asyncio.get_running_loop().call_later(self._auth_retry, self.resume)
         if self._on_auth_failure is not None:
             self._on_auth_failure(reason)

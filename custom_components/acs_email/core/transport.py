@@ -295,6 +295,8 @@ def _describe(err: Exception) -> str:
         service_error = err.error
         if service_error is not None and service_error.code:
             return f"HTTP {err.status_code} {service_error.code}: {service_error.message}"
+        if isinstance(err, ClientAuthenticationError) and err.message:  # Entra's answer, e.g. AADSTS7000215
+            return f"HTTP {err.status_code} {err.message.splitlines()[0]}"
         reason = err.reason or ""
         return f"HTTP {err.status_code} {reason}".strip()
     if isinstance(err, TimeoutError):
