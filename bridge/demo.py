@@ -20,7 +20,7 @@ from acs_email_core.message import Attachment, EmailMessage
 from acs_email_core.outbox import State
 
 from .config import load_settings
-from .emulator import Emulator
+from .emulator import Emulator, Fault
 
 SENDER = "DoNotReply@demo.example.com"
 RECIPIENT = "Home Owner <owner@example.com>"
@@ -78,6 +78,31 @@ def _sample_message(sender: str) -> EmailMessage:
     )
 
 
+async def _trouble(engine: Engine, emulator: Emulator, sender: str) -> bool:
+    """Three alert mails while ACS misbehaves: all arrive, once each. True when that held."""
+    emulator.faults.add(Fault.error(503, message="Service Unavailable"))
+    emulator.faults.add(Fault.drop(after=True))  # accepted, then the connection is cut: ambiguous
+    emulator.faults.add(Fault.error(429, code="TooManyRequests", retry_after=1))
+    print("\nnow ACS misbehaves: a 503, a connection cut after the mail was accepted, a 429 with Retry-After: 1")
+    before = len(emulator.mails)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    messages = [
+        EmailMessage.build(sender=sender, to=RECIPIENT, subject=f"acs_email demo: sensor alert {i}", text="Leak!")
+        for i in range(1, 4)
+    ]
+    ids = await engine.submit_many(messages, source="demo")
+    async with asyncio.timeout(120):
+        states = [await engine.wait_for(i) for i in ids]
+    status = await engine.status()
+    print(
+        f"  {states.count(State.SENT)}/3 sent in {loop.time() - started:.1f} s "
+        f"({status.failed_total} failed attempt(s) retried, {status.throttled_total} throttled); "
+        f"the emulator got {len(emulator.mails) - before} new mail(s), {emulator.duplicates} duplicate(s)"
+    )
+    return states == [State.SENT] * 3 and len(emulator.mails) - before == 3 and emulator.duplicates == 0
+
+
 async def run_demo(directory: Path) -> int:
     """Run the demo end to end in ``directory`` (absolute); returns the process exit code."""
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
@@ -89,15 +114,17 @@ async def run_demo(directory: Path) -> int:
         message = await asyncio.to_thread(_sample_message, settings.sender)
         async with Engine(settings) as engine:
             message_id = await engine.submit(message, source="demo")
-            print(f"queued {message_id} in {settings.outbox_path}")
+            print(f"queued {message_id} (HTML, a CSV attachment, an inline image) in {settings.outbox_path}")
             async with asyncio.timeout(60):
                 state = await engine.wait_for(message_id)
-        if state is not State.SENT:
-            print(f"demo mail ended {state.value}")
-            return 1
-        eml = directory / "mail" / f"{message_id}.eml"
-        print(f"sent; the emulator received it as {eml}")
-        print(f"  {len(emulator.mails)} mail(s) accepted, {emulator.duplicates} duplicate(s)")
-        for line in (await asyncio.to_thread(eml.read_text, encoding="utf-8")).splitlines()[:12]:
-            print(f"  | {line}")
+            if state is not State.SENT:
+                print(f"demo mail ended {state.value}")
+                return 1
+            eml = directory / "mail" / f"{message_id}.eml"
+            print(f"sent; the emulator received it as {eml}")
+            for line in (await asyncio.to_thread(eml.read_text, encoding="utf-8")).splitlines()[:9]:
+                print(f"  | {line}")
+            if not await _trouble(engine, emulator, settings.sender):
+                return 1
+    print(f"\nreceived mail: {directory / 'mail'}; outbox: acs-email-bridge queue list --config {config_path}")
     return 0

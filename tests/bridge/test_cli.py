@@ -155,15 +155,16 @@ async def test_bad_config_file(tmp_path: Path) -> None:
     assert "not valid YAML" in err and "line" in err
 
 
-async def test_demo_delivers_sample_mail(tmp_path: Path) -> None:
+async def test_demo_delivers_sample_mail_and_rides_out_trouble(tmp_path: Path) -> None:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert await run_demo(tmp_path) == 0
-    emls = list((tmp_path / "mail").glob("*.eml"))
-    assert len(emls) == 1
-    text = emls[0].read_text()
-    assert "ups-load.csv" in text and "status-icon" in text
-    assert str(emls[0]) in out.getvalue()
+    emls = {path: path.read_text() for path in (tmp_path / "mail").glob("*.eml")}
+    assert len(emls) == 4  # the sample, then three alerts through a 503, a cut connection and a 429
+    (sample,) = [path for path, text in emls.items() if "ups-load.csv" in text]
+    assert "status-icon" in emls[sample]
+    assert str(sample) in out.getvalue()
+    assert "3/3 sent" in out.getvalue() and "0 duplicate(s)" in out.getvalue()
     secret = (tmp_path / "client_secret.txt").read_text().strip()
     assert secret not in (tmp_path / "config.yaml").read_text()
 
