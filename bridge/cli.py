@@ -143,7 +143,7 @@ def _age(seconds: float) -> str:
 
 
 async def _drained(engine: Engine) -> bool:
-    """Wait until nothing is queued or being sent."""
+    """Wait until nothing is queued or being sent (by this process, or by one that already delivers)."""
     while True:
         stats = await engine.outbox.stats()
         if stats.queued == 0 and stats.sending == 0:

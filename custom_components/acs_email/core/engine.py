@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
@@ -12,6 +15,9 @@ from .dispatcher import Dispatcher, DispatcherStatus
 from .message import EmailMessage
 from .outbox import Outbox, State
 from .transport import AcsTransport
+
+_LOGGER = logging.getLogger(__name__)
+TAKEOVER_POLL = 0.5  # seconds between checks whether the process delivering from our outbox is gone
 
 
 class Engine:
@@ -48,20 +54,45 @@ class Engine:
             confirm_interval=settings.confirm_interval,
         )
         self._started = False
+        self._delivering = False
+        self._takeover: asyncio.Task[None] | None = None
 
     async def start(self, *, deliver: bool = True) -> None:
-        """Open the outbox (recovering after a crash) and, unless ``deliver`` is False, start sending."""
+        """Open the outbox (recovering after a crash) and, unless ``deliver`` is False, start sending.
+
+        Only one process delivers from an outbox file (it holds the owner lock, so quotas are counted in
+        one place). When another one, such as a running bridge, already does, this engine queues and
+        takes over delivery as soon as that process is gone.
+        """
         await self.outbox.open()
-        if deliver:
-            await self.dispatcher.start()
         self._started = True
+        if deliver and not await self._try_deliver():
+            _LOGGER.info("another process delivers from %s; this one takes over when it stops", self.outbox.path)
+            self._takeover = asyncio.create_task(self._take_over_later(), name="acs_email takeover")
+
+    async def _try_deliver(self) -> bool:
+        if not self._delivering and await self.outbox.take_ownership():
+            await self.dispatcher.start()
+            self._delivering = True
+        return self._delivering
+
+    async def _take_over_later(self) -> None:
+        # Another process holds a file lock: nothing in this process can signal its release.
+        while not await self._try_deliver():  # noqa: ASYNC110
+            await asyncio.sleep(TAKEOVER_POLL)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Finish in-flight sends (up to ``grace`` seconds), keep the rest queued on disk."""
         if not self._started:
             return
         self._started = False
+        if self._takeover is not None:
+            self._takeover.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._takeover
+            self._takeover = None
         await self.dispatcher.stop(grace)
+        self._delivering = False
         await self.transport.close()
         await self.outbox.close()
 
@@ -83,7 +114,14 @@ class Engine:
         return await self.outbox.enqueue_many(messages, source=source)
 
     async def wait_for(self, message_id: str) -> State:
-        """Wait until the message is sent or dead."""
+        """Wait until the message is sent or dead, by whichever process delivers it."""
+        while not self._delivering:
+            entry = await self.outbox.get(message_id)
+            if entry is None:
+                raise KeyError(message_id)
+            if entry.state in (State.SENT, State.DEAD):
+                return entry.state
+            await asyncio.sleep(TAKEOVER_POLL)
         return await self.dispatcher.wait_for(message_id)
 
     async def status(self) -> DispatcherStatus:

@@ -43,7 +43,7 @@ _Ts = TypeVarTuple("_Ts")
 
 SCHEMA_VERSION = 1
 _PRUNE_EVERY = 500  # mark_sent calls between opportunistic prunes of old sent rows
-IDLE_RECHECK = 5.0  # seconds; see Outbox.wait_for_work
+IDLE_RECHECK = 1.0  # seconds; see Outbox.wait_for_work (another process may have queued mail)
 
 # The payload is the last column: SQLite reads a row's columns in order, so every other column stays
 # readable without touching the overflow pages of a large payload.
@@ -235,6 +235,7 @@ class _Store:
         self.limits = limits
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
+        self.owner = False  # holds the owner lock: the one process that recovers and delivers
         self._marks_since_prune = 0
 
     @property
@@ -260,7 +261,6 @@ class _Store:
     def open(self, synchronous: str, now: float) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        owner = _try_lock(self._lock_fd)
         conn = self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
         conn.row_factory = sqlite3.Row
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -278,12 +278,20 @@ class _Store:
                 for statement in _statements(_SCHEMA):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            recovered = (
-                owner
-                and conn.execute(
-                    "UPDATE messages SET state = 'queued', verify = 1, updated_at = ? WHERE state = 'sending'", (now,)
-                ).rowcount
-            )
+        self.take_ownership(now)
+        self.prune(now)
+
+    def take_ownership(self, now: float) -> bool:
+        """Become the one process that delivers from this file, if no live process is; recover its leftovers."""
+        if self.owner:
+            return True
+        if self._lock_fd is None or not _try_lock(self._lock_fd):
+            return False
+        self.owner = True
+        with self._transaction() as conn:
+            recovered = conn.execute(
+                "UPDATE messages SET state = 'queued', verify = 1, updated_at = ? WHERE state = 'sending'", (now,)
+            ).rowcount
         if recovered:
             _LOGGER.warning(
                 "outbox %s: %d message(s) were being sent when the previous run stopped; their status is "
@@ -291,7 +299,7 @@ class _Store:
                 self.path,
                 recovered,
             )
-        self.prune(now)
+        return True
 
     def close(self) -> None:
         if self._conn is not None:
@@ -300,6 +308,7 @@ class _Store:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the owner lock
             self._lock_fd = None
+            self.owner = False
 
     # ---- writes ------------------------------------------------------------------------------------------
     def _held(self, conn: sqlite3.Connection) -> int:
@@ -489,8 +498,9 @@ class Outbox:
     """Durable, bounded message store between the sources and the dispatcher.
 
     Several Outbox objects (or processes, such as the CLI next to a running bridge) may open the same file.
-    Only the first holds the owner lock (``<path>.lock``) and recovers rows left in ``sending``: the others
-    must not take back messages that a live dispatcher is sending.
+    Only one holds the owner lock (``<path>.lock``), recovers rows left in ``sending`` and delivers: the
+    others must not take back messages that a live dispatcher is sending. When the owner closes or dies,
+    another can :meth:`take_ownership`.
     """
 
     def __init__(
@@ -549,6 +559,15 @@ class Outbox:
         finally:
             self._executor = None
             executor.shutdown(wait=False)
+
+    @property
+    def owner(self) -> bool:
+        """True when this outbox holds the owner lock: it alone recovers and delivers from the file."""
+        return self._store.owner
+
+    async def take_ownership(self) -> bool:
+        """Become the owner if the previous one has gone (closed or died); True when this outbox is it."""
+        return await self._call(self._store.take_ownership, self._clock())
 
     async def __aenter__(self) -> Self:
         await self.open()
