@@ -46,14 +46,12 @@ def report(name: str, value: str, aim: str = "") -> None:
 
 
 def rss_mb() -> tuple[float, float]:
-    """(current VmRSS, peak) in MB."""
-    current = 0.0
+    """(current, peak) resident memory in MB: VmRSS and VmHWM on Linux (one source, so peak >= current)."""
     if sys.platform == "linux":
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                current = int(line.split()[1]) / 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return current, peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
+        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+    return peak, peak
 
 
 async def enqueue_batched(path: Path, total: int = 20_000) -> None:
