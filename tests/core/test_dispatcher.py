@@ -182,7 +182,7 @@ async def test_delivery_confirmation_catches_failed_operations(
     assert states == (expected, State.SENT)
     if expected is State.DEAD:
         assert entry is not None and "EmailDroppedAllRecipientsSuppressed" in (entry.last_error or "")
-        assert emu.requests.count(route="status") >= 4  # Running at least once for each, then the final answer
+        assert emu.requests.count(route="status") >= 2  # at least one poll for each mail
     else:
         assert emu.requests.count(route="status") == 0  # without confirmation no poll quota is spent
 
