@@ -111,13 +111,13 @@ async def _serve(args: argparse.Namespace, access_key: str) -> int:
     except OSError as error:
         print(f"emulator: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
-    print(banner(emu), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         # Only the main thread may own signal handlers; elsewhere Ctrl+C arrives as KeyboardInterrupt.
         with contextlib.suppress(ValueError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
+    print(banner(emu), flush=True)  # after the handlers: a supervisor may signal as soon as it reads this
     try:
         await stop.wait()
     finally:
