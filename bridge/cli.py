@@ -171,9 +171,9 @@ async def _queue(args: argparse.Namespace) -> int:
         if args.action == "list":
             entries = await outbox.list(State(args.state) if args.state else None, limit=args.limit)
             now = time.time()
-            print(f"{'id':36}  {'state':7}  {'age':>5}  {'tries':>5}  subject / last error")
+            print(f"{'id':36}  {'state':7}  {'age':>5}  {'retries':>7}  subject / last error")
             for e in entries:
-                line = f"{e.id:36}  {e.state.value:7}  {_age(now - e.created_at):>5}  {e.attempts:>5}  {e.subject}"
+                line = f"{e.id:36}  {e.state.value:7}  {_age(now - e.created_at):>5}  {e.attempts:>7}  {e.subject}"
                 print(line + (f"  [{e.last_error}]" if e.last_error else ""))
             stats = await outbox.stats()
             print(f"queued {stats.queued}, sending {stats.sending}, sent {stats.sent}, dead {stats.dead}")

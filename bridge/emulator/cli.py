@@ -69,6 +69,7 @@ def banner(emu: Emulator) -> str:
         f"  admin API:         {emu.endpoint}/_emulator",
         "",
         "acs:",
+        '  sender: "DoNotReply@example.com"  # any address; the real service wants one of a linked domain',
         f"  connection_string: {q(emu.connection_string)}",
         f"  ca_file: {q(str(emu.ca_file.resolve()))}",
         "  # or Entra ID (service principal) instead of the access key:",

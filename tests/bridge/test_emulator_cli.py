@@ -9,9 +9,11 @@ import signal
 import sys
 from pathlib import Path
 
+import yaml
 from azure.communication.email.aio import EmailClient
 
 from acs_email_bridge.emulator import cli
+from acs_email_core.config import settings_from_config
 
 
 def test_parser_defaults_match_the_documented_ones() -> None:
@@ -61,6 +63,9 @@ async def test_cli_prints_connection_string_serves_mail_and_stops_on_sigterm(tmp
         assert connection_string.startswith("endpoint=https://127.0.0.1:")
         assert f'  connection_string: "{connection_string}"' in banner  # the YAML block
         assert f'  ca_file: "{tmp_path / "tls" / "ca.pem"}"' in banner
+        pasted = yaml.safe_load(banner[banner.index("\nacs:") : banner.index("Press Ctrl+C")])
+        settings = settings_from_config(pasted)  # the block is a valid config as printed
+        assert settings.credentials.connection_string == connection_string
         client = EmailClient.from_connection_string(
             connection_string, connection_verify=str(tmp_path / "tls" / "ca.pem"), retry_total=0
         )
