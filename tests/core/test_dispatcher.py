@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from acs_email_bridge.emulator import Emulator, Fault
+from acs_email_bridge.emulator.faults import Route
 from acs_email_core.config import EngineSettings
 from acs_email_core.dispatcher import Dispatcher
 from acs_email_core.engine import Engine
@@ -30,7 +31,7 @@ def _settings(emu: Emulator, path: Path, **overrides: Any) -> EngineSettings:
     creds = AcsCredentials(connection_string=emu.connection_string, ca_file=str(emu.ca_file))
     base = EngineSettings(
         credentials=creds, sender=SENDER, outbox_path=path, quota=LOOSE, retry=FAST, outage_backoff=FAST,
-        synchronous="NORMAL", timeout=5.0,
+        synchronous="NORMAL", timeout=5.0, verify_recheck=0.05,
     )  # fmt: skip
     return dataclasses.replace(base, **overrides)
 
@@ -211,3 +212,16 @@ async def test_paused_sending_tries_again_later(emu: Emulator, tmp_path: Path) -
         await dispatcher.stop()
     assert len(reasons) == 2  # two refusals, each followed by a pause and a later retry
     assert dispatcher.paused is None
+
+
+async def test_a_single_not_found_does_not_trigger_a_resend(emu: Emulator, tmp_path: Path) -> None:
+    emu.faults.add(Fault.drop(after=True))  # accepted, then the connection is cut: the status decides
+    emu.faults.add(
+        Fault.error(404, code="NotFound", message="Requested message could not be located.", route=Route.STATUS)
+    )
+    async with Engine(_settings(emu, tmp_path / "o.db")) as engine:
+        (message_id,) = await engine.submit_many(_messages(1))
+        async with asyncio.timeout(10):
+            assert await engine.wait_for(message_id) is State.SENT
+    assert emu.requests.count(route="status") == 2  # the wrong 404, then the real answer
+    assert len(emu.mails) == 1 and emu.duplicates == 0

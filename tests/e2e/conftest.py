@@ -53,6 +53,7 @@ def _settings(credentials: AcsCredentials, outbox: Path, **overrides: object) ->
         "quota": UNLIMITED,
         "retry": FAST_RETRY,
         "outage_backoff": FAST_RETRY,
+        "verify_recheck": 0.05,
         "timeout": 5.0,
         "synchronous": "NORMAL",
     }

@@ -13,7 +13,7 @@ from typing import Any
 
 import voluptuous as vol
 
-from .dispatcher import CONFIRM_INTERVAL, OUTAGE_BACKOFF
+from .dispatcher import CONFIRM_INTERVAL, OUTAGE_BACKOFF, VERIFY_RECHECK
 from .errors import ConfigError, ValidationError
 from .message import EmailAddress, MessageLimits
 from .quota import PRESETS, Quota, quota_from_config
@@ -143,6 +143,7 @@ class EngineSettings:
     limits: MessageLimits = field(default_factory=MessageLimits)
     outage_backoff: RetryPolicy = OUTAGE_BACKOFF
     confirm_interval: float | None = None  # None: a 202 counts as sent; else poll the operation to its end
+    verify_recheck: float = VERIFY_RECHECK
 
 
 def _describe_invalid(err: vol.Invalid) -> str:

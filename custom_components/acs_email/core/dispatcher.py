@@ -28,6 +28,8 @@ OUTAGE_BACKOFF = RetryPolicy(initial_delay=2.0, multiplier=2.0, max_delay=300.0,
 # Delivery confirmation (optional): at most this many status polls per mail, every ``confirm_interval``
 # seconds (ACS itself suggests 3 s), and never the last POLL_RESERVE polls of a window, which are kept
 # for the checks that prevent duplicates after an ambiguous failure.
+# Before resending after an ambiguous failure, "no such operation" must be answered twice, this far apart.
+VERIFY_RECHECK = 2.0
 # After an authentication failure, sending pauses; it tries again after this many seconds.
 AUTH_RETRY = 900.0
 CONFIRM_INTERVAL = 3.0
@@ -74,6 +76,7 @@ class Dispatcher:
         outage_backoff: RetryPolicy = OUTAGE_BACKOFF,
         confirm_interval: float | None = None,
         auth_retry: float = AUTH_RETRY,
+        verify_recheck: float = VERIFY_RECHECK,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -95,6 +98,7 @@ class Dispatcher:
         self._outage_backoff = outage_backoff
         self._confirm_interval = confirm_interval
         self._auth_retry = auth_retry
+        self._verify_recheck = verify_recheck
         self._auth_retry_handle: asyncio.TimerHandle | None = None
         self._waiters: dict[str, list[asyncio.Future[State]]] = {}
         self._sent = self._throttled = self._failed = self._dead = 0
@@ -239,13 +243,22 @@ class Dispatcher:
         at = limiter.finish(token)
         await self._outbox.record_requests(kind, [at])
 
+    async def _poll(self, message_id: str) -> Outcome:
+        token = await self._poll_limiter.acquire()
+        outcome = await self._transport.status(message_id)
+        await self._finish(self._poll_limiter, POLL, token)
+        return outcome
+
     async def _verified(self, message: ClaimedMessage) -> bool:
         """After an ambiguous failure or a crash: did ACS already accept it? True when the message is settled."""
-        token = await self._poll_limiter.acquire()
-        outcome = await self._transport.status(message.id)
-        await self._finish(self._poll_limiter, POLL, token)
+        outcome = await self._poll(message.id)
         if outcome.kind is OutcomeKind.NOT_FOUND:
-            return False
+            # ACS has been seen to answer 404 for an operation it had accepted, now and then: a resend
+            # is a duplicate if that 404 was wrong, so it must hold twice before the mail goes out again.
+            await asyncio.sleep(self._verify_recheck)
+            outcome = await self._poll(message.id)
+            if outcome.kind is OutcomeKind.NOT_FOUND:
+                return False
         if outcome.kind is OutcomeKind.THROTTLED:  # the poll quota is out, not the send quota
             self._throttled += 1
             wait = outcome.retry_after if outcome.retry_after is not None else 60.0
@@ -267,9 +280,7 @@ class Dispatcher:
             await asyncio.sleep(interval)
             if self._poll_limiter.remaining() <= POLL_RESERVE:
                 break
-            token = self._poll_limiter.start()
-            outcome = await self._transport.status(message_id)
-            await self._finish(self._poll_limiter, POLL, token)
+            outcome = await self._poll(message_id)
             if outcome.kind is OutcomeKind.PERMANENT:
                 return outcome
             if outcome.kind is not OutcomeKind.SENT:  # throttled, unreachable, or ACS's sporadic 404

@@ -52,6 +52,7 @@ class Engine:
             on_auth_failure=on_auth_failure,
             outage_backoff=settings.outage_backoff,
             confirm_interval=settings.confirm_interval,
+            verify_recheck=settings.verify_recheck,
         )
         self._started = False
         self._delivering = False
