@@ -62,6 +62,7 @@ def banner(emu: Emulator) -> str:
         *([f"  http endpoint:     {emu.http_endpoint}"] if emu.http_endpoint else []),
         f"  connection string: {emu.connection_string}",
         f"  CA file:           {emu.ca_file.resolve()}",
+        f"  quota:             {emu.quota.describe() if emu.quota else 'none'}",
         f"  authority:         {emu.authority}",
         f"  tenant id:         {emu.tenant_id}",
         f"  client id:         {emu.client_id}",

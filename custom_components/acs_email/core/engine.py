@@ -67,7 +67,11 @@ class Engine:
         """
         await self.outbox.open()
         self._started = True
-        if deliver and not await self._try_deliver():
+        if not deliver:
+            return
+        if await self._try_deliver():
+            _LOGGER.info("delivering from %s within %s", self.outbox.path, self.settings.quota.describe())
+        else:
             _LOGGER.info("another process delivers from %s; this one takes over when it stops", self.outbox.path)
             self._takeover = asyncio.create_task(self._take_over_later(), name="acs_email takeover")
 

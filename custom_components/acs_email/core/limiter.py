@@ -108,15 +108,6 @@ class SlidingWindowLimiter:
         self._done = sorted([*self._done, *times])
         self._expire(self._clock())
 
-    def history(self) -> list[float]:
-        """Completion times still inside the longest window (what must survive a restart)."""
-        self._expire(self._clock())
-        return list(self._done)
-
-    @property
-    def blocked_until(self) -> float:
-        return self._blocked_until
-
     # ---- async waiting -----------------------------------------------------------------------------------
     def _notify(self) -> None:
         """Wake every waiter of the current generation; later waiters wait on a fresh event."""
