@@ -27,9 +27,9 @@ class FakeClock:
         return self.now
 
 
-def limiter_at(windows, now: float = 0.0, **kwargs) -> tuple[SlidingWindowLimiter, FakeClock]:
+def limiter_at(windows, now: float = 0.0) -> tuple[SlidingWindowLimiter, FakeClock]:
     clock = FakeClock(now)
-    return SlidingWindowLimiter(windows, clock=clock, **kwargs), clock
+    return SlidingWindowLimiter(windows, clock=clock), clock
 
 
 def done(limiter: SlidingWindowLimiter, *times: float) -> None:
@@ -120,13 +120,6 @@ def test_remaining_is_the_tightest_window():
     assert limiter.remaining(0.0) == 2
     done(limiter, 100.0, 100.0, 100.0, 200.0)
     assert limiter.remaining(300.0) == 3  # minute: 4 left (1 in flight); hour: 3 left (6 done + 1 in flight)
-
-
-def test_margin_extends_every_slot():
-    limiter, _ = limiter_at([Window(1, 10.0)], margin=2.0)
-    done(limiter, 0.0)
-    assert limiter.delay(11.0) == pytest.approx(1.0)
-    assert limiter.delay(12.0) == 0
 
 
 def test_block_until_is_obeyed_and_never_shortened():

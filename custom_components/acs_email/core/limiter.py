@@ -22,12 +22,11 @@ Clock = Callable[[], float]
 class SlidingWindowLimiter:
     """Admits a request only when every window has room; also obeys ``Retry-After`` pauses."""
 
-    def __init__(self, windows: Sequence[Window], *, clock: Clock = time.time, margin: float = 0.0) -> None:
+    def __init__(self, windows: Sequence[Window], *, clock: Clock = time.time) -> None:
         if not windows:
             raise ValueError("at least one window is required")
         self._windows = tuple(windows)
-        self._span = max(w.seconds for w in windows) + margin
-        self._margin = margin
+        self._span = max(w.seconds for w in windows)
         self._clock = clock
         self._done: list[float] = []  # completion times, ascending
         self._inflight: set[int] = set()
@@ -43,7 +42,7 @@ class SlidingWindowLimiter:
 
     def _used(self, window: Window, now: float) -> tuple[int, int]:
         """(completed requests inside the window, index of the oldest of them)."""
-        first = bisect.bisect_right(self._done, now - window.seconds - self._margin)
+        first = bisect.bisect_right(self._done, now - window.seconds)
         return len(self._done) - first, first
 
     def delay(self, now: float | None = None) -> float | None:
@@ -58,7 +57,7 @@ class SlidingWindowLimiter:
                 continue
             if excess > done:
                 return None
-            frees_at = self._done[first + excess - 1] + window.seconds + self._margin
+            frees_at = self._done[first + excess - 1] + window.seconds
             wait = max(wait, frees_at - now)
         return wait
 
