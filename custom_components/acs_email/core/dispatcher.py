@@ -259,15 +259,7 @@ class Dispatcher:
             outcome = await self._poll(message.id)
             if outcome.kind is OutcomeKind.NOT_FOUND:
                 return False
-        if outcome.kind is OutcomeKind.THROTTLED:  # the poll quota is out, not the send quota
-            self._throttled += 1
-            wait = outcome.retry_after if outcome.retry_after is not None else 60.0
-            self._poll_limiter.block_until(self._clock() + wait)
-            await self._outbox.mark_retry(
-                message.id, outcome.detail, retry_after=wait, verify=True, count_attempt=False
-            )
-            return True
-        await self._settle(message, outcome)
+        await self._settle(message, outcome, throttled=self._poll_limiter)  # a 429 here: the poll quota is out
         return True
 
     async def _confirmed(self, message_id: str, accepted: Outcome, interval: float) -> Outcome:
@@ -289,8 +281,10 @@ class Dispatcher:
                 return outcome
         return accepted
 
-    async def _settle(self, message: ClaimedMessage, outcome: Outcome) -> None:
-        """Record the outcome in the outbox and adjust pacing."""
+    async def _settle(
+        self, message: ClaimedMessage, outcome: Outcome, *, throttled: SlidingWindowLimiter | None = None
+    ) -> None:
+        """Record the outcome in the outbox and adjust pacing; a 429 pauses ``throttled`` (default: sends)."""
         kind = outcome.kind
         if kind is OutcomeKind.SENT:
             self._outages = 0
@@ -301,7 +295,7 @@ class Dispatcher:
         elif kind is OutcomeKind.THROTTLED:
             self._throttled += 1
             wait = outcome.retry_after if outcome.retry_after is not None else 60.0
-            self._send_limiter.block_until(self._clock() + wait)
+            (throttled or self._send_limiter).block_until(self._clock() + wait)
             await self._outbox.mark_retry(
                 message.id, outcome.detail, retry_after=wait, verify=message.verify, count_attempt=False
             )

@@ -271,13 +271,12 @@ class AcsTransport:
             return Outcome(OutcomeKind.AUTH, detail)
         if isinstance(err, HttpResponseError) and err.status_code is not None:
             status = err.status_code
+            retry = retry_after_seconds(getattr(err.response, "headers", None))
             if status == 429:
-                retry = retry_after_seconds(getattr(err.response, "headers", None))
                 return Outcome(OutcomeKind.THROTTLED, detail, retry_after=retry)
             if status == 401:
                 return Outcome(OutcomeKind.AUTH, detail)
             if status == 408 or status >= 500:
-                retry = retry_after_seconds(getattr(err.response, "headers", None))
                 return Outcome(OutcomeKind.TRANSIENT, detail, retry_after=retry, ambiguous=True)
             return Outcome(OutcomeKind.PERMANENT, detail)
         if isinstance(err, ServiceRequestTimeoutError) or (
