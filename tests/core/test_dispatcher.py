@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,22 +17,12 @@ from acs_email_core.engine import Engine
 from acs_email_core.message import EmailMessage
 from acs_email_core.outbox import Outbox, State
 from acs_email_core.quota import Quota, Window
-from acs_email_core.retry import RetryPolicy
-from acs_email_core.transport import AcsCredentials, AcsTransport, Outcome
+from acs_email_core.transport import AcsTransport, Outcome
 
 SENDER = "DoNotReply@d.example.com"
 MakeEmulator = Callable[..., Awaitable[Emulator]]
-FAST = RetryPolicy(initial_delay=0.05, max_delay=0.2, max_attempts=5)
+SettingsFactory = Callable[..., EngineSettings]
 LOOSE = Quota(send=(Window(10_000, 60.0),), poll=(Window(10_000, 60.0),))
-
-
-def _settings(emu: Emulator, path: Path, **overrides: Any) -> EngineSettings:
-    creds = AcsCredentials(connection_string=emu.connection_string, ca_file=str(emu.ca_file))
-    base = EngineSettings(
-        credentials=creds, sender=SENDER, outbox_path=path, quota=LOOSE, retry=FAST, outage_backoff=FAST,
-        synchronous="NORMAL", timeout=5.0, verify_recheck=0.05,
-    )  # fmt: skip
-    return dataclasses.replace(base, **overrides)
 
 
 def _messages(count: int) -> list[EmailMessage]:
@@ -66,9 +55,11 @@ async def emu(make_emulator: MakeEmulator) -> Emulator:
 
 
 @pytest.mark.parametrize("concurrency", [1, 3])
-async def test_concurrency_is_bounded(emu: Emulator, tmp_path: Path, concurrency: int) -> None:
+async def test_concurrency_is_bounded(
+    emu: Emulator, tmp_path: Path, concurrency: int, engine_settings: SettingsFactory
+) -> None:
     emu.faults.add(Fault.delay(0.15, times=100))
-    settings = _settings(emu, tmp_path / "o.db")
+    settings = engine_settings(emu, tmp_path / "o.db", SENDER)
     async with Outbox(tmp_path / "o.db") as outbox, AcsTransport(settings.credentials) as real:
         transport = CountingTransport(real)
         dispatcher = Dispatcher(outbox, transport, LOOSE, concurrency=concurrency)
@@ -81,11 +72,13 @@ async def test_concurrency_is_bounded(emu: Emulator, tmp_path: Path, concurrency
     assert len(emu.mails) == 8
 
 
-async def test_graceful_stop_finishes_or_safely_interrupts(emu: Emulator, tmp_path: Path) -> None:
+async def test_graceful_stop_finishes_or_safely_interrupts(
+    emu: Emulator, tmp_path: Path, engine_settings: SettingsFactory
+) -> None:
     path = tmp_path / "o.db"
     emu.faults.add(Fault.delay(0.2, after=True))  # finishes within the grace period
     emu.faults.add(Fault.delay(5.0, after=True))  # accepted, answer too late: interrupted by stop
-    engine = Engine(_settings(emu, path, concurrency=2))
+    engine = Engine(engine_settings(emu, path, SENDER, concurrency=2))
     await engine.start()
     ids = await engine.submit_many(_messages(2))
     async with asyncio.timeout(10):
@@ -99,22 +92,24 @@ async def test_graceful_stop_finishes_or_safely_interrupts(emu: Emulator, tmp_pa
     interrupted = next(e for e in states.values() if e and e.state is State.QUEUED)
     assert interrupted.verify is True and interrupted.attempts == 0
 
-    async with Engine(_settings(emu, path)) as engine:  # restart: the status query finds it, no resend
+    async with Engine(engine_settings(emu, path, SENDER)) as engine:  # restart: the status query finds it, no resend
         async with asyncio.timeout(10):
             assert await engine.wait_for(interrupted.id) is State.SENT
     assert len(emu.mails) == 2
     assert emu.duplicates == 0
 
 
-async def test_quota_use_is_remembered_across_restarts(make_emulator: MakeEmulator, tmp_path: Path) -> None:
+async def test_quota_use_is_remembered_across_restarts(
+    make_emulator: MakeEmulator, tmp_path: Path, engine_settings: SettingsFactory
+) -> None:
     quota = Quota(send=(Window(3, 2.0),), poll=(Window(10, 2.0),))
     emu = await make_emulator(senders=[SENDER], quota=quota, retry_after=0)
     path = tmp_path / "o.db"
-    async with Engine(_settings(emu, path, quota=quota)) as engine:
+    async with Engine(engine_settings(emu, path, SENDER, quota=quota)) as engine:
         ids = await engine.submit_many(_messages(3))
         await asyncio.gather(*(engine.wait_for(i) for i in ids))
         assert (await engine.status()).quota_left == 0
-    async with Engine(_settings(emu, path, quota=quota)) as engine:
+    async with Engine(engine_settings(emu, path, SENDER, quota=quota)) as engine:
         assert (await engine.status()).quota_left == 0  # the last window's sends were remembered
         (late,) = await engine.submit_many(_messages(1))
         async with asyncio.timeout(10):
@@ -124,11 +119,11 @@ async def test_quota_use_is_remembered_across_restarts(make_emulator: MakeEmulat
     assert emu.requests.count(status=429) == 0
 
 
-async def test_status_counters(emu: Emulator, tmp_path: Path) -> None:
+async def test_status_counters(emu: Emulator, tmp_path: Path, engine_settings: SettingsFactory) -> None:
     emu.faults.add(Fault.error(429, retry_after=1))
     emu.faults.add(Fault.error(400, code="BadRequest", message="Request body validation error."))
     quota = Quota(send=(Window(5, 60.0),), poll=(Window(10, 60.0),))
-    async with Engine(_settings(emu, tmp_path / "o.db", quota=quota, concurrency=1)) as engine:
+    async with Engine(engine_settings(emu, tmp_path / "o.db", SENDER, quota=quota, concurrency=1)) as engine:
         ids = await engine.submit_many(_messages(3))
         async with asyncio.timeout(10):
             states = [await engine.wait_for(i) for i in ids]
@@ -139,10 +134,10 @@ async def test_status_counters(emu: Emulator, tmp_path: Path) -> None:
     assert status.quota_left == 5 - 4  # four POSTs reached the service: all count against the quota
 
 
-async def test_oldest_queued_age_while_paused(emu: Emulator, tmp_path: Path) -> None:
+async def test_oldest_queued_age_while_paused(emu: Emulator, tmp_path: Path, engine_settings: SettingsFactory) -> None:
     emu.faults.add(Fault.error(401, code="Denied", message="Denied"))
     reasons: list[str] = []
-    async with Engine(_settings(emu, tmp_path / "o.db"), on_auth_failure=reasons.append) as engine:
+    async with Engine(engine_settings(emu, tmp_path / "o.db", SENDER), on_auth_failure=reasons.append) as engine:
         (message_id,) = await engine.submit_many(_messages(1))
         async with asyncio.timeout(10):
             while not reasons:
@@ -158,8 +153,8 @@ async def test_oldest_queued_age_while_paused(emu: Emulator, tmp_path: Path) -> 
     assert resumed.paused is None
 
 
-async def test_wait_for_unknown_message(emu: Emulator, tmp_path: Path) -> None:
-    async with Engine(_settings(emu, tmp_path / "o.db")) as engine:
+async def test_wait_for_unknown_message(emu: Emulator, tmp_path: Path, engine_settings: SettingsFactory) -> None:
+    async with Engine(engine_settings(emu, tmp_path / "o.db", SENDER)) as engine:
         with pytest.raises(KeyError):
             await engine.wait_for("00000000-0000-4000-8000-000000000000")
 
@@ -171,11 +166,15 @@ def test_concurrency_must_be_positive(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("confirm", "expected"), [(None, State.SENT), (0.05, State.DEAD)])
 async def test_delivery_confirmation_catches_failed_operations(
-    make_emulator: MakeEmulator, tmp_path: Path, confirm: float | None, expected: State
+    make_emulator: MakeEmulator,
+    tmp_path: Path,
+    confirm: float | None,
+    expected: State,
+    engine_settings: SettingsFactory,
 ) -> None:
     emu = await make_emulator(senders=[SENDER], retry_after=0, running_for=0.2)
     emu.faults.add(Fault.failed("EmailDroppedAllRecipientsSuppressed", "all recipients were suppressed"))
-    async with Engine(_settings(emu, tmp_path / "o.db", confirm_interval=confirm)) as engine:
+    async with Engine(engine_settings(emu, tmp_path / "o.db", SENDER, confirm_interval=confirm)) as engine:
         failed, ok = await engine.submit_many(_messages(2))
         async with asyncio.timeout(10):
             states = (await engine.wait_for(failed), await engine.wait_for(ok))
@@ -188,10 +187,12 @@ async def test_delivery_confirmation_catches_failed_operations(
         assert emu.requests.count(route="status") == 0  # without confirmation no poll quota is spent
 
 
-async def test_confirmation_only_spends_spare_poll_quota(make_emulator: MakeEmulator, tmp_path: Path) -> None:
+async def test_confirmation_only_spends_spare_poll_quota(
+    make_emulator: MakeEmulator, tmp_path: Path, engine_settings: SettingsFactory
+) -> None:
     quota = Quota(send=(Window(100, 60.0),), poll=(Window(3, 60.0),))  # one poll above the reserve
     emu = await make_emulator(senders=[SENDER], retry_after=0, running_for=60.0, quota=quota)
-    async with Engine(_settings(emu, tmp_path / "o.db", quota=quota, confirm_interval=0.05)) as engine:
+    async with Engine(engine_settings(emu, tmp_path / "o.db", SENDER, quota=quota, confirm_interval=0.05)) as engine:
         ids = await engine.submit_many(_messages(3))
         async with asyncio.timeout(10):
             assert [await engine.wait_for(i) for i in ids] == [State.SENT] * 3
@@ -199,9 +200,11 @@ async def test_confirmation_only_spends_spare_poll_quota(make_emulator: MakeEmul
     assert emu.requests.count(status=429) == 0
 
 
-async def test_paused_sending_tries_again_later(emu: Emulator, tmp_path: Path) -> None:
+async def test_paused_sending_tries_again_later(
+    emu: Emulator, tmp_path: Path, engine_settings: SettingsFactory
+) -> None:
     emu.faults.add(Fault.error(401, code="Denied", message="Denied", times=2))
-    settings = _settings(emu, tmp_path / "o.db")
+    settings = engine_settings(emu, tmp_path / "o.db", SENDER)
     async with Outbox(tmp_path / "o.db") as outbox, AcsTransport(settings.credentials) as transport:
         reasons: list[str] = []
         dispatcher = Dispatcher(outbox, transport, LOOSE, on_auth_failure=reasons.append, auth_retry=0.2)
@@ -214,12 +217,14 @@ async def test_paused_sending_tries_again_later(emu: Emulator, tmp_path: Path) -
     assert dispatcher.paused is None
 
 
-async def test_a_single_not_found_does_not_trigger_a_resend(emu: Emulator, tmp_path: Path) -> None:
+async def test_a_single_not_found_does_not_trigger_a_resend(
+    emu: Emulator, tmp_path: Path, engine_settings: SettingsFactory
+) -> None:
     emu.faults.add(Fault.drop(after=True))  # accepted, then the connection is cut: the status decides
     emu.faults.add(
         Fault.error(404, code="NotFound", message="Requested message could not be located.", route=Route.STATUS)
     )
-    async with Engine(_settings(emu, tmp_path / "o.db")) as engine:
+    async with Engine(engine_settings(emu, tmp_path / "o.db", SENDER)) as engine:
         (message_id,) = await engine.submit_many(_messages(1))
         async with asyncio.timeout(10):
             assert await engine.wait_for(message_id) is State.SENT

@@ -11,24 +11,10 @@ from acs_email_core.config import EngineSettings
 from acs_email_core.engine import Engine
 from acs_email_core.message import EmailMessage
 from acs_email_core.outbox import State
-from acs_email_core.quota import Quota, Window
-from acs_email_core.retry import RetryPolicy
-from acs_email_core.transport import AcsCredentials
 
 SENDER = "DoNotReply@engine.example.com"
 MakeEmulator = Callable[..., Awaitable[Emulator]]
-
-
-def _settings(emu: Emulator, path: Path) -> EngineSettings:
-    return EngineSettings(
-        credentials=AcsCredentials(connection_string=emu.connection_string, ca_file=str(emu.ca_file)),
-        sender=SENDER,
-        outbox_path=path,
-        quota=Quota(send=(Window(1_000, 60.0),), poll=(Window(1_000, 60.0),)),
-        retry=RetryPolicy(initial_delay=0.05, max_delay=0.2),
-        outage_backoff=RetryPolicy(initial_delay=0.05, max_delay=0.2),
-        synchronous="NORMAL",
-    )
+SettingsFactory = Callable[..., EngineSettings]
 
 
 def _message(i: int) -> EmailMessage:
@@ -36,10 +22,10 @@ def _message(i: int) -> EmailMessage:
 
 
 async def test_second_engine_queues_while_first_delivers_then_takes_over(
-    make_emulator: MakeEmulator, tmp_path: Path
+    make_emulator: MakeEmulator, tmp_path: Path, engine_settings: SettingsFactory
 ) -> None:
     emu = await make_emulator(senders=[SENDER], retry_after=0)
-    settings = _settings(emu, tmp_path / "o.db")
+    settings = engine_settings(emu, tmp_path / "o.db", SENDER)
     first, second = Engine(settings), Engine(settings)
     await first.start()
     await second.start()
@@ -65,9 +51,11 @@ async def test_second_engine_queues_while_first_delivers_then_takes_over(
     assert emu.duplicates == 0
 
 
-async def test_queue_only_engine_never_delivers(make_emulator: MakeEmulator, tmp_path: Path) -> None:
+async def test_queue_only_engine_never_delivers(
+    make_emulator: MakeEmulator, tmp_path: Path, engine_settings: SettingsFactory
+) -> None:
     emu = await make_emulator(senders=[SENDER], retry_after=0)
-    engine = Engine(_settings(emu, tmp_path / "o.db"))
+    engine = Engine(engine_settings(emu, tmp_path / "o.db", SENDER))
     await engine.start(deliver=False)
     try:
         message_id = await engine.submit(_message(1))

@@ -11,15 +11,17 @@ from pathlib import Path
 import pytest
 
 from acs_email_bridge.emulator import Emulator, Fault
+from acs_email_core.config import EngineSettings
 from acs_email_core.engine import Engine
 from acs_email_core.message import Attachment, EmailMessage
 from acs_email_core.outbox import State
 from acs_email_core.quota import PRESETS
 from acs_email_core.transport import AcsCredentials
 
-from .conftest import SENDER, connection_string_settings, principal_settings, sample_attachment
+from .conftest import SENDER, sample_attachment
 
 MakeMessage = Callable[..., EmailMessage]
+SettingsFactory = Callable[..., EngineSettings]
 
 
 class _AuthFailures:
@@ -44,8 +46,10 @@ async def _deliver(engine: Engine, message: EmailMessage) -> State:
         return await engine.wait_for(message_id)
 
 
-@pytest.mark.parametrize("settings_for", [connection_string_settings, principal_settings])
-async def test_mail_arrives_byte_for_byte(emu: Emulator, tmp_path: Path, settings_for: Callable[..., object]) -> None:
+@pytest.mark.parametrize("principal", [False, True], ids=["connection_string", "service_principal"])
+async def test_mail_arrives_byte_for_byte(
+    emu: Emulator, tmp_path: Path, engine_settings: SettingsFactory, principal: bool
+) -> None:
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(200))
     message = EmailMessage.build(
         sender=SENDER,
@@ -58,7 +62,7 @@ async def test_mail_arrives_byte_for_byte(emu: Emulator, tmp_path: Path, setting
         headers={"X-Source": "test"},
         priority="high",
     )
-    async with Engine(settings_for(emu, tmp_path / "outbox.db")) as engine:  # type: ignore[arg-type]
+    async with Engine(engine_settings(emu, tmp_path / "outbox.db", SENDER, principal=principal)) as engine:
         assert await _deliver(engine, message) is State.SENT
 
     assert len(emu.mails) == 1
@@ -74,9 +78,11 @@ async def test_mail_arrives_byte_for_byte(emu: Emulator, tmp_path: Path, setting
     assert parts["icon.png"] == png
 
 
-async def test_throttling_is_obeyed_and_nothing_fails(emu: Emulator, tmp_path: Path, make_message: MakeMessage) -> None:
+async def test_throttling_is_obeyed_and_nothing_fails(
+    emu: Emulator, tmp_path: Path, make_message: MakeMessage, engine_settings: SettingsFactory
+) -> None:
     emu.faults.add(Fault.error(429, code="TooManyRequests", retry_after=1, times=2))
-    async with Engine(connection_string_settings(emu, tmp_path / "o.db")) as engine:
+    async with Engine(engine_settings(emu, tmp_path / "o.db", SENDER)) as engine:
         loop = asyncio.get_running_loop()
         started = loop.time()
         assert await _deliver(engine, make_message()) is State.SENT
@@ -88,11 +94,13 @@ async def test_throttling_is_obeyed_and_nothing_fails(emu: Emulator, tmp_path: P
     assert len(emu.mails) == 1
 
 
-async def test_burst_with_quota_preset_never_hits_429(tmp_path: Path, make_message: MakeMessage) -> None:
+async def test_burst_with_quota_preset_never_hits_429(
+    tmp_path: Path, make_message: MakeMessage, engine_settings: SettingsFactory
+) -> None:
     # custom_domain (30/min, 100/h) with an hour compressed to one second: 1,000 mails take ~10 s.
     quota = PRESETS["custom_domain"].scaled(1 / 3600)
     async with Emulator(tls_dir=tmp_path / "tls", senders=[SENDER], quota=quota, retry_after=0) as emu:
-        settings = connection_string_settings(emu, tmp_path / "o.db", quota=quota, max_messages=2_000)
+        settings = engine_settings(emu, tmp_path / "o.db", SENDER, quota=quota, max_messages=2_000)
         async with Engine(settings) as engine:
             ids = await engine.submit_many([make_message(i) for i in range(1_000)])
             async with asyncio.timeout(120):
@@ -104,12 +112,12 @@ async def test_burst_with_quota_preset_never_hits_429(tmp_path: Path, make_messa
 
 
 async def test_server_errors_and_timeouts_retry_and_arrive_once(
-    emu: Emulator, tmp_path: Path, make_message: MakeMessage
+    emu: Emulator, tmp_path: Path, make_message: MakeMessage, engine_settings: SettingsFactory
 ) -> None:
     emu.faults.add(Fault.error(503, times=2))
     emu.faults.add(Fault.delay(8.0, after=True))  # accepted, but the answer comes after the client gave up
     emu.faults.add(Fault.drop(after=True))  # accepted, then the connection is cut
-    settings = connection_string_settings(emu, tmp_path / "o.db", timeout=1.0)
+    settings = engine_settings(emu, tmp_path / "o.db", SENDER, timeout=1.0)
     async with Engine(settings) as engine:
         first = await _deliver(engine, make_message(1))
         second = await _deliver(engine, make_message(2))
@@ -123,9 +131,11 @@ async def test_server_errors_and_timeouts_retry_and_arrive_once(
     assert status.failed_total >= 3
 
 
-async def test_service_refusal_ends_dead_with_reason(emu: Emulator, tmp_path: Path, make_message: MakeMessage) -> None:
+async def test_service_refusal_ends_dead_with_reason(
+    emu: Emulator, tmp_path: Path, make_message: MakeMessage, engine_settings: SettingsFactory
+) -> None:
     message = make_message(sender="someone@not-linked.example.org")  # valid address, not a linked sender
-    async with Engine(connection_string_settings(emu, tmp_path / "o.db")) as engine:
+    async with Engine(engine_settings(emu, tmp_path / "o.db", SENDER)) as engine:
         assert await _deliver(engine, message) is State.DEAD
         entry = await engine.outbox.get(message.message_id)
     assert entry is not None
@@ -135,22 +145,22 @@ async def test_service_refusal_ends_dead_with_reason(emu: Emulator, tmp_path: Pa
 
 
 async def test_operation_failed_later_is_dead_with_service_code(
-    emu: Emulator, tmp_path: Path, make_message: MakeMessage
+    emu: Emulator, tmp_path: Path, make_message: MakeMessage, engine_settings: SettingsFactory
 ) -> None:
     emu.faults.add(Fault.drop(after=True))  # ambiguous: the status query finds the operation Failed
     emu.faults.add(Fault.failed("EmailDroppedAllRecipientsSuppressed", "all recipients were suppressed"))
     message = make_message()
-    async with Engine(connection_string_settings(emu, tmp_path / "o.db")) as engine:
+    async with Engine(engine_settings(emu, tmp_path / "o.db", SENDER)) as engine:
         assert await _deliver(engine, message) is State.DEAD
         entry = await engine.outbox.get(message.message_id)
     assert entry is not None and "EmailDroppedAllRecipientsSuppressed" in (entry.last_error or "")
 
 
 async def test_wrong_key_pauses_sending_as_auth_failure(
-    emu: Emulator, tmp_path: Path, make_message: MakeMessage
+    emu: Emulator, tmp_path: Path, make_message: MakeMessage, engine_settings: SettingsFactory
 ) -> None:
     bad_key = base64.b64encode(b"not the key").decode()
-    settings = connection_string_settings(emu, tmp_path / "o.db")
+    settings = engine_settings(emu, tmp_path / "o.db", SENDER)
     settings = dataclasses.replace(
         settings,
         credentials=AcsCredentials(
@@ -169,8 +179,10 @@ async def test_wrong_key_pauses_sending_as_auth_failure(
     assert emu.mails == []
 
 
-async def test_wrong_client_secret_is_auth_failure(emu: Emulator, tmp_path: Path, make_message: MakeMessage) -> None:
-    settings = principal_settings(emu, tmp_path / "o.db")
+async def test_wrong_client_secret_is_auth_failure(
+    emu: Emulator, tmp_path: Path, make_message: MakeMessage, engine_settings: SettingsFactory
+) -> None:
+    settings = engine_settings(emu, tmp_path / "o.db", SENDER, principal=True)
     creds = settings.credentials
     wrong = dataclasses.replace(creds, client_secret="wrong-secret-value")
     failures = _AuthFailures()
