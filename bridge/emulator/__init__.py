@@ -4,6 +4,7 @@ from .counters import RequestCounters
 from .faults import Fault, Kind, Route, Stage
 from .mailbox import Attachment, OperationError, ReceivedMail
 from .server import API_VERSIONS, Emulator
+from .subscription import Subscription
 
 __all__ = [
     "API_VERSIONS",
@@ -16,4 +17,5 @@ __all__ = [
     "RequestCounters",
     "Route",
     "Stage",
+    "Subscription",
 ]

@@ -1,8 +1,9 @@
 """Unauthenticated inspection API under ``/_emulator`` for other processes (the demo, a CLI user).
 
-``GET /_emulator`` summary (mails, duplicates, request counters, queued faults);
+``GET /_emulator`` summary (mails, duplicates, request counters, queued faults, demo principals);
 ``GET /_emulator/mails/{operation_id}.eml`` one mail as RFC 5322; ``POST /_emulator/faults`` queue a
-fault (JSON of :class:`Fault` fields); ``DELETE /_emulator`` forget everything (mails, counters, faults, quota).
+fault (JSON of :class:`Fault` fields); ``DELETE /_emulator`` forget everything (mails, kept operations,
+counters, faults, quota).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class Inspectable(Protocol):
     def summary(self) -> dict[str, Any]: ...
     def mail(self, operation_id: str) -> ReceivedMail | None: ...
     def add_fault(self, fault: Fault) -> None: ...
-    def reset(self) -> None: ...
+    async def reset(self) -> None: ...
 
 
 def admin_routes(target: Inspectable) -> list[web.RouteDef]:
@@ -45,7 +46,7 @@ def admin_routes(target: Inspectable) -> list[web.RouteDef]:
         return json_response(fault.to_dict(), 201)
 
     async def reset(_request: web.Request) -> web.Response:
-        target.reset()
+        await target.reset()
         return web.Response(status=204)
 
     return [

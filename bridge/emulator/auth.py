@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import unquote
@@ -98,12 +98,19 @@ def authenticate(request: web.Request, body: bytes, hmac_verifier: HmacVerifier,
 
 
 class Authority:
-    """A fake Entra ID tenant: client-credentials tokens (HS256 JWTs) for known principals."""
+    """A fake Entra ID tenant: client-credentials tokens (HS256 JWTs) for known principals.
 
-    def __init__(self, clients: Mapping[tuple[str, str], str], signing_key: bytes) -> None:
+    Every principal gets tokens, but only those with a role on the resource may use them on the data plane;
+    the others get the 403 Azure RBAC answers (UNCONFIRMED for ACS: the ARM ``AuthorizationFailed`` shape).
+    """
+
+    def __init__(
+        self, clients: Mapping[tuple[str, str], str], signing_key: bytes, without_role: Collection[str] = ()
+    ) -> None:
         self._clients = dict(clients)
         self._tenants = {tenant for tenant, _ in clients}
         self._key = signing_key
+        self._without_role = frozenset(without_role)
 
     def issue(self, tenant: str, client_id: str, lifetime: float = TOKEN_LIFETIME) -> str:
         """A token for ``client_id``; a negative ``lifetime`` makes an already expired one (tests)."""
@@ -136,6 +143,15 @@ class Authority:
             raise denied("The access token was issued for another audience.")
         if claims.get("exp", 0) <= time.time():
             raise denied("The access token has expired.")
+        client_id = claims.get("appid")
+        if client_id in self._without_role:
+            raise ServiceError(
+                403,
+                "AuthorizationFailed",
+                f"The client '{client_id}' does not have authorization to perform action "
+                "'Microsoft.Communication/CommunicationServices/Write' over this resource or the scope is "
+                "invalid. If access was recently granted, please refresh your credentials.",
+            )
 
     # ---- the Entra endpoints MSAL calls --------------------------------------------------------------------
     def _known_tenant(self, request: web.Request) -> str:

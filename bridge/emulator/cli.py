@@ -37,6 +37,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="enforce an ACS sending quota (default: %(default)s)",
     )
     parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help="accepted operations are kept there, so a restart still knows them; '' disables (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--senders",
+        nargs="+",
+        metavar="ADDRESS",
+        default=None,
+        help="the MailFrom addresses of the linked domains; others are refused as ACS does (default: any)",
+    )
+    parser.add_argument(
         "--record-dir",
         type=Path,
         default=DEFAULT_STATE_DIR / "mail",
@@ -85,6 +98,11 @@ def banner(emu: Emulator) -> str:
     return "\n".join(lines)
 
 
+def _optional_dir(value: Path) -> Path | None:
+    """A directory option; '' turns it off."""
+    return None if str(value) in ("", ".") else value
+
+
 def _access_key(args: argparse.Namespace) -> str:
     """The given key, else the one kept beside the certificates, so connection strings survive restarts."""
     if args.access_key:
@@ -104,7 +122,9 @@ async def _serve(args: argparse.Namespace, access_key: str) -> int:
         access_key,
         None if args.quota == "none" else PRESETS[args.quota],
         tls_dir=args.tls_dir,
-        record_dir=args.record_dir if str(args.record_dir) not in ("", ".") else None,
+        record_dir=_optional_dir(args.record_dir),
+        state_dir=_optional_dir(args.state_dir),
+        senders=args.senders,
         running_for=args.running_for,
         retry_after=args.retry_after,
     )

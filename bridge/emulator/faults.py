@@ -3,7 +3,7 @@
 A fault is taken when a request reaches the point where it acts, not when the request arrives: a
 ``before`` fault (error, delay, drop) applies to the next request of its route; an ``after`` fault
 (delay, drop) to the next request that was processed (for a send: accepted, duplicates included); a
-``fail`` fault to the next newly accepted mail. So faults of different points stack on one request
+``fail``/``cancel``/``hold`` fault to the next newly accepted mail. So faults of different points stack on one request
 (e.g. ``drop(after=True)`` plus ``failed()``: accepted, connection cut, the operation ends Failed),
 while faults of the same point are used in the order they were added.
 """
@@ -30,12 +30,18 @@ class Kind(StrEnum):
     DELAY = "delay"  # sleep ``seconds`` before processing, or after it (stage=after)
     DROP = "drop"  # close the connection without an answer, before or after processing
     FAIL = "fail"  # accept the mail, but the operation ends Failed with ``code``/``message`` (send only)
+    CANCEL = "cancel"  # accept the mail, but the operation ends Canceled (send only)
+    HOLD = "hold"  # accept the mail; the operation stays ``operation_status`` for ``seconds`` (None: for good)
 
 
 class Stage(StrEnum):
     BEFORE = "before"  # before the request is processed: nothing is accepted
     AFTER = "after"  # after it was processed: for a send, the mail WAS accepted (the ambiguous case)
-    OUTCOME = "outcome"  # when a mail is accepted: decides how its operation ends (fail faults only)
+    OUTCOME = "outcome"  # when a mail is accepted: decides how its operation ends (fail/cancel/hold faults)
+
+
+_OUTCOME_KINDS = frozenset({Kind.FAIL, Kind.CANCEL, Kind.HOLD})
+HELD_STATUSES = frozenset({"NotStarted", "Running"})
 
 
 @dataclass(frozen=True)
@@ -49,8 +55,9 @@ class Fault:
     code: str | None = None
     message: str | None = None
     retry_after: int | None = None
-    seconds: float = 0.0
+    seconds: float | None = 0.0
     stage: Stage = Stage.BEFORE
+    operation_status: str | None = None  # hold: NotStarted or Running
 
     def __post_init__(self) -> None:
         # Coerce plain strings (admin API JSON) and reject combinations that could never apply.
@@ -61,13 +68,19 @@ class Fault:
             raise ValueError("times must be at least 1")
         if self.kind is Kind.ERROR and not 400 <= self.status <= 599:
             raise ValueError("an error fault needs a 4xx/5xx status")
-        if self.kind is Kind.FAIL:
+        if self.kind in _OUTCOME_KINDS:
             if self.route is not Route.SEND:
-                raise ValueError("only a send can end in a Failed operation")
+                raise ValueError(f"only a send creates an operation a {self.kind} fault can act on")
             object.__setattr__(self, "stage", Stage.OUTCOME)
         elif self.stage is Stage.OUTCOME or (self.kind is Kind.ERROR and self.stage is Stage.AFTER):
             raise ValueError(f"a {self.kind} fault cannot act at stage {self.stage}")
-        if self.seconds < 0:
+        if (self.kind is Kind.HOLD) != (self.operation_status is not None):
+            raise ValueError("operation_status is for hold faults, which need one")
+        if self.operation_status is not None and self.operation_status not in HELD_STATUSES:
+            raise ValueError(f"a hold keeps an operation {' or '.join(sorted(HELD_STATUSES))}")
+        if self.seconds is None and self.kind is not Kind.HOLD:
+            raise ValueError("only a hold may last for good (seconds=None)")
+        if self.seconds is not None and self.seconds < 0:
             raise ValueError("seconds must not be negative")
 
     @classmethod
@@ -110,6 +123,16 @@ class Fault:
     ) -> Fault:
         """The send gets its 202, but polling the operation ends ``Failed`` with this error."""
         return cls(Kind.FAIL, Route.SEND, times, code=code, message=message)
+
+    @classmethod
+    def canceled(cls, code: str | None = None, message: str | None = None, *, times: int = 1) -> Fault:
+        """The send gets its 202, but the operation ends ``Canceled`` (with this error, if given)."""
+        return cls(Kind.CANCEL, Route.SEND, times, code=code, message=message)
+
+    @classmethod
+    def held(cls, status: str = "Running", seconds: float | None = None, *, times: int = 1) -> Fault:
+        """The send gets its 202, but the operation reports ``status`` for ``seconds`` (None: for good)."""
+        return cls(Kind.HOLD, Route.SEND, times, seconds=seconds, operation_status=status)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Fault:

@@ -1,10 +1,18 @@
-"""What the emulator received: one record per accepted mail, and its RFC 5322 rendering (.eml)."""
+"""What the emulator received: one record per accepted mail, and its RFC 5322 rendering (.eml).
+
+Custom headers are added to the rendered mail but never replace what the service sets itself (From,
+Sender, To, Cc, Bcc, Reply-To, Subject, Date, MIME and content headers). A caller's ``Message-ID`` is kept
+when it is a valid ``<id@domain>`` and dropped otherwise, as the ACS docs describe for
+``x-ms-acsemail-validate-message-id``; there is never more than one.
+"""
 
 from __future__ import annotations
 
+import base64
 import email.policy
+import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -12,9 +20,15 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .validation import decode_attachment, plain_sender
+from .validation import decode_attachment, is_message_id, plain_sender
 
 _RESERVED_HEADER_PREFIX = "x-ms-acsemail-"
+_SERVICE_HEADERS = frozenset(
+    {
+        "from", "sender", "to", "cc", "bcc", "reply-to", "subject", "date", "message-id", "mime-version",
+        "content-type", "content-transfer-encoding", "content-disposition", "content-id",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -53,8 +67,45 @@ class ReceivedMail:
     raw_body: bytes
     headers: dict[str, str]  # HTTP request headers, without Authorization
     received_at: datetime
-    error: OperationError | None = None  # set when an injected fault makes the operation end Failed
+    error: OperationError | None = None  # the status body's error (injected Failed or Canceled outcome)
     suppressed_attachments: frozenset[int] = field(default_factory=frozenset)
+    api_version: str = ""
+    end: str = "Succeeded"  # the terminal status: Succeeded, Failed or Canceled (injected)
+    held: str | None = None  # NotStarted/Running reported instead, while held (injected)
+    held_until: float | None = None  # epoch seconds; None holds for good
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-friendly record, so the operation survives a restart of the emulator."""
+        return {
+            "operation_id": self.operation_id,
+            "body": base64.b64encode(self.raw_body).decode("ascii"),
+            "headers": self.headers,
+            "received_at": self.received_at.isoformat(),
+            "error": None if self.error is None else asdict(self.error),
+            "suppressed_attachments": sorted(self.suppressed_attachments),
+            "api_version": self.api_version,
+            "end": self.end,
+            "held": self.held,
+            "held_until": self.held_until,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ReceivedMail:
+        body = base64.b64decode(record["body"])
+        error = record.get("error")
+        return cls(
+            record["operation_id"],
+            json.loads(body),
+            body,
+            dict(record["headers"]),
+            datetime.fromisoformat(record["received_at"]),
+            None if error is None else OperationError(**error),
+            frozenset(record.get("suppressed_attachments", ())),
+            record.get("api_version", ""),
+            record.get("end", "Succeeded"),
+            record.get("held"),
+            record.get("held_until"),
+        )
 
     @property
     def sender(self) -> str:
@@ -96,14 +147,14 @@ class ReceivedMail:
             msg["Reply-To"] = _addresses(payload["replyTo"])
         msg["Subject"] = _one_line(self.subject)
         msg["Date"] = format_datetime(self.received_at)
-        msg["Message-ID"] = f"<{self.operation_id}@acs-emulator.invalid>"
+        message_id = f"<{self.operation_id}@acs-emulator.invalid>"
         for name, value in (payload.get("headers") or {}).items():
-            if name.lower().startswith(_RESERVED_HEADER_PREFIX):
-                continue
-            if name in msg:
-                msg.replace_header(name, value)
-            else:
+            lowered = name.lower()
+            if lowered == "message-id" and is_message_id(value):
+                message_id = value.strip()
+            elif not lowered.startswith(_RESERVED_HEADER_PREFIX) and lowered not in _SERVICE_HEADERS:
                 msg[name] = value
+        msg["Message-ID"] = message_id
         self._set_body(msg)
         return msg
 

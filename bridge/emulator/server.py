@@ -1,16 +1,21 @@
 """The ACS Email emulator: the data plane, the fake Entra authority and the admin API on one aiohttp app.
 
-Faithful to reference §1, §2 and §7. Order of checks for a send: injected fault (before) -> api-version ->
-body size -> authentication -> quota -> JSON + validation -> Operation-Id (duplicate?) -> accept (an
-injected ``fail`` fault marks the operation) -> injected fault (after) -> 202.
+Faithful to reference §1, §2, §4 and §7. Order of checks for a send: quota (every request counts) ->
+injected fault (before) -> api-version -> body size -> authentication and role -> content type -> JSON +
+validation for that api-version -> Operation-Id (repeat?) -> accept (an injected outcome fault marks the
+operation) -> injected fault (after) -> 202.
+Accepted operations are kept in ``state_dir`` (``operations.jsonl``), so a restarted emulator still knows
+them: ACS does not forget an accepted mail, and a client that got 404 would resend it.
 UNCONFIRMED choices, made so either real answer would be handled alike:
 - a missing api-version is 400 ``MissingApiVersionParameter``, an unknown one 400
   ``UnsupportedApiVersionValue`` (Azure API guidelines);
 - a body over ``max_request_bytes`` is 413 ``RequestEntityTooLarge`` (the service only documents 10 MB);
+- a send whose Content-Type is not JSON is 415 ``UnsupportedMediaType`` (the spec only ``consumes`` JSON);
 - an ``Operation-Id`` that is not a UUID is 400 (the spec declares ``format: uuid``);
-- a repeated Operation-Id answers 202 with the existing operation and stores nothing;
-- quota counts every authenticated request when received (validation failures too) but not the ones it
-  refuses with 429, so waiting ``Retry-After`` always helps; injected error/drop faults are not counted;
+- a repeated Operation-Id follows the Azure guidelines for LROs: the same request again (a retry) answers
+  202 with the existing operation and stores nothing; a different request is 400 naming ``Operation-Id``;
+- quota counts every send and status request when received, refused ones (429, 401, 400, injected
+  errors) included, per subscription (reference §4: "all requests, including retries");
 - an unknown operation is 404 ``NotFound`` with the message users reported from the live service.
 """
 
@@ -21,7 +26,6 @@ import base64
 import binascii
 import contextlib
 import json
-import math
 import secrets
 import shutil
 import socket
@@ -30,7 +34,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -38,7 +42,6 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from acs_email_core.limiter import SlidingWindowLimiter
 from acs_email_core.quota import Quota
 
 from .admin import admin_routes
@@ -46,7 +49,9 @@ from .auth import Authority, HmacVerifier, authenticate, derive_secret
 from .counters import DROPPED, RequestCounters
 from .faults import Fault, FaultQueue, Kind, Route, Stage
 from .mailbox import OperationError, ReceivedMail, export_eml, write_record
+from .operations import OperationStore
 from .responses import OAuthError, ServiceError, default_error, json_response
+from .subscription import Subscription
 from .tls import TlsFiles, ensure_tls
 from .validation import validate_message
 
@@ -60,6 +65,8 @@ API_VERSIONS = (
 )
 DEMO_TENANT_ID = "00000000-0000-4000-8000-00000000ac51"
 DEMO_CLIENT_ID = "00000000-0000-4000-8000-00000000ac52"
+NO_ROLE_CLIENT_ID = "00000000-0000-4000-8000-00000000ac53"  # a second demo principal, without the role
+TERMINAL = frozenset({"Succeeded", "Failed", "Canceled"})
 _WILDCARDS = {"", "0.0.0.0", "::"}  # noqa: S104 - recognising the wildcard, not binding to it
 
 
@@ -123,6 +130,15 @@ def _operation_id(request: web.Request) -> str:
     return given
 
 
+def _require_json(request: web.Request) -> None:
+    if request.content_type != "application/json":
+        raise ServiceError(
+            415,
+            "UnsupportedMediaType",
+            f"The request's Content-Type '{request.content_type}' is not supported; use 'application/json'.",
+        )
+
+
 def _parse_json(body: bytes) -> Any:
     try:
         return json.loads(body)
@@ -148,13 +164,25 @@ class Emulator:
         max_recipients: int = 50,
         max_request_bytes: int = 10 * 1024 * 1024,
         clients: Mapping[tuple[str, str], str] | None = None,
+        without_role: Sequence[str] = (),
+        state_dir: Path | None = None,
+        subscription: Subscription | None = None,
     ) -> None:
+        """``quota`` makes a subscription of its own; ``subscription`` shares one with other emulators.
+
+        ``clients`` maps (tenant, client id) to a client secret; those in ``without_role`` get tokens the
+        data plane refuses (403). By default: the demo principal, and a second one without the role.
+        ``state_dir`` keeps accepted operations across restarts.
+        """
         self.access_key = access_key or base64.b64encode(secrets.token_bytes(64)).decode()
         try:
             key = base64.b64decode(self.access_key, validate=True)
         except (binascii.Error, ValueError):
             raise ValueError("access_key must be base64") from None
-        self.quota = quota
+        if subscription is None and quota is not None:
+            subscription = Subscription(quota)
+        self.subscription = subscription
+        self.quota = None if subscription is None else subscription.quota
         self.tls_dir = tls_dir
         self.record_dir = record_dir
         self.retry_after = retry_after
@@ -163,17 +191,25 @@ class Emulator:
         self.max_request_bytes = max_request_bytes
         self._senders = None if senders is None else frozenset(s.lower() for s in senders)
         if clients is None:
-            secret = base64.urlsafe_b64encode(derive_secret(key, "demo-client-secret")).decode().rstrip("=")
-            clients = {(DEMO_TENANT_ID, DEMO_CLIENT_ID): secret}
+            clients = {
+                (DEMO_TENANT_ID, client): base64.urlsafe_b64encode(derive_secret(key, purpose)).decode().rstrip("=")
+                for client, purpose in (
+                    (DEMO_CLIENT_ID, "demo-client-secret"),
+                    (NO_ROLE_CLIENT_ID, "no-role-client-secret"),
+                )
+            }
+            without_role = (NO_ROLE_CLIENT_ID,)
+        self.clients = dict(clients)
+        self.without_role = frozenset(without_role)
         (self.tenant_id, self.client_id), self.client_secret = next(iter(clients.items()))
-        self._authority = Authority(clients, derive_secret(key, "token-signing"))
+        self._authority = Authority(clients, derive_secret(key, "token-signing"), self.without_role)
         self._hmac = HmacVerifier(key)
         self.faults = FaultQueue()
         self.requests = RequestCounters()
         self.mails: list[ReceivedMail] = []
         self.duplicates = 0
         self._operations: dict[str, ReceivedMail] = {}
-        self._send_limiter, self._poll_limiter = self._limiters()
+        self._store = None if state_dir is None else OperationStore(state_dir / "operations.jsonl")
         self._runner: web.AppRunner | None = None
         self._tls: TlsFiles | None = None
         self._temp_dir: Path | None = None
@@ -191,6 +227,10 @@ class Emulator:
             self._temp_dir = tls_dir = Path(tempfile.mkdtemp(prefix="acs-emulator-tls-"))
         extra = [socket.gethostname()] if host in _WILDCARDS else [host]
         self._tls = await asyncio.to_thread(ensure_tls, tls_dir, extra)
+        if self._store is not None and not self._operations:
+            for mail in await asyncio.to_thread(self._store.load):
+                self._operations[mail.operation_id] = mail
+                self.mails.append(mail)
         ssl_context = await asyncio.to_thread(self._tls.server_context)
         self._stopping = asyncio.Event()
         self._runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
@@ -258,9 +298,12 @@ class Emulator:
 
     def status_of(self, mail: ReceivedMail) -> str:
         """The operation status a poll would report now."""
-        if time.time() - mail.received_at.timestamp() < self.running_for:
+        now = time.time()
+        if mail.held is not None and (mail.held_until is None or now < mail.held_until):
+            return mail.held
+        if now - mail.received_at.timestamp() < self.running_for:
             return "Running"
-        return "Failed" if mail.error is not None else "Succeeded"
+        return mail.end
 
     def add_fault(self, fault: Fault) -> None:
         self.faults.add(fault)
@@ -276,24 +319,28 @@ class Emulator:
             "duplicates": self.duplicates,
             "requests": self.requests.as_dict(),
             "faults": self.faults.pending(),
+            "principals": [
+                {
+                    "tenant_id": tenant,
+                    "client_id": client,
+                    "client_secret": secret,
+                    "role": client not in self.without_role,
+                }
+                for (tenant, client), secret in self.clients.items()
+            ],
         }
 
-    def reset(self) -> None:
-        """Forget mails, operations, counters, queued faults and quota usage."""
+    async def reset(self) -> None:
+        """Forget mails, operations (kept ones too), counters, queued faults and the subscription's quota use."""
         self.mails.clear()
         self._operations.clear()
         self.duplicates = 0
         self.requests.clear()
         self.faults.clear()
-        self._send_limiter, self._poll_limiter = self._limiters()
-
-    def _limiters(self) -> tuple[SlidingWindowLimiter | None, SlidingWindowLimiter | None]:
-        if self.quota is None:
-            return None, None
-        return (
-            SlidingWindowLimiter(self.quota.send, clock=time.monotonic),
-            SlidingWindowLimiter(self.quota.poll, clock=time.monotonic),
-        )
+        if self.subscription is not None:
+            self.subscription.reset()
+        if self._store is not None:
+            await asyncio.to_thread(self._store.clear)
 
     # ---- the aiohttp app -------------------------------------------------------------------------------------
     def _app(self) -> web.Application:
@@ -350,6 +397,8 @@ class Emulator:
         self, route: Route, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def faulted(request: web.Request) -> web.StreamResponse:
+            if self.subscription is not None:
+                self.subscription.admit(route)  # first: every request counts, whatever answer it gets
             fault = self.faults.take(route, Stage.BEFORE)
             if fault is not None:
                 await self._inject(request, fault, route)
@@ -379,18 +428,6 @@ class Emulator:
                 request.transport.abort()
             raise _Dropped
 
-    def _admit(self, limiter: SlidingWindowLimiter | None, what: str) -> None:
-        """Count the request against the quota, or refuse it with 429 + Retry-After."""
-        if limiter is None or limiter.try_acquire():
-            return
-        retry_after = max(1, math.ceil(limiter.delay() or 0))
-        raise ServiceError(
-            429,
-            "TooManyRequests",
-            f"The {what} rate limit of this subscription was exceeded. Retry after {retry_after} seconds.",
-            retry_after=retry_after,
-        )
-
     # ---- data plane ------------------------------------------------------------------------------------------
     async def _authenticated_body(self, request: web.Request) -> tuple[str, bytes]:
         api_version = _api_version(request)
@@ -400,22 +437,30 @@ class Emulator:
 
     async def _send(self, request: web.Request) -> web.Response:
         api_version, body = await self._authenticated_body(request)
-        self._admit(self._send_limiter, "email send")
+        _require_json(request)
         payload = _parse_json(body)
-        suppressed = validate_message(payload, senders=self._senders, max_recipients=self.max_recipients)
+        suppressed = validate_message(
+            payload, senders=self._senders, max_recipients=self.max_recipients, api_version=api_version
+        )
         operation_id = _operation_id(request)
         mail = self._operations.get(operation_id)
         if mail is not None:
+            if mail.payload != payload:
+                raise ServiceError(
+                    400,
+                    "BadRequest",
+                    "Request header validation error. See header 'Operation-Id': an operation with this id "
+                    "exists, and this request is not a repeat of the one that started it.",
+                )
             self.duplicates += 1
         else:
-            fail = self.faults.take(Route.SEND, Stage.OUTCOME)
-            error = None if fail is None else OperationError(fail.code or "EmailDropped", fail.message or "")
             headers = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
-            mail = ReceivedMail(operation_id, payload, body, headers, datetime.now(UTC), error, suppressed)
+            mail = self._outcome(
+                ReceivedMail(operation_id, payload, body, headers, datetime.now(UTC), None, suppressed, api_version)
+            )
             self._operations[operation_id] = mail
             self.mails.append(mail)
-            if self.record_dir is not None:
-                await asyncio.to_thread(write_record, self.record_dir, mail)
+            await asyncio.to_thread(self._keep, mail)
         location = f"{request.scheme}://{request.host}/emails/operations/{operation_id}?api-version={api_version}"
         return json_response(
             {"id": operation_id, "status": "Running", "error": None},
@@ -423,9 +468,28 @@ class Emulator:
             {"Operation-Location": location, "Retry-After": str(self.retry_after)},
         )
 
+    def _outcome(self, mail: ReceivedMail) -> ReceivedMail:
+        """Apply an injected outcome fault (Failed, Canceled, held NotStarted/Running) to a new operation."""
+        fault = self.faults.take(Route.SEND, Stage.OUTCOME)
+        if fault is None:
+            return mail
+        if fault.kind is Kind.HOLD:
+            until = None if fault.seconds is None else mail.received_at.timestamp() + fault.seconds
+            return replace(mail, held=fault.operation_status, held_until=until)
+        if fault.kind is Kind.CANCEL:
+            error = None if fault.code is None else OperationError(fault.code, fault.message or "")
+            return replace(mail, end="Canceled", error=error)
+        return replace(mail, end="Failed", error=OperationError(fault.code or "EmailDropped", fault.message or ""))
+
+    def _keep(self, mail: ReceivedMail) -> None:
+        """Store a new operation (state dir) and its mail (record dir). Blocking: run in a thread."""
+        if self._store is not None:
+            self._store.append(mail)
+        if self.record_dir is not None:
+            write_record(self.record_dir, mail)
+
     async def _status(self, request: web.Request) -> web.Response:
         await self._authenticated_body(request)
-        self._admit(self._poll_limiter, "email status")
         operation_id = request.match_info["operation_id"]
         mail = self._operations.get(operation_id)
         if mail is None:
@@ -435,6 +499,6 @@ class Emulator:
                 f"Requested message could not be located. Couldn't find a record with the messageID: {operation_id}",
             )
         status = self.status_of(mail)
-        error = None if mail.error is None or status != "Failed" else asdict(mail.error)
-        headers = {"Retry-After": str(self.retry_after)} if status == "Running" else {}
+        error = None if mail.error is None or status not in TERMINAL else asdict(mail.error)
+        headers = {} if status in TERMINAL else {"Retry-After": str(self.retry_after)}
         return json_response({"id": operation_id, "status": status, "error": error}, 200, headers)

@@ -114,11 +114,11 @@ async def test_refused_mail_is_dead_then_requeued_and_purged(emu: Emulator, tmp_
     config = _config(tmp_path, emu, sender="other@cli.example.com")  # not a linked sender: 400
     code, _out, err = await _run("send", "-c", str(config), "--to", "a@example.com", "--subject", "x", "--text", "y")
     assert code == EXIT_DEAD
-    assert "HTTP 400 InvalidSenderUserName" in err
+    assert "HTTP 400 DomainNotLinked" in err
 
     code, out, _err = await _run("queue", "list", "-c", str(config), "--state", "dead")
     assert code == 0
-    assert "InvalidSenderUserName" in out and "dead 1" in out
+    assert "DomainNotLinked" in out and "dead 1" in out
 
     code, out, _err = await _run("queue", "retry", "-c", str(config))
     assert (code, out.strip()) == (0, "requeued 1 dead letter(s)")

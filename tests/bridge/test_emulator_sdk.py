@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from azure.communication.email.aio import EmailClient
 from azure.core.credentials import AccessToken, AzureKeyCredential
-from azure.core.exceptions import ClientAuthenticationError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.core.pipeline import PipelineResponse
 from azure.identity.aio import ClientSecretCredential
 
@@ -103,19 +103,24 @@ async def test_operation_location_echoes_scheme_host_and_api_version(
     locations: list[str] = []
     conn = f"endpoint=https://{host}:{port}/;accesskey={emulator.access_key}"
     c = sdk(emulator, connection_string=conn, api_version="2023-03-31")
+    del sample["attachments"][1]["contentId"]  # not in the 2023-03-31 schema
     poller = await c.begin_send(sample, raw_response_hook=_record_location(locations))
     result = await poller.result()
     assert locations == [f"https://{host}:{port}/emails/operations/{result['id']}?api-version=2023-03-31"]
 
 
-async def test_operation_id_is_adopted_and_a_repeat_is_a_duplicate(
+async def test_operation_id_is_adopted_a_repeat_is_a_duplicate_and_another_request_is_refused(
     emulator: Emulator, client: EmailClient, sample: dict[str, Any]
 ) -> None:
     operation_id = str(uuid.uuid4())
     first = await (await client.begin_send(sample, operation_id=operation_id)).result()
-    changed = {**sample, "content": {"subject": "changed", "plainText": "x"}}
-    again = await (await client.begin_send(changed, operation_id=operation_id)).result()
+    again = await (await client.begin_send(sample, operation_id=operation_id)).result()  # a retry: same request
     assert first["id"] == again["id"] == operation_id
+    changed = {**sample, "content": {"subject": "changed", "plainText": "x"}}
+    with pytest.raises(HttpResponseError) as caught:  # Azure guidelines: 400 unless the request is identical
+        await client.begin_send(changed, operation_id=operation_id)
+    assert caught.value.status_code == 400
+    assert caught.value.error is not None and "Operation-Id" in caught.value.error.message
     assert len(emulator.mails) == 1
     assert emulator.mails[0].payload == sample
     assert emulator.duplicates == 1

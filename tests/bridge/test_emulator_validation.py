@@ -81,10 +81,16 @@ async def test_bare_angle_bracket_sender_is_accepted(emulator: Emulator, client:
     assert emulator.mails[0].to_email_message()["From"] == "DoNotReply@contoso.example"
 
 
-async def test_only_cc_recipients_are_enough(emulator: Emulator, client: EmailClient, sample: dict) -> None:
-    del sample["recipients"]["to"]
+async def test_to_is_required_but_may_be_empty_when_cc_has_someone(
+    emulator: Emulator, client: EmailClient, sample: dict
+) -> None:
+    to = sample["recipients"].pop("to")
+    with pytest.raises(HttpResponseError, match=r"See property 'recipients\.to'"):
+        await client.begin_send(sample)
+    sample["recipients"]["to"] = []
     await (await client.begin_send(sample)).result()
     assert emulator.mails[0].recipients("cc") == ["carol@example.org"]
+    assert to
 
 
 async def test_duplicate_content_id_is_400_unless_the_reserved_header_allows_it(
@@ -132,18 +138,20 @@ async def test_oversize_request_is_413(make_emulator: Any, sdk: Sdk, sample: dic
     assert emu.mails == []
 
 
-async def test_senders_list_is_case_insensitive_and_names_the_problem(
+async def test_senders_list_is_case_insensitive_and_others_are_not_linked(
     make_emulator: Any, sdk: Sdk, sample: dict
 ) -> None:
     emu = await make_emulator(senders=["DoNotReply@Contoso.example"])
     client = sdk(emu)
     sample["senderAddress"] = "donotreply@contoso.EXAMPLE"
     await (await client.begin_send(sample)).result()
-    for sender, code in (("alerts@contoso.example", "InvalidSenderUserName"), ("x@other.example", "DomainNotLinked")):
+    for sender in ("alerts@contoso.example", "x@other.example"):  # same domain or not: only listed MailFroms
         sample["senderAddress"] = sender
         with pytest.raises(HttpResponseError) as caught:
             await client.begin_send(sample)
-        assert (caught.value.status_code, caught.value.error and caught.value.error.code) == (400, code)
+        error = caught.value.error
+        assert (caught.value.status_code, error and error.code) == (400, "DomainNotLinked")
+        assert error is not None and error.message == "The specified sender domain has not been linked."
     assert len(emu.mails) == 1
 
 
@@ -168,11 +176,26 @@ async def test_api_version_is_required_and_unknown_operations_are_404(
 
 async def test_body_must_be_json_and_operation_id_a_uuid(emulator: Emulator, client: EmailClient, sample: dict) -> None:
     url = f"{emulator.endpoint}/emails:send?api-version=2025-09-01"
-    response = await client.send_request(HttpRequest("POST", url, content="{not json"))
-    assert response.status_code == 400
+    json_type = {"Content-Type": "application/json"}
+    response = await client.send_request(HttpRequest("POST", url, content="{not json", headers=json_type))
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "BadRequest")
     response = await client.send_request(HttpRequest("POST", url, json=sample, headers={"Operation-Id": "msg-1"}))
     assert response.status_code == 400
     assert "Operation-Id" in response.json()["error"]["message"]
+    assert emulator.mails == []
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+async def test_a_body_that_is_not_declared_json_is_415(
+    emulator: Emulator, client: EmailClient, sample: dict, content_type: str | None
+) -> None:
+    url = f"{emulator.endpoint}/emails:send?api-version=2025-09-01"
+    headers = {"Content-Type": content_type} if content_type else {}
+    request = HttpRequest("POST", url, content=json.dumps(sample), headers=headers)
+    response = await client.send_request(request)
+    assert response.status_code == 415
+    assert response.headers["x-ms-error-code"] == "UnsupportedMediaType"
+    assert set(response.json()["error"]) == {"code", "message", "target", "details", "innererror"}
     assert emulator.mails == []
 
 

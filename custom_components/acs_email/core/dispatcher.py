@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from .limiter import SlidingWindowLimiter
@@ -230,6 +230,12 @@ class Dispatcher:
             posted = True
             outcome = await self._transport.send(message.payload, message.id)
             await self._finish(self._send_limiter, SEND, token)
+            if outcome.kind is OutcomeKind.ID_IN_USE:
+                # ACS has an operation with this id (an earlier attempt got through): its status decides.
+                message = replace(message, verify=True)
+                if await self._verified(message):
+                    return
+                outcome = Outcome(OutcomeKind.PERMANENT, outcome.detail)
             if outcome.kind is OutcomeKind.SENT and self._confirm_interval is not None:
                 outcome = await self._confirmed(message.id, outcome, self._confirm_interval)
             await self._settle(message, outcome)

@@ -45,9 +45,10 @@ class OutcomeKind(StrEnum):
     SENT = "sent"  # accepted by ACS (202, or an operation that exists and did not fail)
     THROTTLED = "throttled"  # 429: wait Retry-After, nothing was accepted
     TRANSIENT = "transient"  # 5xx, timeout, connection trouble: try again later
-    AUTH = "auth"  # 401 or a refused token request: needs new credentials
-    PERMANENT = "permanent"  # 400/403/…, or an operation that ended Failed: retrying cannot help
+    AUTH = "auth"  # 401/403, a refused token request, an untrusted certificate: needs the configuration fixed
+    PERMANENT = "permanent"  # 400/…, or an operation that ended Failed: retrying cannot help
     NOT_FOUND = "not_found"  # status query: ACS has no such operation, so the mail was never accepted
+    ID_IN_USE = "id_in_use"  # send: the Operation-Id is taken (by an earlier attempt?): ask its status
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,8 @@ class AcsTransport:
     def _classify(self, err: Exception) -> Outcome:
         if isinstance(err, ConfigError):  # like bad credentials: nothing can be sent until the config is fixed
             return Outcome(OutcomeKind.AUTH, self._redact(str(err)))
+        if (refused := _certificate_error(err)) is not None:  # will not heal by itself: not an outage
+            return Outcome(OutcomeKind.AUTH, self._redact(f"TLS certificate not trusted: {refused}"))
         detail = self._redact(_describe(err))
         if isinstance(err, ClientAuthenticationError):
             status = err.status_code
@@ -274,8 +277,10 @@ class AcsTransport:
             retry = retry_after_seconds(getattr(err.response, "headers", None))
             if status == 429:
                 return Outcome(OutcomeKind.THROTTLED, detail, retry_after=retry)
-            if status == 401:
+            if status in (401, 403):  # 403: the principal lacks the role, or the subscription is blocked
                 return Outcome(OutcomeKind.AUTH, detail)
+            if status in (400, 409) and _names_operation_id(err):
+                return Outcome(OutcomeKind.ID_IN_USE, detail)
             if status == 408 or status >= 500:
                 return Outcome(OutcomeKind.TRANSIENT, detail, retry_after=retry, ambiguous=True)
             return Outcome(OutcomeKind.PERMANENT, detail)
@@ -286,6 +291,32 @@ class AcsTransport:
         if isinstance(err, AzureError | TimeoutError | OSError | aiohttp.ClientError):
             return Outcome(OutcomeKind.TRANSIENT, detail, ambiguous=True)
         raise err
+
+
+def _causes(err: BaseException) -> list[BaseException]:
+    """``err`` and what it wraps (azure-core's ``inner_exception``, ``__cause__``, ``__context__``)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in chain:
+        chain.append(current)
+        inner = getattr(current, "inner_exception", None)
+        current = inner if isinstance(inner, BaseException) else current.__cause__ or current.__context__
+    return chain
+
+
+def _certificate_error(err: Exception) -> str | None:
+    """Why the server's certificate was refused (untrusted CA, wrong host name, expired), if that is the cause."""
+    for cause in _causes(err):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return str(cause.verify_message or cause.reason or cause)
+    return None
+
+
+def _names_operation_id(err: HttpResponseError) -> bool:
+    """A refusal about the ``Operation-Id`` header: the id is already used (Azure: 400 unless a retry; or 409)."""
+    service_error = err.error
+    text = f"{service_error.code} {service_error.message}" if service_error is not None else str(err.message)
+    return err.status_code == 409 or "operation-id" in text.lower() or "operationid" in text.lower()
 
 
 def _describe(err: Exception) -> str:
