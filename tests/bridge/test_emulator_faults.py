@@ -161,6 +161,45 @@ async def test_token_route_fault_fails_the_credential(emulator: Emulator, sample
     assert emulator.mails == []
 
 
+async def test_canceled_operation_ends_the_poller_with_its_status(
+    emulator: Emulator, client: EmailClient, sample: dict
+) -> None:
+    emulator.faults.add(Fault.canceled())
+    emulator.faults.add(Fault.canceled("OperationCanceled", "The send was canceled."))
+    poller = await client.begin_send(sample)
+    with pytest.raises(HttpResponseError) as caught:
+        await poller.result()
+    assert caught.value.status_code == 200
+    assert await _status(client, emulator, emulator.mails[0].operation_id) == {
+        "id": emulator.mails[0].operation_id,
+        "status": "Canceled",
+        "error": None,
+    }
+    await client.begin_send(sample, polling=False)
+    status = await _status(client, emulator, emulator.mails[1].operation_id)
+    assert (status["status"], status["error"]) == (
+        "Canceled",
+        {"code": "OperationCanceled", "message": "The send was canceled."},
+    )
+
+
+@pytest.mark.parametrize("held", ["NotStarted", "Running"])
+async def test_held_operation_reports_its_status_until_released(
+    emulator: Emulator, client: EmailClient, sample: dict, held: str
+) -> None:
+    emulator.faults.add(Fault.held(held))  # for good
+    emulator.faults.add(Fault.held(held, seconds=0.3))
+    await client.begin_send(sample, polling=False)
+    statuses = [await _status(client, emulator, emulator.mails[0].operation_id) for _ in range(3)]
+    assert {(s["status"], s["error"]) for s in statuses} == {(held, None)}
+    url = f"{emulator.endpoint}/emails/operations/{emulator.mails[0].operation_id}?api-version=2025-09-01"
+    assert (await client.send_request(HttpRequest("GET", url))).headers["Retry-After"] == "1"
+
+    result = await (await client.begin_send(sample)).result()  # polls every Retry-After until released
+    assert result["status"] == "Succeeded"
+    assert emulator.requests.count("status", 200) >= 5
+
+
 @pytest.mark.parametrize(
     "make",
     [
@@ -169,6 +208,10 @@ async def test_token_route_fault_fails_the_credential(emulator: Emulator, sample
         lambda: Fault(kind="fail", route="status"),  # type: ignore[arg-type]
         lambda: Fault(kind="error", stage="after"),  # type: ignore[arg-type]
         lambda: Fault.from_dict({"kind": "drop", "bogus": 1}),
+        lambda: Fault.held("Succeeded"),
+        lambda: Fault(kind="hold", route="send"),  # type: ignore[arg-type]
+        lambda: Fault(kind="cancel", route="token"),  # type: ignore[arg-type]
+        lambda: Fault(kind="delay", seconds=None),  # type: ignore[arg-type]
     ],
 )
 def test_impossible_faults_are_refused(make: Callable[[], Fault]) -> None:

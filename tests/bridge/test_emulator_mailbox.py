@@ -7,7 +7,9 @@ import email.policy
 from pathlib import Path
 from typing import Any
 
+import pytest
 from azure.communication.email.aio import EmailClient
+from azure.core.exceptions import HttpResponseError
 
 from acs_email_bridge.emulator import Emulator
 
@@ -66,3 +68,46 @@ async def test_without_tls_dir_the_temporary_ca_is_removed_on_stop() -> None:
         ca_file = emu.ca_file
         assert ca_file.exists()
     assert not ca_file.exists()
+
+
+async def test_custom_headers_never_replace_what_the_service_sets(
+    emulator: Emulator, client: EmailClient, sample: dict
+) -> None:
+    sample["headers"] = {
+        "From": "ceo@bank.example",
+        "Subject": "Urgent wire transfer",
+        "To": "victim@example.org",
+        "Cc": "other@example.org",
+        "Bcc": "hidden@example.org",
+        "Reply-To": "thief@example.net",
+        "Date": "Mon, 01 Jan 2001 00:00:00 +0000",
+        "Message-ID": "not a message id",
+        "Content-Type": "text/plain",
+        "X-Custom": "kept",
+    }
+    result = await (await client.begin_send(sample)).result()
+    eml = emulator.mails[0].to_email_message()
+    for name in ("From", "Subject", "To", "Cc", "Bcc", "Reply-To", "Date", "Message-ID", "Content-Type"):
+        assert len(eml.get_all(name) or []) == 1, name
+    assert eml["From"] == "DoNotReply@contoso.example"
+    assert eml["Subject"] == "Garage door open ✓"
+    assert [a.addr_spec for a in eml["To"].addresses] == ["alice@example.org", "bob@example.org"]
+    assert eml["Cc"] == "carol@example.org"
+    assert eml["Bcc"] == "dave@example.org"
+    assert eml["Reply-To"] == "Help <help@contoso.example>"
+    assert eml["Date"] != "Mon, 01 Jan 2001 00:00:00 +0000"
+    assert eml["Message-ID"] == f"<{result['id']}@acs-emulator.invalid>"  # an invalid id is dropped
+    assert eml.get_content_type() == "multipart/mixed"
+    assert eml["X-Custom"] == "kept"
+
+
+async def test_a_valid_message_id_is_kept_and_validation_can_be_asked_for(
+    emulator: Emulator, client: EmailClient, sample: dict
+) -> None:
+    sample["headers"] = {"Message-ID": "<thread-1@home.example>"}
+    await (await client.begin_send(sample)).result()
+    assert emulator.mails[0].to_email_message().get_all("Message-ID") == ["<thread-1@home.example>"]
+    sample["headers"] = {"Message-ID": "thread-2", "x-ms-acsemail-validate-message-id": "true"}
+    with pytest.raises(HttpResponseError, match=r"See property 'headers\.Message-ID'"):
+        await client.begin_send(sample)
+    assert len(emulator.mails) == 1

@@ -222,3 +222,73 @@ async def test_hmac_checks_content_hash_then_signature(
         assert (response.status, response.headers["x-ms-error-code"]) == (401, "Denied")
     assert len(emulator.mails) == 1
     assert emulator.requests.count("send", 401) == 4
+
+
+@pytest.mark.parametrize(
+    ("api_version", "mutate", "property_path"),
+    [
+        ("2023-03-31", _set("attachments.1.contentId", "snapshot"), "attachments[1].contentId"),
+        ("2025-09-01", _set("senderDisplayName", "Garage"), "senderDisplayName"),
+        ("2025-09-01", _set("importance", "high"), "importance"),
+        ("2025-09-01", _set("content.body", "x"), "content.body"),
+        ("2025-09-01", _set("recipients.to.0.email", "a@example.org"), "recipients.to[0].email"),
+    ],
+)
+async def test_properties_the_api_version_does_not_define_are_refused(
+    emulator: Emulator, sdk: Sdk, sample: dict, api_version: str, mutate: Callable[[dict], None], property_path: str
+) -> None:
+    mutate(sample)
+    with pytest.raises(HttpResponseError) as caught:
+        await sdk(emulator, api_version=api_version).begin_send(sample)
+    assert caught.value.status_code == 400
+    assert caught.value.error is not None
+    assert caught.value.error.message == f"Request body validation error. See property '{property_path}'"
+    assert emulator.mails == []
+
+
+@pytest.mark.parametrize("api_version", ["2024-07-01-preview", "2025-01-15-preview", "2025-09-01"])
+async def test_content_id_is_accepted_from_2024_07_01_preview_on(
+    emulator: Emulator, sdk: Sdk, sample: dict, api_version: str
+) -> None:
+    if api_version == "2025-01-15-preview":
+        sample["senderDisplayName"] = "Garage"  # only this preview has it
+    await (await sdk(emulator, api_version=api_version).begin_send(sample)).result()
+    assert emulator.mails[0].api_version == api_version
+    assert [a.content_id for a in emulator.mails[0].attachments()] == [None, "snapshot"]
+
+
+WRONG_TYPES = [
+    ("senderAddress", 42, "senderAddress"),
+    ("content", "hello", "content"),
+    ("content.subject", 5, "content.subject"),
+    ("content.html", ["<p>"], "content.html"),
+    ("recipients", [{"address": "a@example.org"}], "recipients"),
+    ("recipients.to", {"address": "a@example.org"}, "recipients.to"),
+    ("recipients.to.0", "alice@example.org", "recipients.to[0]"),
+    ("recipients.to.0.displayName", 7, "recipients.to[0].displayName"),
+    ("replyTo", "help@contoso.example", "replyTo"),
+    ("headers", ["X-Priority: 1"], "headers"),
+    ("headers.X-Priority", 1, "headers.X-Priority"),
+    ("attachments", {"name": "a.txt"}, "attachments"),
+    ("attachments.0.contentInBase64", 123, "attachments[0].contentInBase64"),
+    ("userEngagementTrackingDisabled", "yes", "userEngagementTrackingDisabled"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "property_path"), WRONG_TYPES)
+async def test_wrong_json_types_are_400_naming_the_property(
+    emulator: Emulator, client: EmailClient, sample: dict, path: str, value: Any, property_path: str
+) -> None:
+    _set(path, value)(sample)
+    with pytest.raises(HttpResponseError) as caught:
+        await client.begin_send(sample)
+    assert caught.value.status_code == 400
+    assert caught.value.error is not None
+    assert caught.value.error.message == f"Request body validation error. See property '{property_path}'"
+    assert emulator.mails == []
+
+
+async def test_a_json_array_body_is_400(emulator: Emulator, client: EmailClient, sample: dict) -> None:
+    url = f"{emulator.endpoint}/emails:send?api-version=2025-09-01"
+    response = await client.send_request(HttpRequest("POST", url, json=[sample]))
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "BadRequest")

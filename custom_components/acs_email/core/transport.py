@@ -259,7 +259,7 @@ class AcsTransport:
         if isinstance(err, ConfigError):  # like bad credentials: nothing can be sent until the config is fixed
             return Outcome(OutcomeKind.AUTH, self._redact(str(err)))
         if (refused := _certificate_error(err)) is not None:  # will not heal by itself: not an outage
-            return Outcome(OutcomeKind.AUTH, self._redact(f"TLS certificate not trusted: {refused}"))
+            return Outcome(OutcomeKind.AUTH, self._redact(refused))
         detail = self._redact(_describe(err))
         if isinstance(err, ClientAuthenticationError):
             status = err.status_code
@@ -305,11 +305,16 @@ def _causes(err: BaseException) -> list[BaseException]:
 
 
 def _certificate_error(err: Exception) -> str | None:
-    """Why the server's certificate was refused (untrusted CA, wrong host name, expired), if that is the cause."""
-    for cause in _causes(err):
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return str(cause.verify_message or cause.reason or cause)
-    return None
+    """Why the server's certificate was refused (unknown CA, wrong host name, expired), if that is the cause."""
+    chain = _causes(err)
+    host = next((f" of {c.host}:{c.port}" for c in chain if isinstance(c, aiohttp.ClientConnectorError)), "")
+    refused = [c for c in chain if isinstance(c, ssl.SSLCertVerificationError)]  # aiohttp's wrapper is one too
+    if not refused:
+        return None
+    cause = refused[-1]  # the ssl module's own error, with the verification message
+    message = getattr(cause, "verify_message", None)
+    why = f"{getattr(cause, 'reason', None)}: {message}" if message else str(cause)
+    return f"TLS certificate{host} refused ({why}); check ca_file and the endpoint's host name"
 
 
 def _names_operation_id(err: HttpResponseError) -> bool:
