@@ -9,8 +9,11 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from azure.communication.email.aio import EmailClient
+from azure.core.exceptions import HttpResponseError
+from azure.core.rest import HttpRequest
 
 from acs_email_bridge.emulator import cli
 from acs_email_core.config import settings_from_config
@@ -22,10 +25,13 @@ def test_parser_defaults_match_the_documented_ones() -> None:
     args = parser.parse_args([])
     assert (args.host, args.port, args.http_port, args.quota) == ("127.0.0.1", 8443, None, "none")
     assert (args.tls_dir, args.record_dir) == (Path(".acs-emulator/tls"), Path(".acs-emulator/mail"))
+    assert (args.state_dir, args.senders) == (Path(".acs-emulator"), None)
     assert (args.running_for, args.retry_after, args.access_key) == (0.0, 3, None)
+    args = parser.parse_args(["--senders", "a@x.example", "b@x.example", "--state-dir", ""])
+    assert (args.senders, args.state_dir) == (["a@x.example", "b@x.example"], Path(""))
 
 
-async def _start(tmp_path: Path) -> tuple[asyncio.subprocess.Process, str]:
+async def _start(tmp_path: Path, *options: str) -> tuple[asyncio.subprocess.Process, str]:
     """Start the emulator CLI and read its banner."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -34,7 +40,9 @@ async def _start(tmp_path: Path) -> tuple[asyncio.subprocess.Process, str]:
         "--port=0",
         f"--tls-dir={tmp_path / 'tls'}",
         f"--record-dir={tmp_path / 'mail'}",
+        f"--state-dir={tmp_path / 'state'}",
         "--quota=custom_domain",
+        *options,
         stdout=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None
@@ -76,11 +84,26 @@ async def test_cli_prints_connection_string_serves_mail_and_stops_on_sigterm(tmp
         rest = await _stop(process)
     assert "stopped" in rest
 
-    # A restart keeps the generated access key (kept in --tls-dir): configs that copied it keep working.
-    process, banner = await _start(tmp_path)
-    await _stop(process)
-    assert f"accesskey={connection_string.split('accesskey=')[1]}" in banner
-    assert (tmp_path / "tls" / "access_key").stat().st_mode & 0o077 == 0
+    # A restart keeps the generated access key (kept in --tls-dir), so configs that copied it keep working, and
+    # the accepted operation (kept in --state-dir); --senders makes other MailFrom addresses "not linked".
+    process, banner = await _start(tmp_path, "--senders", sample["senderAddress"])
+    try:
+        match = re.search(r"^  connection string: endpoint=(\S+)/;accesskey=(\S+)$", banner, re.MULTILINE)
+        assert match is not None, banner
+        endpoint, key = match.groups()
+        assert key == connection_string.split("accesskey=")[1]
+        assert (tmp_path / "tls" / "access_key").stat().st_mode & 0o077 == 0
+        client = EmailClient.from_connection_string(
+            match.group(0).split(": ", 1)[1], connection_verify=str(tmp_path / "tls" / "ca.pem"), retry_total=0
+        )
+        async with client:
+            url = f"{endpoint}/emails/operations/{result['id']}"
+            response = await client.send_request(HttpRequest("GET", url, params={"api-version": "2025-09-01"}))
+            assert (response.status_code, response.json()["status"]) == (200, "Succeeded")
+            with pytest.raises(HttpResponseError, match="DomainNotLinked"):
+                await client.begin_send({**sample, "senderAddress": "other@contoso.example"})
+    finally:
+        await _stop(process)
 
 
 def test_bad_access_key_is_a_usage_error() -> None:
