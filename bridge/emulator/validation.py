@@ -75,13 +75,17 @@ def _object(value: object, path: str, known: frozenset[str]) -> Mapping[str, Any
         raise bad_request(path)
     for key in value:
         if key not in known:
-            raise bad_request(f"{path}.{key}" if path else key)
+            raise bad_request(_join(path, key))
     return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
 def _optional_string(value: Mapping[str, Any], key: str, path: str) -> None:
     if not isinstance(value.get(key, ""), str | None):
-        raise bad_request(f"{path}.{key}")
+        raise bad_request(_join(path, key))
 
 
 def is_message_id(value: str) -> bool:

@@ -48,6 +48,22 @@ async def test_posted_fault_applies_to_the_next_send(
         assert response.status == 400
 
 
+async def test_posted_hold_keeps_the_operation_running_for_good(
+    emulator: Emulator, client: EmailClient, http: aiohttp.ClientSession, sample: dict
+) -> None:
+    fault = {"kind": "hold", "operation_status": "Running", "seconds": None}
+    async with http.post(f"{emulator.endpoint}/_emulator/faults", json=fault) as response:
+        assert response.status == 201
+    await client.begin_send(sample, polling=False)
+    async with http.get(f"{emulator.endpoint}/_emulator") as response:
+        summary = await response.json()
+    assert [mail["status"] for mail in summary["mails"]] == ["Running"]
+    assert {p["client_id"]: p["role"] for p in summary["principals"]} == {
+        emulator.client_id: True,
+        **{client: False for client in emulator.without_role},
+    }
+
+
 async def test_eml_download_and_reset(
     emulator: Emulator, client: EmailClient, http: aiohttp.ClientSession, sample: dict
 ) -> None:

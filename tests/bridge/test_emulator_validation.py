@@ -275,6 +275,12 @@ WRONG_TYPES = [
 ]
 
 
+async def test_sender_display_name_type_is_checked_where_it_exists(emulator: Emulator, sdk: Sdk, sample: dict) -> None:
+    sample["senderDisplayName"] = 3
+    with pytest.raises(HttpResponseError, match=r"See property 'senderDisplayName'"):
+        await sdk(emulator, api_version="2025-01-15-preview").begin_send(sample)
+
+
 @pytest.mark.parametrize(("path", "value", "property_path"), WRONG_TYPES)
 async def test_wrong_json_types_are_400_naming_the_property(
     emulator: Emulator, client: EmailClient, sample: dict, path: str, value: Any, property_path: str
