@@ -230,12 +230,6 @@ class Dispatcher:
             posted = True
             outcome = await self._transport.send(message.payload, message.id)
             await self._finish(self._send_limiter, SEND, token)
-            if outcome.kind is OutcomeKind.ID_IN_USE:
-                # ACS has an operation with this id (an earlier attempt got through): its status decides.
-                message = replace(message, verify=True)
-                if await self._verified(message):
-                    return
-                outcome = Outcome(OutcomeKind.PERMANENT, outcome.detail)
             if outcome.kind is OutcomeKind.SENT and self._confirm_interval is not None:
                 outcome = await self._confirmed(message.id, outcome, self._confirm_interval)
             await self._settle(message, outcome)
@@ -323,6 +317,10 @@ class Dispatcher:
             if state is State.DEAD:
                 self._died(message.id)
             _LOGGER.warning("ACS unavailable (%s); pausing %.0f s", outcome.detail, pause)
+        elif kind is OutcomeKind.ID_IN_USE:
+            # ACS has an operation with this id (an earlier attempt got through): its status decides.
+            if not await self._verified(replace(message, verify=True)):
+                await self._settle(message, Outcome(OutcomeKind.PERMANENT, outcome.detail))
         else:
             await self._outbox.mark_dead(message.id, outcome.detail)
             self._died(message.id)
