@@ -98,11 +98,6 @@ def banner(emu: Emulator) -> str:
     return "\n".join(lines)
 
 
-def _optional_dir(value: Path) -> Path | None:
-    """A directory option; '' turns it off."""
-    return None if str(value) in ("", ".") else value
-
-
 def _access_key(args: argparse.Namespace) -> str:
     """The given key, else the one kept beside the certificates, so connection strings survive restarts."""
     if args.access_key:
@@ -115,6 +110,11 @@ def _access_key(args: argparse.Namespace) -> str:
     path.touch(mode=0o600)
     path.write_text(key + "\n", encoding="utf-8")
     return key
+
+
+def _optional_dir(value: Path) -> Path | None:
+    """A directory option; '' turns it off."""
+    return None if str(value) in ("", ".") else value
 
 
 async def _serve(args: argparse.Namespace, access_key: str) -> int:
