@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from acs_email_bridge import command
 from acs_email_bridge.cli import (
     DEFAULT_SEND_TIMEOUT,
     EXIT_AUTH,
@@ -192,6 +193,25 @@ async def test_demo_delivers_sample_mail_and_rides_out_trouble(tmp_path: Path) -
     assert "3/3 sent" in out.getvalue() and "0 duplicate(s)" in out.getvalue()
     secret = (tmp_path / "client_secret.txt").read_text().strip()
     assert secret not in (tmp_path / "config.yaml").read_text()
+    hint = out.getvalue().rsplit("the outbox: ", 1)[1].strip()  # run as printed
+    listing = await asyncio.create_subprocess_exec(*shlex.split(hint), stdout=asyncio.subprocess.PIPE)
+    listed, _ = await listing.communicate()
+    assert listing.returncode == 0 and "sent 4, dead 0" in listed.decode()
+
+
+def test_hints_name_the_program_as_it_can_be_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    program = tmp_path / "venv" / "bin" / "acs-email-bridge"
+    program.parent.mkdir(parents=True)
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["venv/bin/acs-email-bridge", "demo"])  # as `make demo` starts it
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert command.config_hint("list", "a b.yaml") == "venv/bin/acs-email-bridge queue list --config 'a b.yaml'"
+    monkeypatch.setenv("PATH", f"{program.parent}:/usr/bin")
+    assert command.program() == "acs-email-bridge"
+    monkeypatch.setattr(sys, "argv", ["/somewhere/pytest"])
+    assert command.program() == f"{sys.executable} -m acs_email_bridge"
 
 
 async def test_refused_credentials_end_the_wait_and_keep_the_mail(emu: Emulator, tmp_path: Path) -> None:
