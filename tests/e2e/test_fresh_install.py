@@ -6,6 +6,7 @@ install line, so the wheel built is the one a user would get; nothing of the tes
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -46,10 +47,8 @@ class FreshInstall:
         try:
             out, _ = process.communicate(timeout=timeout)
         finally:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             process.wait()
         assert process.returncode == 0, f"{script}\n--- exit {process.returncode}:\n{out}"
         return out
