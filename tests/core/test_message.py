@@ -171,11 +171,19 @@ def test_address_forms():
         "😀@example.com",
         "müller@example.com",
         "a@" + "x" * 64 + ".com",
+        "a@" + "ü" * 62 + ".de",  # 63 characters, but longer than that as the xn-- label DNS needs
+        "<",
+        "a@[",
     ],
 )
 def test_bad_recipient_is_refused(address):
     refused("address", to=address)
     refused("address", to="ok@example.com", cc=[address])
+
+
+def test_a_list_item_is_one_address():
+    with pytest.raises(ValidationError, match="not a single email address"):
+        EmailAddress.parse("a@example.com, b@example.com")
 
 
 def test_non_ascii_local_part_is_explained():
@@ -536,3 +544,14 @@ def test_a_stray_character_never_yields_other_recipients(written, noise, where):
     except ValidationError:
         return
     assert [a.address for a in parsed] == [f"{local}@{domain}" for _name, local, domain in written]
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(alphabet='ab@.<>()[]"\\,;: \tü', max_size=20))
+def test_any_text_is_parsed_or_refused_cleanly(text):
+    """The stdlib parser raises odd errors on some cut-off input; callers only ever see a ValidationError."""
+    try:
+        parsed = parse_addresses(text)
+    except ValidationError:
+        return
+    assert all(a.address in text for a in parsed)

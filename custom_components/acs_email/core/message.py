@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from email import _header_value_parser as rfc5322  # the stdlib's strict parser
-from email.errors import HeaderParseError
 from email.errors import NonASCIILocalPartDefect as NonAsciiLocalPart  # check_address explains it
 from enum import StrEnum
 from pathlib import Path, PurePath
@@ -95,10 +94,8 @@ def _parse_list(text: str) -> tuple[EmailAddress, ...]:
     parsable = text if any(c in text for c in '"\\(') else text.replace(";", ",")
     try:
         tree, rest = rfc5322.get_address_list(parsable)
-    except HeaderParseError as err:
-        raise _list_error(text, str(err)) from None
-    except IndexError:  # 3.11's parser on a trailing '@'
-        raise _list_error(text, "incomplete address") from None
+    except Exception:  # besides HeaderParseError, the parser trips on some garbage ('<', 'a@[', ' .;')
+        raise _list_error(text, "not parsable") from None
     defects = [d for d in tree.all_defects if not isinstance(d, NonAsciiLocalPart)]
     if rest or defects or _has_token(tree, _LIST_SYNTAX_REFUSED):
         problem = str(defects[0]) if defects else f"unexpected {rest!r}" if rest else "no groups or comments"
