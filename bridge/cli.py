@@ -190,8 +190,8 @@ async def _send(args: argparse.Namespace) -> int:
             entry = await engine.outbox.get(message_id)
             last = f" (last attempt: {entry.last_error})" if entry and entry.last_error else ""
             print(
-                f"still queued after {args.timeout:g} s{last}; the mail is kept in {settings.outbox_path} and goes "
-                f"out with the bridge delivering from it, or with: {config_hint('flush', args.config)}",
+                f"still queued after {args.timeout:g} s{last}; the mail is kept in {settings.outbox_path} and is "
+                f"sent by a bridge running on that outbox, or now by: {config_hint('flush', args.config)}",
                 file=sys.stderr,
             )
             return EXIT_PENDING

@@ -157,7 +157,7 @@ async def test_timeout_leaves_mail_queued(emu: Emulator, tmp_path: Path) -> None
     assert code == EXIT_PENDING
     assert "still queued after 1 s (last attempt: HTTP 503" in err and "the mail is kept in" in err
     emu.faults.clear()
-    hint = err.rsplit("or with: ", 1)[1].strip()
+    hint = err.rsplit("or now by: ", 1)[1].strip()
     flush = await asyncio.create_subprocess_exec(*shlex.split(hint), stdout=asyncio.subprocess.PIPE)
     out, _ = await flush.communicate()
     assert flush.returncode == EXIT_SENT, out
