@@ -28,10 +28,9 @@ from .config import load_settings
 from .emulator import cli as emulator_cli
 
 EXIT_SENT, EXIT_DEAD, EXIT_INVALID, EXIT_PENDING, EXIT_AUTH = 0, 1, 2, 3, 4
+DEFAULT_SEND_TIMEOUT = 120.0  # seconds `send` waits for the outcome; 0 = no limit
 _T = TypeVar("_T")
-
-
-DEFAULT_SEND_TIMEOUT = 120.0
+_DISPATCHER_LOG = logging.getLogger("acs_email_core.dispatcher")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -96,12 +95,25 @@ def _seconds(value: str) -> float:
     return seconds
 
 
-class _AuthWatch:
-    """Ends a waiting command as soon as sending pauses on an authentication failure."""
+class _AuthWatch(logging.Filter):
+    """Ends a waiting command as soon as sending pauses on an authentication failure, and has it said once:
+    while the watch is on, the engine's own log line for it is dropped, as the command prints the reason with
+    what to do next (azure.identity's warning with Entra's raw answer is silenced in ``main``)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.reason = ""
         self._failed = asyncio.Event()
+
+    def __enter__(self) -> _AuthWatch:
+        _DISPATCHER_LOG.addFilter(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _DISPATCHER_LOG.removeFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "authentication failed" not in str(record.msg)
 
     def __call__(self, reason: str) -> None:
         self.reason = reason
@@ -128,17 +140,6 @@ class _AuthWatch:
             f"the mail stays queued in {settings.outbox_path}; fix the credentials, then run: {hint}", file=sys.stderr
         )
         return EXIT_AUTH
-
-
-class _ReportedByCommand(logging.Filter):
-    """Drops the engine's log line for an authentication failure: the command prints that reason itself,
-    once, with what to do next (azure.identity's own warning with the raw answer is silenced in ``main``)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "authentication failed" not in str(record.msg)
-
-
-_REPORTED_BY_COMMAND = _ReportedByCommand()
 
 
 def _attachment(spec: str) -> Attachment:
@@ -179,7 +180,12 @@ async def _send(args: argparse.Namespace) -> int:
         priority=args.priority,
         limits=settings.limits,
     )
-    auth = _AuthWatch()
+    with _AuthWatch() as auth:
+        return await _deliver(args, settings, message, auth)
+
+
+async def _deliver(args: argparse.Namespace, settings: EngineSettings, message: EmailMessage, auth: _AuthWatch) -> int:
+    """Queue the mail, wait for its outcome (at most ``--timeout``), say what happened; the exit code."""
     async with Engine(settings, on_auth_failure=auth) as engine:
         message_id = await engine.submit(message, source="cli")
         print(f"queued {message_id}", flush=True)
@@ -223,12 +229,12 @@ async def _drained(engine: Engine) -> bool:
 
 async def _flush(settings: EngineSettings, config: str) -> int:
     """Deliver what is queued, then exit: 0 when everything left was sent, 1 if some mail is dead."""
-    auth = _AuthWatch()
-    async with Engine(settings, on_auth_failure=auth) as engine:
-        dead_before = (await engine.outbox.stats()).dead
-        if await auth.unless_failed(_drained(engine)) is None:
-            return auth.report(settings, config)
-        status = await engine.status()
+    with _AuthWatch() as auth:
+        async with Engine(settings, on_auth_failure=auth) as engine:
+            dead_before = (await engine.outbox.stats()).dead
+            if await auth.unless_failed(_drained(engine)) is None:
+                return auth.report(settings, config)
+            status = await engine.status()
     print(f"sent {status.sent_total}, dead {status.dead - dead_before}")
     return EXIT_SENT if status.dead == dead_before else EXIT_DEAD
 
@@ -277,8 +283,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose:  # our own steps only: the Azure SDK's request dumps stay at WARNING
         for name in ("acs_email_core", "acs_email_bridge"):
             logging.getLogger(name).setLevel(logging.INFO)
-    dispatcher_log = logging.getLogger("acs_email_core.dispatcher")
-    dispatcher_log.addFilter(_REPORTED_BY_COMMAND)
     try:
         if args.command == "emulator":
             return emulator_cli.run(args)
@@ -295,5 +299,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; queued mail stays in the outbox", file=sys.stderr)
         return 130
-    finally:
-        dispatcher_log.removeFilter(_REPORTED_BY_COMMAND)
