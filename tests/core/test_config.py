@@ -79,6 +79,7 @@ def test_connection_string_alone_is_enough() -> None:
         (_principal(endpoint="https://my resource.communication.azure.com"), "acs.endpoint: expected a URL"),
         (_principal(endpoint="https://res.communication.azure.com:port"), "acs.endpoint: expected a URL"),
         (_principal(endpoint="https://res.communication.azure.com/?x=1"), "acs.endpoint: expected a URL"),
+        (_principal(endpoint="https://res.communication.azure.com/emails:send"), "acs.endpoint: expected a URL"),
         (_principal(endpoint=42), "acs.endpoint: expected a URL"),
         (_principal(authority="http://login"), "acs.authority: expected a URL such as https://"),
         ({**_principal(), "quota": "premium"}, "unknown quota preset 'premium'"),

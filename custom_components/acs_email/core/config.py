@@ -80,6 +80,7 @@ def _url(*schemes: str) -> Callable[[Any], str]:
             and parts.scheme in schemes
             and parts.hostname
             and _HOST.fullmatch(parts.hostname)
+            and parts.path in ("", "/")
             and not (parts.username or parts.query or parts.fragment)
         ):
             raise vol.Invalid(f"expected a URL such as {example}")
