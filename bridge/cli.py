@@ -1,8 +1,8 @@
 """``acs-email-bridge``: send one mail, inspect the outbox, run the ACS emulator or the demo.
 
-Exit codes of ``send``: 0 sent, 1 dead (refused by ACS or gave up), 2 bad input or configuration,
-3 still queued when ``--timeout`` ran out (it stays in the outbox and is sent by the next run), 4 ACS refused
-the credentials (the mail stays queued).
+Exit codes of ``send``: 0 sent, 1 dead (refused by ACS or gave up), 2 bad input or configuration (nothing
+queued), 3 still queued when ``--timeout`` ran out (it stays in the outbox and goes out with ``queue flush`` or
+a bridge delivering from that outbox), 4 ACS refused the credentials (the mail stays queued).
 """
 
 from __future__ import annotations
@@ -19,15 +19,18 @@ from typing import Any, TypeVar
 
 from acs_email_core.config import EngineSettings
 from acs_email_core.engine import Engine
-from acs_email_core.errors import AcsEmailError
+from acs_email_core.errors import AcsEmailError, ValidationError
 from acs_email_core.message import Attachment, EmailMessage
-from acs_email_core.outbox import Outbox, State
+from acs_email_core.outbox import Outbox, OutboxEntry, State
 
+from .command import config_hint
 from .config import load_settings
 from .emulator import cli as emulator_cli
 
 EXIT_SENT, EXIT_DEAD, EXIT_INVALID, EXIT_PENDING, EXIT_AUTH = 0, 1, 2, 3, 4
+DEFAULT_SEND_TIMEOUT = 120.0  # seconds `send` waits for the outcome; 0 = no limit
 _T = TypeVar("_T")
+_DISPATCHER_LOG = logging.getLogger("acs_email_core.dispatcher")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -37,25 +40,42 @@ def _build_parser() -> argparse.ArgumentParser:
 
     send = sub.add_parser("send", help="queue one mail and wait until it is sent or dead")
     send.add_argument("--config", "-c", required=True, help="YAML config file")
-    send.add_argument("--to", action="append", required=True, help="recipient (repeat or comma-separate)")
+    send.add_argument("--to", action="append", default=[], help="recipient (repeat or comma-separate)")
     send.add_argument("--cc", action="append", default=[])
     send.add_argument("--bcc", action="append", default=[])
     send.add_argument("--reply-to", action="append", default=[])
     send.add_argument("--subject", "-s", required=True)
     send.add_argument("--text", "-t", help="plain-text body")
     send.add_argument("--html", help="HTML body")
-    send.add_argument("--attach", action="append", default=[], metavar="PATH", help="attach a file (repeatable)")
+    send.add_argument(
+        "--attach",
+        action="append",
+        default=[],
+        metavar="FILE[:TYPE]",
+        help="attach a file (repeatable); TYPE is its MIME type when the file name does not tell an allowed one",
+    )
     send.add_argument("--priority", choices=["high", "normal", "low"], default="normal")
-    send.add_argument("--timeout", type=float, default=None, help="stop waiting after this many seconds (exit 3)")
+    send.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_SEND_TIMEOUT,
+        metavar="SECONDS",
+        help="stop waiting after this long, exit 3, the mail stays queued (default: %(default)g; 0 = no limit)",
+    )
 
     queue = sub.add_parser("queue", help="list, retry, purge or flush (deliver now) mails in the outbox")
-    queue.add_argument("action", choices=["list", "retry", "purge", "flush"])
-    queue.add_argument("ids", nargs="*", help="message ids (default: all dead letters)")
-    queue.add_argument("--config", "-c", required=True)
-    queue.add_argument(
-        "--state", choices=[s.value for s in State], help="list: only this state; purge: dead (default) or sent"
-    )
-    queue.add_argument("--limit", type=int, default=100)
+    actions = queue.add_subparsers(dest="action", required=True)
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", "-c", required=True, help="YAML config file")
+    listing = actions.add_parser("list", parents=[config], help="show mails, newest first")
+    listing.add_argument("--state", choices=[s.value for s in State], help="only mails in this state")
+    listing.add_argument("--limit", type=int, default=100)
+    retry = actions.add_parser("retry", parents=[config], help="put dead letters back in the queue")
+    retry.add_argument("ids", nargs="*", metavar="ID", help="message ids (default: every dead letter)")
+    purge = actions.add_parser("purge", parents=[config], help="delete dead (default) or sent mails")
+    purge.add_argument("ids", nargs="*", metavar="ID", help="message ids (default: all in that state)")
+    purge.add_argument("--state", choices=[State.DEAD.value, State.SENT.value], default=State.DEAD.value)
+    actions.add_parser("flush", parents=[config], help="deliver everything queued, then exit")
 
     emulator = sub.add_parser("emulator", help="run the local ACS Email emulator")
     emulator_cli.configure_parser(emulator)
@@ -65,12 +85,35 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _AuthWatch:
-    """Ends a waiting command as soon as sending pauses on an authentication failure."""
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {value!r}")
+    return seconds
+
+
+class _AuthWatch(logging.Filter):
+    """Ends a waiting command as soon as sending pauses on an authentication failure, and has it said once:
+    while the watch is on, the engine's own log line for it is dropped, as the command prints the reason with
+    what to do next (azure.identity's warning with Entra's raw answer is silenced in ``main``)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.reason = ""
         self._failed = asyncio.Event()
+
+    def __enter__(self) -> _AuthWatch:
+        _DISPATCHER_LOG.addFilter(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _DISPATCHER_LOG.removeFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "authentication failed" not in str(record.msg)
 
     def __call__(self, reason: str) -> None:
         self.reason = reason
@@ -90,24 +133,46 @@ class _AuthWatch:
                     await work
         return None if work.cancelled() else work.result()
 
-    def report(self, settings: EngineSettings) -> int:
-        print(f"authentication failed: {self.reason}; queued mail stays in {settings.outbox_path}", file=sys.stderr)
+    def report(self, settings: EngineSettings, config: str) -> int:
+        print(f"authentication failed: {self.reason}", file=sys.stderr)
+        hint = config_hint("flush", config)
+        print(
+            f"the mail stays queued in {settings.outbox_path}; fix the credentials, then run: {hint}", file=sys.stderr
+        )
         return EXIT_AUTH
 
 
-def _read_attachments(paths: Sequence[str]) -> list[Attachment]:
-    return [Attachment.from_path(p) for p in paths]
+def _attachment(spec: str) -> Attachment:
+    """``FILE`` or ``FILE:TYPE`` (a file whose own name contains ':' is taken whole when it exists)."""
+    path, content_type = Path(spec), None
+    name, colon, given = spec.rpartition(":")
+    if colon and "/" in given and not path.exists():
+        path, content_type = Path(name), given.strip()
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ValidationError(f"attachment {str(path)!r}", f"cannot read it: {err.strerror}") from None
+    try:
+        return Attachment(path.name, data, content_type)
+    except ValidationError as err:
+        if err.field.startswith("attachment") and "allow-list" in err.reason:
+            raise ValidationError(err.field, f"{err.reason} (--attach FILE:TYPE gives the type)") from None
+        raise
+
+
+def _addresses(values: Sequence[str]) -> str | None:
+    return ", ".join(values) or None
 
 
 async def _send(args: argparse.Namespace) -> int:
-    _raw, settings = load_settings(args.config)
-    attachments = await asyncio.to_thread(_read_attachments, args.attach)
+    _raw, settings = await asyncio.to_thread(load_settings, args.config)
+    attachments = [await asyncio.to_thread(_attachment, spec) for spec in args.attach]
     message = EmailMessage.build(
         sender=settings.sender,
-        to=",".join(args.to),
-        cc=",".join(args.cc) or None,
-        bcc=",".join(args.bcc) or None,
-        reply_to=",".join(args.reply_to) or None,
+        to=_addresses(args.to) or (),
+        cc=_addresses(args.cc),
+        bcc=_addresses(args.bcc),
+        reply_to=_addresses(args.reply_to),
         subject=args.subject,
         text=args.text,
         html=args.html,
@@ -115,18 +180,29 @@ async def _send(args: argparse.Namespace) -> int:
         priority=args.priority,
         limits=settings.limits,
     )
-    auth = _AuthWatch()
+    with _AuthWatch() as auth:
+        return await _deliver(args, settings, message, auth)
+
+
+async def _deliver(args: argparse.Namespace, settings: EngineSettings, message: EmailMessage, auth: _AuthWatch) -> int:
+    """Queue the mail, wait for its outcome (at most ``--timeout``), say what happened; the exit code."""
     async with Engine(settings, on_auth_failure=auth) as engine:
         message_id = await engine.submit(message, source="cli")
         print(f"queued {message_id}", flush=True)
         try:
-            async with asyncio.timeout(args.timeout):
+            async with asyncio.timeout(args.timeout or None):
                 state = await auth.unless_failed(engine.wait_for(message_id))
         except TimeoutError:
-            print(f"still queued after {args.timeout:g} s; it stays in {settings.outbox_path}", file=sys.stderr)
+            entry = await engine.outbox.get(message_id)
+            last = f" (last attempt: {entry.last_error})" if entry and entry.last_error else ""
+            print(
+                f"still queued after {args.timeout:g} s{last}; the mail is kept in {settings.outbox_path} and is "
+                f"sent by a bridge running on that outbox, or now by: {config_hint('flush', args.config)}",
+                file=sys.stderr,
+            )
             return EXIT_PENDING
         if state is None:
-            return auth.report(settings)
+            return auth.report(settings, args.config)
         if state is State.SENT:
             print(f"sent {message_id}")
             return EXIT_SENT
@@ -151,40 +227,48 @@ async def _drained(engine: Engine) -> bool:
         await asyncio.sleep(0.2)
 
 
-async def _flush(settings: EngineSettings) -> int:
+async def _flush(settings: EngineSettings, config: str) -> int:
     """Deliver what is queued, then exit: 0 when everything left was sent, 1 if some mail is dead."""
-    auth = _AuthWatch()
-    async with Engine(settings, on_auth_failure=auth) as engine:
-        dead_before = (await engine.outbox.stats()).dead
-        if await auth.unless_failed(_drained(engine)) is None:
-            return auth.report(settings)
-        status = await engine.status()
+    with _AuthWatch() as auth:
+        async with Engine(settings, on_auth_failure=auth) as engine:
+            dead_before = (await engine.outbox.stats()).dead
+            if await auth.unless_failed(_drained(engine)) is None:
+                return auth.report(settings, config)
+            status = await engine.status()
     print(f"sent {status.sent_total}, dead {status.dead - dead_before}")
     return EXIT_SENT if status.dead == dead_before else EXIT_DEAD
 
 
+_ERROR_LABELS = {State.SENT: "earlier attempt", State.DEAD: "reason"}
+
+
+def _entry_line(entry: OutboxEntry, now: float) -> str:
+    line = (
+        f"{entry.id:36}  {entry.state.value:7}  {_age(now - entry.created_at):>5}  {entry.attempts:>7}  {entry.subject}"
+    )
+    if entry.last_error:  # a sent mail's error is history, not its state
+        line += f"  [{_ERROR_LABELS.get(entry.state, 'last attempt')}: {entry.last_error}]"
+    return line
+
+
 async def _queue(args: argparse.Namespace) -> int:
-    _raw, settings = load_settings(args.config)
+    _raw, settings = await asyncio.to_thread(load_settings, args.config)
     if args.action == "flush":
-        return await _flush(settings)
+        return await _flush(settings, args.config)
     async with Outbox(settings.outbox_path, max_messages=settings.max_messages, retry=settings.retry) as outbox:
         if args.action == "list":
             entries = await outbox.list(State(args.state) if args.state else None, limit=args.limit)
             now = time.time()
             print(f"{'id':36}  {'state':7}  {'age':>5}  {'retries':>7}  subject / last error")
-            for e in entries:
-                line = f"{e.id:36}  {e.state.value:7}  {_age(now - e.created_at):>5}  {e.attempts:>7}  {e.subject}"
-                print(line + (f"  [{e.last_error}]" if e.last_error else ""))
+            for entry in entries:
+                print(_entry_line(entry, now))
             stats = await outbox.stats()
             print(f"queued {stats.queued}, sending {stats.sending}, sent {stats.sent}, dead {stats.dead}")
         elif args.action == "retry":
             count = await outbox.requeue(args.ids or None)
             print(f"requeued {count} dead letter(s)")
         else:
-            state = State(args.state or State.DEAD.value)
-            if state not in (State.DEAD, State.SENT):
-                print("purge removes dead or sent mails only", file=sys.stderr)
-                return EXIT_INVALID
+            state = State(args.state)
             count = await outbox.purge(args.ids or None, state=state)
             print(f"purged {count} {state.value} mail(s)")
     return 0
@@ -194,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Its warning repeats Entra's whole answer (body included) for every refused token; the engine reports it.
+    logging.getLogger("azure.identity").setLevel(logging.ERROR)
     if args.verbose:  # our own steps only: the Azure SDK's request dumps stay at WARNING
         for name in ("acs_email_core", "acs_email_bridge"):
             logging.getLogger(name).setLevel(logging.INFO)

@@ -19,6 +19,7 @@ from acs_email_core.engine import Engine
 from acs_email_core.message import Attachment, EmailMessage
 from acs_email_core.outbox import State
 
+from .command import config_hint
 from .config import load_settings
 from .emulator import Emulator, Fault
 
@@ -126,5 +127,5 @@ async def run_demo(directory: Path) -> int:
                 print(f"  | {line}")
             if not await _trouble(engine, emulator, settings.sender):
                 return 1
-    print(f"\nreceived mail: {directory / 'mail'}; outbox: acs-email-bridge queue list --config {config_path}")
+    print(f"\nreceived mail: {directory / 'mail'}\nthe outbox: {config_hint('list', config_path)}")
     return 0

@@ -92,10 +92,16 @@ def banner(emu: Emulator) -> str:
         f"  # client_id: {q(emu.client_id)}",
         f"  # client_secret: {q(emu.client_secret)}",
         f"  # authority: {q(emu.authority)}",
+        *([f"quota: {preset}  # as the emulator enforces it"] if (preset := _preset_name(emu)) else []),
         "",
         "Press Ctrl+C to stop.",
     ]
     return "\n".join(lines)
+
+
+def _preset_name(emu: Emulator) -> str | None:
+    """The name of the quota preset the emulator enforces, for the client's ``quota:`` key."""
+    return next((name for name, quota in PRESETS.items() if quota == emu.quota), None)
 
 
 def _access_key(args: argparse.Namespace) -> str:

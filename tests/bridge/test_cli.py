@@ -6,13 +6,25 @@ import asyncio
 import contextlib
 import io
 import os
+import shlex
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from acs_email_bridge.cli import EXIT_AUTH, EXIT_DEAD, EXIT_INVALID, EXIT_PENDING, EXIT_SENT, main
+from acs_email_bridge import command
+from acs_email_bridge.cli import (
+    DEFAULT_SEND_TIMEOUT,
+    EXIT_AUTH,
+    EXIT_DEAD,
+    EXIT_INVALID,
+    EXIT_PENDING,
+    EXIT_SENT,
+    _build_parser,
+    main,
+)
 from acs_email_bridge.demo import run_demo
 from acs_email_bridge.emulator import Emulator, Fault
 
@@ -25,9 +37,11 @@ async def emu(tmp_path: Path) -> AsyncIterator[Emulator]:
         yield emulator
 
 
-def _config(tmp_path: Path, emu: Emulator, *, sender: str = SENDER, secret_tag: str | None = None) -> Path:
+def _config(
+    tmp_path: Path, emu: Emulator, *, sender: str = SENDER, secret_tag: str | None = None, **acs_overrides: object
+) -> Path:
     (tmp_path / "secret.txt").write_text(emu.client_secret + "\n")
-    acs = {
+    acs: dict[str, object] = {
         "endpoint": emu.endpoint,
         "sender": sender,
         "tenant_id": emu.tenant_id,
@@ -37,6 +51,7 @@ def _config(tmp_path: Path, emu: Emulator, *, sender: str = SENDER, secret_tag: 
         "ca_file": str(emu.ca_file),
         "timeout": 2,
     }
+    acs.update(acs_overrides)
     config = {"acs": acs, "outbox": {"path": "outbox.db", "retry_initial": 0.05, "max_attempts": 2}}
     text = yaml.safe_dump(config).replace("SECRET_PLACEHOLDER", secret_tag or "!file secret.txt")
     path = tmp_path / "acs.yaml"
@@ -140,11 +155,22 @@ async def test_timeout_leaves_mail_queued(emu: Emulator, tmp_path: Path) -> None
         "send", "-c", str(config), "--to", "a@example.com", "--subject", "x", "--text", "y", "--timeout", "1"
     )
     assert code == EXIT_PENDING
-    assert "still queued" in err
+    assert "still queued after 1 s (last attempt: HTTP 503" in err and "the mail is kept in" in err
     emu.faults.clear()
-    code, _out, _err = await _run("queue", "flush", "-c", str(config))
-    assert code == EXIT_SENT
+    hint = err.rsplit("or now by: ", 1)[1].strip()
+    flush = await asyncio.create_subprocess_exec(*shlex.split(hint), stdout=asyncio.subprocess.PIPE)
+    out, _ = await flush.communicate()
+    assert flush.returncode == EXIT_SENT, out
     assert len(emu.mails) == 1
+
+
+def test_send_waits_two_minutes_by_default_and_0_means_no_limit() -> None:
+    parse = _build_parser().parse_args
+    required = ["send", "-c", "acs.yaml", "--to", "a@example.com", "-s", "x"]
+    assert parse(required).timeout == DEFAULT_SEND_TIMEOUT == 120
+    assert parse([*required, "--timeout", "0"]).timeout == 0
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+        parse([*required, "--timeout", "-1"])
 
 
 async def test_bad_config_file(tmp_path: Path) -> None:
@@ -167,6 +193,25 @@ async def test_demo_delivers_sample_mail_and_rides_out_trouble(tmp_path: Path) -
     assert "3/3 sent" in out.getvalue() and "0 duplicate(s)" in out.getvalue()
     secret = (tmp_path / "client_secret.txt").read_text().strip()
     assert secret not in (tmp_path / "config.yaml").read_text()
+    hint = out.getvalue().rsplit("the outbox: ", 1)[1].strip()  # run as printed
+    listing = await asyncio.create_subprocess_exec(*shlex.split(hint), stdout=asyncio.subprocess.PIPE)
+    listed, _ = await listing.communicate()
+    assert listing.returncode == 0 and "sent 4, dead 0" in listed.decode()
+
+
+def test_hints_name_the_program_as_it_can_be_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    program = tmp_path / "venv" / "bin" / "acs-email-bridge"
+    program.parent.mkdir(parents=True)
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["venv/bin/acs-email-bridge", "demo"])  # as `make demo` starts it
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert command.config_hint("list", "a b.yaml") == "venv/bin/acs-email-bridge queue list --config 'a b.yaml'"
+    monkeypatch.setenv("PATH", f"{program.parent}:/usr/bin")
+    assert command.program() == "acs-email-bridge"
+    monkeypatch.setattr(sys, "argv", ["/somewhere/pytest"])
+    assert command.program() == f"{sys.executable} -m acs_email_bridge"
 
 
 async def test_refused_credentials_end_the_wait_and_keep_the_mail(emu: Emulator, tmp_path: Path) -> None:
@@ -181,3 +226,112 @@ async def test_refused_credentials_end_the_wait_and_keep_the_mail(emu: Emulator,
     code, _out, err = await _run("queue", "flush", "-c", str(config))
     assert code == EXIT_AUTH
     assert emu.mails == []
+
+
+async def _outbox_is_empty(config: Path) -> bool:
+    code, out, _err = await _run("queue", "list", "-c", str(config))
+    return code == 0 and "queued 0, sending 0, sent 0, dead 0" in out
+
+
+async def test_retry_takes_ids_after_the_config_option(emu: Emulator, tmp_path: Path) -> None:
+    """As the README writes it: ``queue retry --config acs.yaml ID``."""
+    config = _config(tmp_path, emu, sender="other@cli.example.com")  # not a linked sender: dead
+    code, out, _err = await _run("send", "-c", str(config), "--to", "a@example.com", "-s", "x", "-t", "y")
+    assert code == EXIT_DEAD
+    message_id = out.split()[1]
+    code, out, err = await _run("queue", "retry", "--config", str(config), message_id)
+    assert (code, out.strip()) == (0, "requeued 1 dead letter(s)"), err
+    code, out, err = await _run("queue", "purge", "--config", str(config), message_id, "--state", "dead")
+    assert (code, out.strip()) == (0, "purged 0 dead mail(s)"), err  # it is queued now, not dead
+
+
+async def test_sent_mail_does_not_show_an_old_error_as_current(emu: Emulator, tmp_path: Path) -> None:
+    emu.faults.add(Fault.error(503, retry_after=0))
+    config = _config(tmp_path, emu)
+    code, _out, err = await _run("send", "-c", str(config), "--to", "a@example.com", "-s", "x", "-t", "y")
+    assert code == EXIT_SENT, err
+    code, out, _err = await _run("queue", "list", "-c", str(config))
+    (line,) = [line for line in out.splitlines()[1:-1] if line.split()[1] == "sent"]
+    assert "[earlier attempt: HTTP 503" in line
+
+
+@pytest.mark.parametrize(
+    ("acs", "expected"),
+    [
+        ({"connection_string": "endpoint=https://x.example/;accesskey=not*base64"}, "connection_string: its accesskey"),
+        ({"ca_file": "missing.pem"}, "acs.ca_file: cannot read"),
+        ({"ca_file": "secret.txt"}, "acs.ca_file:"),
+        ({"endpoint": "my-resource.communication.azure.com"}, "acs.endpoint: expected a URL"),
+    ],
+)  # fmt: skip
+async def test_configuration_errors_exit_2_before_anything_is_queued(
+    emu: Emulator, tmp_path: Path, acs: dict[str, str], expected: str
+) -> None:
+    config = _config(tmp_path, emu, **acs)
+    code, out, err = await _run("send", "-c", str(config), "--to", "a@example.com", "-s", "x", "-t", "y")
+    assert code == EXIT_INVALID
+    assert expected in err and len(err.strip().splitlines()) == 1, err
+    assert "not*base64" not in err and emu.client_secret not in err
+    assert "queued" not in out and not (tmp_path / "outbox.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--to", "Me <me@exa mple.com>"], "'Me <me@exa mple.com>' is not an address list"),
+        (["--to", "me@example.com <x@y.com>"], "is not an address list"),
+        (["--bcc", "a@example.com"], "own address in To and the others in Bcc"),
+        (["--to", "a@example.com", "--subject", ""], "subject: is empty"),
+        (["--to", "a@example.com", "--text", ""], "body: is empty"),
+        (["--to", "a@example.com", "--attach", "nowhere.pdf"], "attachment 'nowhere.pdf': cannot read it"),
+    ],
+)
+async def test_bad_input_exits_2_with_one_clear_line(
+    emu: Emulator, tmp_path: Path, argv: list[str], expected: str
+) -> None:
+    code, _out, err = await _run("send", "-c", str(_config(tmp_path, emu)), "-s", "x", "-t", "y", *argv)
+    assert code == EXIT_INVALID
+    assert expected in err and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and not (tmp_path / "outbox.db").exists()
+
+
+async def test_refused_attachment_type_says_how_to_send_it(emu: Emulator, tmp_path: Path) -> None:
+    (tmp_path / "setup.exe").write_bytes(b"MZ")
+    code, _out, err = await _run(
+        "send", "-c", str(_config(tmp_path, emu)), "--to", "a@example.com", "-s", "x", "-t", "y",
+        "--attach", str(tmp_path / "setup.exe"),
+    )  # fmt: skip
+    assert code == EXIT_INVALID
+    assert "'.exe' files are not on the ACS attachment allow-list" in err
+    assert "pdf, png" in err and ".zip" in err and "--attach FILE:TYPE" in err
+
+
+async def test_attach_with_an_explicit_type(emu: Emulator, tmp_path: Path) -> None:
+    (tmp_path / "firmware.bin").write_bytes(b"PK\x03\x04 zipped")
+    (tmp_path / "odd:name.csv").write_text("a,b\n")
+    code, _out, err = await _run(
+        "send", "-c", str(_config(tmp_path, emu)), "--to", "a@example.com", "-s", "x", "-t", "y",
+        "--attach", f"{tmp_path / 'firmware.bin'}:application/zip", "--attach", str(tmp_path / "odd:name.csv"),
+    )  # fmt: skip
+    assert code == EXIT_SENT, err
+    (mail,) = emu.mails
+    assert [(a["name"], a["contentType"]) for a in mail.payload["attachments"]] == [
+        ("firmware.bin", "application/zip"),
+        ("odd:name.csv", "text/csv"),
+    ]
+
+
+async def test_wrong_client_secret_is_reported_once(emu: Emulator, tmp_path: Path) -> None:
+    """Entra's AADSTS message appears once: not also as azure.identity's warning and the engine's error."""
+    (tmp_path / "wrong.txt").write_text("not-the-secret\n")
+    config = _config(tmp_path, emu, secret_tag="!file wrong.txt")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "acs_email_bridge", "send", "-c", str(config), "--to", "a@example.com", "-s", "x",
+        "-t", "y", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        _out, err_bytes = await process.communicate()
+    err = err_bytes.decode()
+    assert process.returncode == EXIT_AUTH, err
+    assert err.count("AADSTS7000215") == 1, err
+    assert err.startswith("authentication failed: HTTP 401") and "queue flush --config" in err

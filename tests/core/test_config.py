@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trustme
 
 from acs_email_core.config import duration, settings_from_config
 from acs_email_core.errors import ConfigError
 from acs_email_core.quota import PRESETS
 
 SECRET = "s3cr3t-value-that-must-not-leak"
+SECRET_KEY = "czNjcjN0LWtleS10aGF0LW11c3Qtbm90LWxlYWs="  # base64, as ACS access keys are
 
 
 def _principal(**acs: object) -> dict[str, object]:
@@ -38,6 +40,7 @@ def test_readme_example_with_defaults(tmp_path: Path) -> None:
 
 
 def test_full_config_values(tmp_path: Path) -> None:
+    trustme.CA().cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     config = _principal(ca_file="ca.pem", timeout="10s")
     config["quota"] = {"per_minute": 60, "per_hour": 1000}
     config["outbox"] = {"path": "/tmp/x.db", "max_age": "72h", "retry_initial": "1m", "retention": "7d",
@@ -57,10 +60,10 @@ def test_full_config_values(tmp_path: Path) -> None:
 
 
 def test_connection_string_alone_is_enough() -> None:
-    config = {"acs": {"sender": "a@example.com", "connection_string": f"endpoint=https://x/;accesskey={SECRET}"}}
+    config = _connection_string(f"endpoint=https://x/;accesskey={SECRET_KEY}")
     settings = settings_from_config(config)
     assert settings.credentials.auth_method == "connection_string"
-    assert SECRET not in repr(settings.credentials)
+    assert SECRET_KEY not in repr(settings.credentials)
 
 
 @pytest.mark.parametrize(
@@ -70,8 +73,15 @@ def test_connection_string_alone_is_enough() -> None:
         ({"acs": {"sender": "a@example.com"}}, "connection_string, or endpoint + tenant_id"),
         (_principal(client_secret=""), "client_secret"),
         (_principal(sender="Home <a@example.com>"), "acs.sender"),
-        (_principal(endpoint="ftp://x"), "endpoint must start with https://"),
-        (_principal(authority="http://login"), "authority must be an https URL"),
+        (_principal(endpoint="ftp://x"), "acs.endpoint: expected a URL such as https://"),
+        (_principal(endpoint="https://"), "acs.endpoint: expected a URL"),
+        (_principal(endpoint="res.communication.azure.com"), "acs.endpoint: expected a URL"),
+        (_principal(endpoint="https://my resource.communication.azure.com"), "acs.endpoint: expected a URL"),
+        (_principal(endpoint="https://res.communication.azure.com:port"), "acs.endpoint: expected a URL"),
+        (_principal(endpoint="https://res.communication.azure.com/?x=1"), "acs.endpoint: expected a URL"),
+        (_principal(endpoint="https://res.communication.azure.com/emails:send"), "acs.endpoint: expected a URL"),
+        (_principal(endpoint=42), "acs.endpoint: expected a URL"),
+        (_principal(authority="http://login"), "acs.authority: expected a URL such as https://"),
         ({**_principal(), "quota": "premium"}, "unknown quota preset 'premium'"),
         ({**_principal(), "quota": {"per_minute": 5}}, "per_minute and per_hour"),
         ({**_principal(), "outbox": {"max_age": "three days"}}, "outbox.max_age"),
@@ -106,3 +116,49 @@ def test_bad_durations(value: object) -> None:
 
     with pytest.raises(vol.Invalid):
         duration(value)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["https://res.communication.azure.com", "https://res.communication.azure.com/", "http://127.0.0.1:8080",
+     "https://[::1]:8443", "https://bücher.example"],
+)  # fmt: skip
+def test_endpoints_that_are_urls(endpoint: str) -> None:
+    assert settings_from_config(_principal(endpoint=endpoint)).credentials.endpoint == endpoint
+
+
+def _connection_string(value: str) -> dict[str, object]:
+    return {"acs": {"sender": "a@example.com", "connection_string": value}}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (f"endpoint=https://x.example/;accesskey={SECRET}", "acs.connection_string: its accesskey is not base64"),
+        ("endpoint=https://x.example/;accesskey=c2VjcmV0!", "acs.connection_string: its accesskey is not base64"),
+        (f"endpoint=x.example;accesskey={SECRET}", "acs.connection_string: its endpoint is not a URL"),
+        (f"accesskey={SECRET}", "acs.connection_string: connection string must look like"),
+    ],
+)
+def test_connection_string_is_checked_up_front(value: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings_from_config(_connection_string(value))
+    assert expected in str(info.value)
+    assert SECRET not in str(info.value) and "c2VjcmV0" not in str(info.value)
+
+
+def test_base64_access_key_is_taken() -> None:
+    settings = settings_from_config(_connection_string("endpoint=https://x.example/;accesskey=c2VjcmV0"))
+    assert settings.credentials.auth_method == "connection_string"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"), [(None, "cannot read"), (b"", "no PEM certificate"), (b"not a certificate\n", "no PEM")]
+)
+def test_ca_file_must_hold_pem_certificates(tmp_path: Path, content: bytes | None, expected: str) -> None:
+    if content is not None:
+        (tmp_path / "ca.pem").write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        settings_from_config(_principal(ca_file="ca.pem"), base_dir=tmp_path)
+    assert "acs.ca_file:" in str(info.value) and expected in str(info.value)
+    assert str(tmp_path / "ca.pem") in str(info.value)

@@ -6,10 +6,15 @@ Secret values are wrapped as soon as they are read, and error messages name keys
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import voluptuous as vol
 
@@ -18,8 +23,10 @@ from .errors import ConfigError, ValidationError
 from .message import EmailAddress, MessageLimits
 from .quota import PRESETS, Quota, quota_from_config
 from .retry import RetryPolicy
-from .transport import AcsCredentials
+from .transport import AcsCredentials, parse_connection_string
 
+# A host name (IDN letters too, as urlsplit gives it: lower case) or an IPv6 address without its brackets.
+_HOST = re.compile(r"[^\W_](?:[\w.-]*[^\W_])?|[0-9a-f:.]*:[0-9a-f:.]*")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
 _UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -57,6 +64,49 @@ def _sender(value: Any) -> str:
         raise vol.Invalid(f"{value!r} is not a plain email address (no display name)") from None
 
 
+def _url(*schemes: str) -> Callable[[Any], str]:
+    """A URL with one of ``schemes`` and a host name, nothing else (no path beyond ``/``, query or user info)."""
+    example = f"{schemes[0]}://my-resource.communication.azure.com"
+
+    def check(value: Any) -> str:
+        try:
+            parts = urlsplit(value.strip()) if isinstance(value, str) else None
+            port_ok = parts is not None and (parts.port is None or parts.port > 0)
+        except ValueError:  # a port that is not a number
+            parts, port_ok = None, False
+        if not (
+            parts is not None
+            and port_ok
+            and parts.scheme in schemes
+            and parts.hostname
+            and _HOST.fullmatch(parts.hostname)
+            and parts.path in ("", "/")
+            and not (parts.username or parts.query or parts.fragment)
+        ):
+            raise vol.Invalid(f"expected a URL such as {example}")
+        return str(value).strip()
+
+    return check
+
+
+def _connection_string(value: Any) -> str:
+    """``endpoint=https://…;accesskey=<base64>``; checked now, since a bad key otherwise fails only when sending."""
+    secret = _secret(value)
+    try:
+        endpoint, access_key = parse_connection_string(secret)
+    except ConfigError as err:
+        raise vol.Invalid(str(err)) from None
+    try:
+        _url("https", "http")(endpoint)
+    except vol.Invalid:
+        raise vol.Invalid("its endpoint is not a URL such as https://my-resource.communication.azure.com") from None
+    try:
+        base64.b64decode(access_key, validate=True)
+    except binascii.Error:
+        raise vol.Invalid("its accesskey is not base64 (value not shown)") from None
+    return secret
+
+
 def _quota(value: Any) -> Quota:
     try:
         return quota_from_config(value)
@@ -67,13 +117,13 @@ def _quota(value: Any) -> Quota:
 ACS_SCHEMA = vol.All(
     vol.Schema(
         {
-            vol.Optional("endpoint"): vol.All(str, vol.Match(r"^https?://", msg="endpoint must start with https://")),
+            vol.Optional("endpoint"): _url("https", "http"),
             vol.Required("sender"): _sender,
-            vol.Optional("connection_string"): _secret,
+            vol.Optional("connection_string"): _connection_string,
             vol.Optional("tenant_id"): str,
             vol.Optional("client_id"): str,
             vol.Optional("client_secret"): _secret,
-            vol.Optional("authority"): vol.All(str, vol.Match(r"^https://", msg="authority must be an https URL")),
+            vol.Optional("authority"): _url("https"),
             vol.Optional("ca_file"): str,
             vol.Optional("timeout", default=30.0): vol.All(duration, vol.Range(min=1)),
             vol.Optional("confirm_delivery", default=False): bool,
@@ -155,8 +205,22 @@ def _describe_invalid(err: vol.Invalid) -> str:
     return "; ".join(parts)
 
 
+def _check_ca_file(path: Path) -> str:
+    """The path, once it is known to hold PEM certificates: a bad CA file would otherwise fail every send."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except ssl.SSLError:  # before OSError, its base class
+        raise ConfigError(f"invalid configuration: acs.ca_file: {path} holds no PEM certificate") from None
+    except OSError as err:
+        raise ConfigError(f"invalid configuration: acs.ca_file: cannot read {path}: {err.strerror}") from None
+    return str(path)
+
+
 def settings_from_config(config: dict[str, Any], *, base_dir: Path | None = None) -> EngineSettings:
-    """Validate a config mapping; relative paths are resolved against ``base_dir`` (the config file's folder)."""
+    """Validate a config mapping; relative paths are resolved against ``base_dir`` (the config file's folder).
+
+    Blocking (it reads ``ca_file``): call it before the event loop runs, or in an executor.
+    """
     try:
         data = ENGINE_SCHEMA(config)
     except vol.Invalid as err:
@@ -167,7 +231,7 @@ def settings_from_config(config: dict[str, Any], *, base_dir: Path | None = None
         p = Path(path).expanduser()
         return p if p.is_absolute() or base_dir is None else base_dir / p
 
-    ca_file = str(resolve(acs["ca_file"])) if "ca_file" in acs else None
+    ca_file = _check_ca_file(resolve(acs["ca_file"])) if "ca_file" in acs else None
     credentials = AcsCredentials(
         endpoint=acs.get("endpoint"),
         connection_string=acs.get("connection_string"),

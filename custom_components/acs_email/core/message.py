@@ -14,19 +14,21 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from email.utils import getaddresses
+from email import _header_value_parser as rfc5322  # the stdlib's strict parser
+from email.errors import NonASCIILocalPartDefect as NonAsciiLocalPart  # check_address explains it
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from .errors import ValidationError
-from .mime import guess_type, is_allowed
+from .mime import ALLOWED_BY_EXTENSION, ALLOWED_TYPES, guess_type, is_allowed
 
-# Pragmatic addr-spec: no spaces or angle brackets, one @, a dotted domain of letters/digits/hyphens
-# (internationalised labels allowed). ACS rejects what this rejects; it may reject a few it lets through.
-_ADDRESS = re.compile(
-    r"^[^\s@<>()\[\],;:\"]+@(?:[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?\.)+(?:[^\W\d_]{2,}|(?i:xn--[a-z0-9-]+))$"
-)
+# What ACS takes: an ASCII dot-atom local part (no quoted or non-ASCII local parts, which ACS refuses) and a
+# dotted domain of letters, digits and hyphens; internationalised (IDN) labels are kept as written.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LOCAL_PART = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*")
+_DOMAIN = re.compile(r"(?:[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?\.)+(?:[^\W\d_]{2,}|(?i:xn--[a-z0-9-]+))")
+_LIST_SYNTAX_REFUSED = frozenset({"group", "comment"})  # valid RFC 5322, but not a plain list of recipients
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # printable ASCII except ':' (RFC 5322 field name)
 _RESERVED_HEADERS = frozenset(
     {"from", "to", "cc", "bcc", "reply-to", "subject", "sender", "content-type", "mime-version"}
@@ -61,6 +63,57 @@ def _check_line(field_name: str, value: str) -> None:
         raise ValidationError(field_name, "must not contain line breaks (CR/LF)")
 
 
+def check_address(address: str) -> str:
+    """``address`` itself if ACS can take it as a plain addr-spec (``user@example.com``), else ValidationError."""
+    _check_line("address", address)
+    local, at, domain = address.rpartition("@")
+    if at and not local.isascii():
+        reason = "ACS accepts only ASCII before the @"
+    elif not (at and len(local) <= 64 and _LOCAL_PART.fullmatch(local) and _valid_domain(domain)):
+        reason = "expected user@example.com"
+    else:
+        return address
+    raise ValidationError("address", f"{address!r} is not a valid email address ({reason})")
+
+
+def _valid_domain(domain: str) -> bool:
+    if not _DOMAIN.fullmatch(domain):
+        return False
+    try:
+        return len(domain.encode("idna")) <= 253  # also checks each IDN label converts to at most 63 characters
+    except UnicodeError:
+        return False
+
+
+def _parse_list(text: str) -> tuple[EmailAddress, ...]:
+    """Every address written in ``text``, exactly: anything the RFC 5322 parser had to repair is refused."""
+    _check_line("address", text)
+    if not text.strip(" \t,"):
+        return ()
+    # Outlook separates with ';': read it as ',' when no quoted name or comment could contain one.
+    parsable = text if any(c in text for c in '"\\(') else text.replace(";", ",")
+    try:
+        tree, rest = rfc5322.get_address_list(parsable)
+    except Exception:  # besides HeaderParseError, the parser trips on some garbage ('<', 'a@[', ' .;')
+        raise _list_error(text, "not parsable") from None
+    defects = [d for d in tree.all_defects if not isinstance(d, NonAsciiLocalPart)]
+    if rest or defects or _has_token(tree, _LIST_SYNTAX_REFUSED):
+        problem = str(defects[0]) if defects else f"unexpected {rest!r}" if rest else "no groups or comments"
+        raise _list_error(text, problem)
+    return tuple(EmailAddress(m.addr_spec, m.display_name or None) for m in tree.all_mailboxes)
+
+
+def _list_error(text: str, problem: str) -> ValidationError:
+    example = "'Name <user@example.com>, other@example.com'"
+    return ValidationError("address", f"{text!r} is not an address list such as {example} ({problem})")
+
+
+def _has_token(token: object, types: frozenset[str]) -> bool:
+    if getattr(token, "token_type", None) in types:
+        return True
+    return isinstance(token, list) and any(_has_token(t, types) for t in token)
+
+
 @dataclass(frozen=True)
 class EmailAddress:
     """An address with an optional display name."""
@@ -69,9 +122,7 @@ class EmailAddress:
     display_name: str | None = None
 
     def __post_init__(self) -> None:
-        _check_line("address", self.address)
-        if not _ADDRESS.match(self.address):
-            raise ValidationError("address", f"{self.address!r} is not a valid email address")
+        check_address(self.address)
         if self.display_name is not None:
             _check_line("display name", self.display_name)
 
@@ -84,12 +135,10 @@ class EmailAddress:
             if "address" not in value:
                 raise ValidationError("address", f"missing 'address' in {dict(value)!r}")
             return cls(value["address"].strip(), value.get("display_name") or value.get("name") or None)
-        _check_line("address", value)
-        parsed = getaddresses([value])
-        if len(parsed) != 1 or not parsed[0][1]:
+        parsed = _parse_list(value)
+        if len(parsed) != 1:
             raise ValidationError("address", f"{value!r} is not a single email address")
-        name, address = parsed[0]
-        return cls(address, name or None)
+        return parsed[0]
 
     def to_acs(self) -> dict[str, str]:
         """ACS ``EmailAddress`` object."""
@@ -102,17 +151,17 @@ class EmailAddress:
 def parse_addresses(
     value: str | EmailAddress | Iterable[str | EmailAddress] | None,
 ) -> tuple[EmailAddress, ...]:
-    """A comma-separated string, one address, or a list of them, as a tuple of EmailAddress."""
+    """A comma-separated string, one address, or a list of them, as a tuple of EmailAddress.
+
+    Parsing is strict: ``Me <me@exa mple.com>`` or ``me@example.com <x@y.com>`` is refused, not repaired
+    into some other recipient (as :func:`email.utils.getaddresses` would).
+    """
     if value is None:
         return ()
     if isinstance(value, EmailAddress | Mapping):
         return (EmailAddress.parse(value),)
     if isinstance(value, str):
-        _check_line("address", value)
-        parsed = [EmailAddress(addr, name or None) for name, addr in getaddresses([value]) if addr]
-        if not parsed and value.strip():
-            raise ValidationError("address", f"{value!r} is not a valid email address list")
-        return tuple(parsed)
+        return _parse_list(value)
     return tuple(EmailAddress.parse(v) for v in value)
 
 
@@ -134,15 +183,19 @@ class Attachment:
         if self.content_type is None:
             guessed = guess_type(self.name)
             if guessed is None:
+                suffix = PurePath(self.name).suffix
                 raise ValidationError(
                     f"attachment {self.name!r}",
-                    "type cannot be guessed from the file name and is not on the ACS allow-list; "
-                    "give content_type explicitly or rename the file",
+                    f"{f'{suffix!r} files are' if suffix else 'a file without extension is'} not on the ACS "
+                    f"attachment allow-list ({', '.join(sorted(ALLOWED_BY_EXTENSION))}); pack it in a .zip, "
+                    "or give an allowed content type if the file is of one",
                 )
             object.__setattr__(self, "content_type", guessed)
         elif not is_allowed(self.content_type):
             raise ValidationError(
-                f"attachment {self.name!r}", f"content type {self.content_type!r} is not allowed by ACS Email"
+                f"attachment {self.name!r}",
+                f"content type {self.content_type!r} is not on the ACS attachment allow-list "
+                f"({', '.join(sorted(ALLOWED_TYPES))})",
             )
         if not self.data:
             raise ValidationError(f"attachment {self.name!r}", "is empty")
@@ -251,21 +304,29 @@ class EmailMessage:
             canonical = False
         if not canonical:
             raise ValidationError("message_id", f"{self.message_id!r} is not a UUID (ACS operation ids are)")
-        if not _ADDRESS.match(self.sender) or "\n" in self.sender or "\r" in self.sender:
+        try:
+            check_address(self.sender)
+        except ValidationError:
             raise ValidationError(
                 "sender", f"{self.sender!r} must be a plain address of a verified domain (no display name)"
-            )
+            ) from None
         _check_line("subject", self.subject)
+        if not self.subject.strip():
+            raise ValidationError("subject", "is empty; ACS refuses mail without a subject")
         if not self.to:
-            raise ValidationError("to", "at least one recipient is required")
+            raise ValidationError(
+                "to",
+                "at least one To recipient is required (ACS's schema requires one; for undisclosed recipients, "
+                "put your own address in To and the others in Bcc)",
+            )
         if self.recipient_count > limits.max_recipients:
             raise ValidationError(
                 "recipients",
                 f"{self.recipient_count} recipients; ACS accepts at most {limits.max_recipients} per mail "
                 "(to + cc + bcc). Send several mails instead",
             )
-        if self.text is None and self.html is None:
-            raise ValidationError("body", "give a plain text or an HTML body")
+        if not self.text and not self.html:
+            raise ValidationError("body", "is empty; give a plain-text or an HTML body (ACS refuses mail without one)")
         content_ids = [a.content_id for a in self.attachments if a.content_id]
         duplicates = sorted({c for c in content_ids if content_ids.count(c) > 1})
         if duplicates:
