@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import shlex
 import sys
 import time
 from collections.abc import Coroutine, Sequence
@@ -20,8 +21,9 @@ from typing import Any, TypeVar
 from acs_email_core.config import EngineSettings
 from acs_email_core.engine import Engine
 from acs_email_core.errors import AcsEmailError, ValidationError
-from acs_email_core.message import Attachment, EmailMessage
+from acs_email_core.message import Attachment, EmailMessage, MessageLimits
 from acs_email_core.outbox import Outbox, OutboxEntry, State
+from acs_email_core.transport import CERTIFICATE_REFUSED
 
 from .command import config_hint
 from .config import load_settings
@@ -75,7 +77,14 @@ def _build_parser() -> argparse.ArgumentParser:
     purge = actions.add_parser("purge", parents=[config], help="delete dead (default) or sent mails")
     purge.add_argument("ids", nargs="*", metavar="ID", help="message ids (default: all in that state)")
     purge.add_argument("--state", choices=[State.DEAD.value, State.SENT.value], default=State.DEAD.value)
-    actions.add_parser("flush", parents=[config], help="deliver everything queued, then exit")
+    flush = actions.add_parser("flush", parents=[config], help="deliver everything queued, then exit")
+    flush.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_SEND_TIMEOUT,
+        metavar="SECONDS",
+        help="stop after this long, exit 3, what is left stays queued (default: %(default)g; 0 = no limit)",
+    )
 
     emulator = sub.add_parser("emulator", help="run the local ACS Email emulator")
     emulator_cli.configure_parser(emulator)
@@ -98,11 +107,13 @@ def _seconds(value: str) -> float:
 class _AuthWatch(logging.Filter):
     """Ends a waiting command as soon as sending pauses on an authentication failure, and has it said once:
     while the watch is on, the engine's own log line for it is dropped, as the command prints the reason with
-    what to do next (azure.identity's warning with Entra's raw answer is silenced in ``main``)."""
+    what to do next (azure.identity's warning with Entra's raw answer is silenced in ``main``); so is its line
+    about the refusal of ``message_id``, the mail ``send`` prints the fate of."""
 
     def __init__(self) -> None:
         super().__init__()
         self.reason = ""
+        self.message_id: str | None = None
         self._failed = asyncio.Event()
 
     def __enter__(self) -> _AuthWatch:
@@ -113,7 +124,10 @@ class _AuthWatch(logging.Filter):
         _DISPATCHER_LOG.removeFilter(self)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "authentication failed" not in str(record.msg)
+        message = str(record.msg)
+        if "refused by ACS" in message:
+            return not (isinstance(record.args, tuple) and record.args[:1] == (self.message_id,))
+        return "authentication failed" not in message
 
     def __call__(self, reason: str) -> None:
         self.reason = reason
@@ -134,24 +148,38 @@ class _AuthWatch(logging.Filter):
         return None if work.cancelled() else work.result()
 
     def report(self, settings: EngineSettings, config: str) -> int:
-        print(f"authentication failed: {self.reason}", file=sys.stderr)
+        if self.reason.startswith(CERTIFICATE_REFUSED):  # not the credentials: the TLS trust or the host name
+            print(self.reason, file=sys.stderr)
+            fix = "fix acs.ca_file or the endpoint"
+        else:
+            print(f"authentication failed: {self.reason}", file=sys.stderr)
+            fix = "fix the credentials"
         hint = config_hint("flush", config)
-        print(
-            f"the mail stays queued in {settings.outbox_path}; fix the credentials, then run: {hint}", file=sys.stderr
-        )
+        print(f"the mail stays queued in {settings.outbox_path}; {fix}, then run: {hint}", file=sys.stderr)
         return EXIT_AUTH
 
 
-def _attachment(spec: str) -> Attachment:
-    """``FILE`` or ``FILE:TYPE`` (a file whose own name contains ':' is taken whole when it exists)."""
+def _attachment(spec: str, limits: MessageLimits) -> Attachment:
+    """``FILE`` or ``FILE:TYPE`` (a file whose own name contains ':' is taken whole when it exists).
+
+    Reads no more than a request can carry: a file too large to send is refused without loading it whole.
+    """
     path, content_type = Path(spec), None
     name, colon, given = spec.rpartition(":")
     if colon and "/" in given and not path.exists():
         path, content_type = Path(name), given.strip()
+    most = limits.max_request_bytes * 3 // 4  # base64 makes 4 bytes of 3
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(most + 1)
     except OSError as err:
         raise ValidationError(f"attachment {str(path)!r}", f"cannot read it: {err.strerror}") from None
+    if len(data) > most:
+        raise ValidationError(
+            f"attachment {str(path)!r}",
+            f"is over {most:,} bytes, more than a request can carry after base64 "
+            f"(limits.max_request_bytes: {limits.max_request_bytes:,})",
+        )
     try:
         return Attachment(path.name, data, content_type)
     except ValidationError as err:
@@ -166,7 +194,7 @@ def _addresses(values: Sequence[str]) -> str | None:
 
 async def _send(args: argparse.Namespace) -> int:
     _raw, settings = await asyncio.to_thread(load_settings, args.config)
-    attachments = [await asyncio.to_thread(_attachment, spec) for spec in args.attach]
+    attachments = [await asyncio.to_thread(_attachment, spec, settings.limits) for spec in args.attach]
     message = EmailMessage.build(
         sender=settings.sender,
         to=_addresses(args.to) or (),
@@ -187,7 +215,8 @@ async def _send(args: argparse.Namespace) -> int:
 async def _deliver(args: argparse.Namespace, settings: EngineSettings, message: EmailMessage, auth: _AuthWatch) -> int:
     """Queue the mail, wait for its outcome (at most ``--timeout``), say what happened; the exit code."""
     async with Engine(settings, on_auth_failure=auth) as engine:
-        message_id = await engine.submit(message, source="cli")
+        message_id = auth.message_id = await engine.submit(message, source="cli")
+        args.queued = (settings, message_id)  # for the message after Ctrl+C
         print(f"queued {message_id}", flush=True)
         try:
             async with asyncio.timeout(args.timeout or None):
@@ -207,7 +236,9 @@ async def _deliver(args: argparse.Namespace, settings: EngineSettings, message: 
             print(f"sent {message_id}")
             return EXIT_SENT
         entry = await engine.outbox.get(message_id)
-        print(f"dead {message_id}: {entry.last_error if entry else 'unknown reason'}", file=sys.stderr)
+        reason = entry.last_error if entry and entry.last_error else "unknown reason"
+        advice = "; acs.sender must be a MailFrom address of a domain linked to the resource"
+        print(f"dead {message_id}: {reason}{advice if 'DomainNotLinked' in reason else ''}", file=sys.stderr)
         return EXIT_DEAD
 
 
@@ -227,15 +258,27 @@ async def _drained(engine: Engine) -> bool:
         await asyncio.sleep(0.2)
 
 
-async def _flush(settings: EngineSettings, config: str) -> int:
-    """Deliver what is queued, then exit: 0 when everything left was sent, 1 if some mail is dead."""
+async def _flush(settings: EngineSettings, config: str, limit: float) -> int:
+    """Deliver what is queued, then exit: 0 when everything left was sent, 1 if some mail is dead, 3 if some
+    is still queued after ``limit`` seconds (0: no limit)."""
     with _AuthWatch() as auth:
         async with Engine(settings, on_auth_failure=auth) as engine:
             dead_before = (await engine.outbox.stats()).dead
-            if await auth.unless_failed(_drained(engine)) is None:
-                return auth.report(settings, config)
+            try:
+                async with asyncio.timeout(limit or None):
+                    if await auth.unless_failed(_drained(engine)) is None:
+                        return auth.report(settings, config)
+            except TimeoutError:
+                pass
             status = await engine.status()
     print(f"sent {status.sent_total}, dead {status.dead - dead_before}")
+    if status.queued or status.sending:
+        print(
+            f"{status.queued + status.sending} mail(s) still queued after {limit:g} s; they are kept in "
+            f"{settings.outbox_path} and go out with the next flush (--timeout 0 waits without limit)",
+            file=sys.stderr,
+        )
+        return EXIT_PENDING
     return EXIT_SENT if status.dead == dead_before else EXIT_DEAD
 
 
@@ -254,7 +297,7 @@ def _entry_line(entry: OutboxEntry, now: float) -> str:
 async def _queue(args: argparse.Namespace) -> int:
     _raw, settings = await asyncio.to_thread(load_settings, args.config)
     if args.action == "flush":
-        return await _flush(settings, args.config)
+        return await _flush(settings, args.config, args.timeout)
     async with Outbox(settings.outbox_path, max_messages=settings.max_messages, retry=settings.retry) as outbox:
         if args.action == "list":
             entries = await outbox.list(State(args.state) if args.state else None, limit=args.limit)
@@ -297,5 +340,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID
     except KeyboardInterrupt:
-        print("interrupted; queued mail stays in the outbox", file=sys.stderr)
+        # A second Ctrl+C cuts the clean-up short: the HTTP session left to the GC is no news to the user.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        print(f"interrupted; {_after_interrupt(args)}", file=sys.stderr)
         return 130
+
+
+def _after_interrupt(args: argparse.Namespace) -> str:
+    """What became of the mail ``send`` queued (the request in flight was given time to finish)."""
+    queued: tuple[EngineSettings, str] | None = getattr(args, "queued", None)
+    if queued is None:
+        return "queued mail stays in the outbox"
+    settings, message_id = queued
+
+    async def state() -> State | None:
+        async with Outbox(settings.outbox_path, max_messages=settings.max_messages, retry=settings.retry) as outbox:
+            entry = await outbox.get(message_id)
+        return entry.state if entry else None
+
+    try:
+        found = asyncio.run(state())
+    except Exception:  # best effort: what matters is that the command stopped and the mail is on disk
+        found = None
+    if found is State.SENT or found is State.DEAD:
+        return f"{message_id} is {found.value} (queue list --config {shlex.quote(args.config)} shows it)"
+    return (
+        f"{message_id} stays queued in {settings.outbox_path}; it goes out with a bridge delivering from it, "
+        f"or with: {config_hint('flush', args.config)}"
+    )

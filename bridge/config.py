@@ -21,17 +21,23 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader plus the two secret tags; a fresh subclass so the global SafeLoader stays untouched."""
 
     base_dir: Path = Path()
+    config_name: str = ""
+
+
+def _where(loader: _Loader, node: yaml.Node) -> str:
+    """``acs.yaml line 4``: where a tag is, since its error cannot name the key it is the value of."""
+    return f"{loader.config_name} line {node.start_mark.line + 1}"
 
 
 def _env_var(loader: _Loader, node: yaml.Node) -> str:
     parts = str(loader.construct_scalar(node)).split(None, 1)  # type: ignore[arg-type]
     if not parts:
-        raise ConfigError("!env_var needs a variable name")
+        raise ConfigError(f"{_where(loader, node)}: !env_var needs a variable name")
     value = os.environ.get(parts[0])
     if value is None:
         if len(parts) == 2:
             return parts[1]
-        raise ConfigError(f"environment variable {parts[0]} is not set")
+        raise ConfigError(f"{_where(loader, node)}: environment variable {parts[0]} is not set")
     return value
 
 
@@ -42,7 +48,9 @@ def _file(loader: _Loader, node: yaml.Node) -> str:
     try:
         return path.read_text(encoding="utf-8").strip()
     except OSError as err:
-        raise ConfigError(f"cannot read secret file {path}: {err.strerror}") from None
+        raise ConfigError(f"{_where(loader, node)}: cannot read secret file {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{_where(loader, node)}: secret file {path} is not UTF-8 text") from None
 
 
 _Loader.add_constructor("!env_var", _env_var)
@@ -56,9 +64,12 @@ def load_yaml(filename: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
 
     class Loader(_Loader):
         base_dir = path.parent
+        config_name = str(path)
 
     try:
         data = yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass

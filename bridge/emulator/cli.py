@@ -10,8 +10,11 @@ import json
 import secrets
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+from acs_email_core.errors import ValidationError
+from acs_email_core.message import check_address
 from acs_email_core.quota import PRESETS
 
 from .server import Emulator
@@ -22,8 +25,8 @@ DEFAULT_STATE_DIR = Path(".acs-emulator")
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the emulator's options to ``parser`` (the bridge CLI mounts it as a subcommand)."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8443, help="HTTPS port, 0 = any free one (default: %(default)s)")
-    parser.add_argument("--http-port", type=int, default=None, help="also serve plain http on this port (0 = any)")
+    parser.add_argument("--port", type=_port, default=8443, help="HTTPS port, 0 = any free one (default: %(default)s)")
+    parser.add_argument("--http-port", type=_port, default=None, help="also serve plain http on this port (0 = any)")
     parser.add_argument(
         "--tls-dir",
         type=Path,
@@ -45,6 +48,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--senders",
         nargs="+",
+        type=_sender,
         metavar="ADDRESS",
         default=None,
         help="the MailFrom addresses of the linked domains; others are refused as ACS does (default: any)",
@@ -66,9 +70,34 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def banner(emu: Emulator) -> str:
-    """Everything a client needs, including a ready-to-paste ``acs:`` YAML block."""
+def _port(value: str) -> int:
+    if not (value.isdigit() and int(value) <= 65535):
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, not {value!r}")
+    return int(value)
+
+
+def _sender(value: str) -> str:
+    """A MailFrom address as ACS lists it for a linked domain: a plain address, no display name."""
+    try:
+        return check_address(value.strip())
+    except ValidationError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a plain email address such as DoNotReply@example.com"
+        ) from None
+
+
+def banner(emu: Emulator, senders: Sequence[str] | None = None) -> str:
+    """Everything a client needs, including a ready-to-paste ``acs:`` YAML block.
+
+    ``senders`` are the emulator's ``--senders``: the pasted block uses the first, since it refuses others.
+    """
     q = json.dumps  # a JSON string is a valid, safely quoted YAML scalar
+    sender = (
+        f"  sender: {q(senders[0])}  # one of the emulator's --senders"
+        if senders
+        else '  sender: "DoNotReply@example.com"  # any address; the real service wants one of a linked domain'
+    )
+    no_role = next((c for c in emu.clients.items() if c[0][1] in emu.without_role), None)
     lines = [
         "ACS Email emulator running",
         f"  endpoint:          {emu.endpoint}",
@@ -80,10 +109,16 @@ def banner(emu: Emulator) -> str:
         f"  tenant id:         {emu.tenant_id}",
         f"  client id:         {emu.client_id}",
         f"  client secret:     {emu.client_secret}",
+        *(
+            [f"  without the role:  client id {no_role[0][1]}, secret {no_role[1]} (tokens, then 403 from ACS)"]
+            if no_role
+            else []
+        ),
+        *([f"  senders:           {', '.join(senders)} (others: 400 DomainNotLinked)"] if senders else []),
         f"  admin API:         {emu.endpoint}/_emulator",
         "",
         "acs:",
-        '  sender: "DoNotReply@example.com"  # any address; the real service wants one of a linked domain',
+        sender,
         f"  connection_string: {q(emu.connection_string)}",
         f"  ca_file: {q(str(emu.ca_file.resolve()))}",
         "  # or Entra ID (service principal) instead of the access key:",
@@ -145,7 +180,7 @@ async def _serve(args: argparse.Namespace, access_key: str) -> int:
         # Only the main thread may own signal handlers; elsewhere Ctrl+C arrives as KeyboardInterrupt.
         with contextlib.suppress(ValueError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    print(banner(emu), flush=True)  # after the handlers: a supervisor may signal as soon as it reads this
+    print(banner(emu, args.senders), flush=True)  # after the handlers: a supervisor may signal as soon as it reads this
     try:
         await stop.wait()
     finally:
@@ -154,9 +189,22 @@ async def _serve(args: argparse.Namespace, access_key: str) -> int:
     return 0
 
 
+def _prepare_dirs(args: argparse.Namespace) -> None:
+    """Create the directories it writes to now: a path that cannot be one is a usage error, not a failed send."""
+    for option in ("tls_dir", "state_dir", "record_dir"):
+        directory = _optional_dir(getattr(args, option))
+        if directory is None:
+            continue
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ValueError(f"--{option.replace('_', '-')} {directory}: {error.strerror}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run until SIGINT/SIGTERM; returns the process exit status."""
     try:
+        _prepare_dirs(args)
         return asyncio.run(_serve(args, _access_key(args)))
     except ValueError as error:  # e.g. an access key that is not base64
         print(f"emulator: {error}", file=sys.stderr)

@@ -29,3 +29,20 @@ async def test_without_a_quota_the_client_keeps_its_default(make_emulator) -> No
     emu = await make_emulator()
     block = banner(emu).split("\nacs:", 1)[1]
     assert "quota:" not in block
+
+
+async def test_pasted_block_uses_the_first_of_the_senders_the_emulator_accepts(make_emulator) -> None:
+    senders = ["alerts@home.example", "ups@home.example"]
+    emu = await make_emulator(senders=senders)
+    text = banner(emu, senders)
+    pasted = yaml.safe_load(text[text.index("\nacs:") : text.index("Press Ctrl+C")])
+    assert settings_from_config(pasted).sender == "alerts@home.example"  # the emulator refuses DoNotReply@example.com
+    assert "  senders:           alerts@home.example, ups@home.example" in text
+
+
+async def test_banner_shows_the_principal_without_the_role(make_emulator) -> None:
+    emu = await make_emulator()
+    ((tenant, client), secret) = next(item for item in emu.clients.items() if item[0][1] in emu.without_role)
+    text = banner(emu)
+    assert f"client id {client}, secret {secret} (tokens, then 403 from ACS)" in text
+    assert tenant == emu.tenant_id and client != emu.client_id

@@ -7,8 +7,9 @@ import contextlib
 import io
 import os
 import shlex
+import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -335,3 +336,138 @@ async def test_wrong_client_secret_is_reported_once(emu: Emulator, tmp_path: Pat
     assert process.returncode == EXIT_AUTH, err
     assert err.count("AADSTS7000215") == 1, err
     assert err.startswith("authentication failed: HTTP 401") and "queue flush --config" in err
+
+
+async def _process(*argv: str, interrupt: Callable[[], Awaitable[object]] | None = None) -> tuple[int, str, str]:
+    """Run the CLI as a user does, in its own process; with ``interrupt``, press Ctrl+C (SIGINT) once it has
+    printed "queued" and ``interrupt()`` returned (whatever the SIGINT disposition this test run inherited)."""
+    code = "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); " + (
+        "from acs_email_bridge.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    out = b""
+    async with asyncio.timeout(60):
+        if interrupt is not None:
+            out = await process.stdout.readline()
+            assert out.startswith(b"queued "), out
+            await interrupt()
+            process.send_signal(signal.SIGINT)
+        rest, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, (out + rest).decode(), err.decode()
+
+
+async def test_a_dead_mail_is_reported_once_with_what_to_fix(emu: Emulator, tmp_path: Path) -> None:
+    config = _config(tmp_path, emu, sender="other@cli.example.com")  # not a linked sender: 400
+    code, _out, err = await _process("send", "-c", str(config), "--to", "a@example.com", "-s", "x", "-t", "y")
+    assert code == EXIT_DEAD
+    assert err.count("DomainNotLinked") == 1, err  # not also as the engine's log line
+    assert err.startswith("dead ") and "acs.sender must be a MailFrom address of a domain linked" in err
+
+
+async def test_ctrl_c_while_the_request_is_in_flight_says_it_was_sent(emu: Emulator, tmp_path: Path) -> None:
+    emu.faults.add(Fault.delay(3, after=True))  # accepted, then the answer takes 3 s
+    config = _config(tmp_path, emu, timeout=5)
+
+    async def accepted() -> None:
+        while not emu.mails:
+            await asyncio.sleep(0.05)
+
+    code, out, err = await _process(
+        "send", "-c", str(config), "--to", "a@example.com", "-s", "x", "-t", "y", interrupt=accepted
+    )
+    message_id = out.split()[1]
+    assert code == 130
+    assert err.strip() == f"interrupted; {message_id} is sent (queue list --config {config} shows it)"
+    assert len(emu.mails) == 1
+
+
+async def test_ctrl_c_while_acs_is_down_keeps_the_mail_and_says_how_it_goes_out(emu: Emulator, tmp_path: Path) -> None:
+    emu.faults.add(Fault.error(503, times=1_000))
+    config = _config(tmp_path, emu)
+
+    async def refused() -> None:
+        while not emu.requests.count("send", 503):
+            await asyncio.sleep(0.05)
+
+    code, out, err = await _process(
+        "send", "-c", str(config), "--to", "a@example.com", "-s", "x", "-t", "y", interrupt=refused
+    )
+    message_id = out.split()[1]
+    assert code == 130
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"interrupted; {message_id} stays queued in ") and "queue flush --config" in last
+    emu.faults.clear()
+    assert await _run("queue", "flush", "-c", str(config)) == (EXIT_SENT, "sent 1, dead 0\n", "")
+    assert len(emu.mails) == 1
+
+
+async def test_flush_does_not_hang_while_acs_is_down(emu: Emulator, tmp_path: Path) -> None:
+    emu.faults.add(Fault.error(503, times=1_000))
+    config = _config(tmp_path, emu)
+    code, _out, _err = await _run(
+        "send", "-c", str(config), "--to", "a@example.com", "-s", "x", "-t", "y", "--timeout", "0.5"
+    )
+    assert code == EXIT_PENDING
+    code, out, err = await _run("queue", "flush", "-c", str(config), "--timeout", "1")
+    assert code == EXIT_PENDING
+    assert out == "sent 0, dead 0\n"
+    assert err.startswith("1 mail(s) still queued after 1 s; they are kept in ") and "--timeout 0" in err
+    assert _build_parser().parse_args(["queue", "flush", "-c", "x"]).timeout == DEFAULT_SEND_TIMEOUT
+
+
+async def test_an_attachment_too_large_to_send_is_refused_without_reading_it_whole(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    video = tmp_path / "camera.mp4"
+    with video.open("wb") as file:
+        file.truncate(64 * 1024 * 1024)  # sparse: costs no disk
+    code, out, err = await _run(
+        "send", "-c", str(_config(tmp_path, emu)), "--to", "a@example.com", "-s", "x", "-t", "y", "--attach", str(video)
+    )
+    assert code == EXIT_INVALID and "queued" not in out
+    assert err == (
+        f"error: attachment {str(video)!r}: is over 7,864,320 bytes, more than a request can carry after base64 "
+        "(limits.max_request_bytes: 10,485,760)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "field"),
+    [("--to", "Me <me@exa mple.com>", "to"), ("--cc", "a@b.com>", "cc"), ("--reply-to", "x", "reply_to")],
+)
+async def test_an_address_error_names_the_option(
+    emu: Emulator, tmp_path: Path, option: str, value: str, field: str
+) -> None:
+    argv = ["send", "-c", str(_config(tmp_path, emu)), "-s", "x", "-t", "y", option, value]
+    if option != "--to":
+        argv += ["--to", "a@example.com"]
+    code, _out, err = await _run(*argv)
+    assert code == EXIT_INVALID
+    assert err.startswith(f"error: {field}: {value!r} is not ")
+
+
+@pytest.mark.parametrize(
+    ("write", "expected"),
+    [
+        (
+            lambda d: (d / "acs.yaml").write_bytes(b"acs:\n  sender: \xff\xfe\n"),
+            "config file {d}/acs.yaml is not UTF-8",
+        ),
+        (
+            lambda d: (d / "secret.txt").write_bytes(b"\x89PNG\r\n\xff"),
+            "acs.yaml line 5: secret file {d}/secret.txt is",
+        ),
+        (lambda d: (d / "secret.txt").unlink(), "acs.yaml line 5: cannot read secret file {d}/secret.txt"),
+    ],
+)
+async def test_unreadable_config_or_secret_is_one_line(emu: Emulator, tmp_path: Path, write, expected: str) -> None:
+    config = _config(tmp_path, emu)
+    assert config.read_text().splitlines()[4].strip() == "client_secret: !file secret.txt"  # line 5
+    write(tmp_path)
+    code, _out, err = await _run("send", "-c", str(config), "--to", "a@example.com", "-s", "x", "-t", "y")
+    assert code == EXIT_INVALID
+    assert expected.format(d=tmp_path) in err and len(err.splitlines()) == 1, err

@@ -110,3 +110,34 @@ def test_bad_access_key_is_a_usage_error() -> None:
     parser = argparse.ArgumentParser()
     cli.configure_parser(parser)
     assert cli.run(parser.parse_args(["--access-key", "not base64!", "--port", "0"])) == 2
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--senders", "Alerts <alerts@example.com>"],
+        ["--senders", "ok@example.com", "not-an-address"],
+        ["--port", "99999"],
+    ],
+)
+def test_bad_options_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    cli.configure_parser(parser)
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--state-dir", "--record-dir", "--tls-dir"])
+def test_a_directory_option_naming_a_file_is_refused_at_start(
+    option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file").write_text("x")
+    parser = argparse.ArgumentParser()
+    cli.configure_parser(parser)
+    defaults = ["--port", "0", f"--tls-dir={tmp_path / 'tls'}", f"--state-dir={tmp_path}", f"--record-dir={tmp_path}"]
+    args = parser.parse_args([*defaults, option, str(tmp_path / "file" / "sub")])
+    assert cli.run(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"emulator: {option} {tmp_path / 'file' / 'sub'}: ") and len(err.splitlines()) == 1

@@ -81,8 +81,8 @@ async def test_a_ca_file_that_does_not_match_is_a_pause_not_an_outage(
     assert outcome.kind is OutcomeKind.AUTH
     port = emulator.endpoint.rsplit(":", 1)[1]
     assert outcome.detail == (
-        f"TLS certificate of 127.0.0.1:{port} refused (CERTIFICATE_VERIFY_FAILED: unable to get local issuer "
-        "certificate); check ca_file and the endpoint's host name"
+        f"certificate not trusted: TLS certificate of 127.0.0.1:{port} refused (CERTIFICATE_VERIFY_FAILED: unable "
+        "to get local issuer certificate); check ca_file (the CA that signed the server's certificate)"
     )
     assert emulator.mails == []
 
@@ -94,14 +94,14 @@ async def test_a_certificate_for_another_host_is_a_pause_not_an_outage(
     async with AcsTransport(credentials, timeout=5.0) as transport:
         outcome = await transport.send(_message().to_acs_payload(), str(uuid.uuid4()))
     assert outcome.kind is OutcomeKind.AUTH
+    assert outcome.detail.startswith("host name mismatch: TLS certificate of 127.0.0.1:")
     assert "mismatch, certificate is not valid for '127.0.0.1'" in outcome.detail
+    assert outcome.detail.endswith("check the host name in the endpoint")
 
 
-async def test_send_exits_4_and_says_why_when_the_certificate_is_refused(
-    emulator: Emulator, foreign_ca: tuple[trustme.CA, Path], tmp_path: Path
-) -> None:
+async def _send_via_cli(endpoint: str, ca_file: Path, tmp_path: Path) -> tuple[int, str]:
     config = tmp_path / "acs.yaml"
-    acs = {"connection_string": emulator.connection_string, "ca_file": str(foreign_ca[1]), "sender": SENDER}
+    acs = {"connection_string": f"endpoint={endpoint}/;accesskey=a2V5", "ca_file": str(ca_file), "sender": SENDER}
     config.write_text(yaml.safe_dump({"acs": acs, "outbox": {"path": str(tmp_path / "outbox.db")}}))
     out, err = io.StringIO(), io.StringIO()
 
@@ -110,9 +110,29 @@ async def test_send_exits_4_and_says_why_when_the_certificate_is_refused(
             argv = ["send", "-c", str(config), "--to", "a@example.com", "-s", "x", "-t", "y", "--timeout", "60"]
             return main(argv)
 
-    assert await asyncio.wait_for(asyncio.to_thread(send), 60) == EXIT_AUTH  # at once, not after a backoff
-    assert "CERTIFICATE_VERIFY_FAILED" in err.getvalue()
+    code = await asyncio.wait_for(asyncio.to_thread(send), 60)
+    return code, err.getvalue()
+
+
+async def test_send_exits_4_and_says_the_certificate_is_not_trusted(
+    emulator: Emulator, foreign_ca: tuple[trustme.CA, Path], tmp_path: Path
+) -> None:
+    code, err = await _send_via_cli(emulator.endpoint, foreign_ca[1], tmp_path)
+    assert code == EXIT_AUTH  # at once, not after a backoff
+    first, second = err.splitlines()
+    assert first.startswith("certificate not trusted: TLS certificate of 127.0.0.1:")
+    assert "CERTIFICATE_VERIFY_FAILED" in first and "check ca_file" in first
+    assert "authentication" not in err and "fix acs.ca_file or the endpoint, then run:" in second
     assert emulator.mails == []
+
+
+async def test_send_exits_4_and_says_the_host_name_does_not_match(
+    wrong_host: str, foreign_ca: tuple[trustme.CA, Path], tmp_path: Path
+) -> None:
+    code, err = await _send_via_cli(wrong_host, foreign_ca[1], tmp_path)
+    assert code == EXIT_AUTH
+    assert err.startswith("host name mismatch: TLS certificate of 127.0.0.1:"), err
+    assert "authentication" not in err and len(err.splitlines()) == 2
 
 
 # ---- a principal without the role: pause, keep the mail -----------------------------------------------------------

@@ -177,8 +177,8 @@ def test_address_forms():
     ],
 )
 def test_bad_recipient_is_refused(address):
-    refused("address", to=address)
-    refused("address", to="ok@example.com", cc=[address])
+    refused("to", to=address)
+    refused("cc", to="ok@example.com", cc=[address])
 
 
 def test_a_list_item_is_one_address():
@@ -187,7 +187,7 @@ def test_a_list_item_is_one_address():
 
 
 def test_non_ascii_local_part_is_explained():
-    assert "only ASCII before the @" in str(refused("address", to="Smile <😀@example.com>"))
+    assert "only ASCII before the @" in str(refused("to", to="Smile <😀@example.com>"))
 
 
 @pytest.mark.parametrize(
@@ -207,7 +207,7 @@ def test_addresses_kept_exactly_as_written(written, expected):
 
 
 def test_mapping_without_address_is_refused():
-    refused("address", to=[{"display_name": "Ops"}])
+    refused("to", to=[{"display_name": "Ops"}])
 
 
 @pytest.mark.parametrize("sender", ["Alerts <alerts@example.com>", "<alerts@example.com>", "alerts", " a@example.com"])
@@ -234,10 +234,10 @@ def test_bcc_only_mail_is_refused_with_advice():
         ("subject", {"subject": "UPS\r\nBcc: evil@example.org"}),
         ("subject", {"subject": "trailing\n"}),
         ("sender", {"sender": SENDER + "\n"}),
-        ("address", {"to": "ops@example.com\r\nBcc: evil@example.org"}),
-        ("address", {"to": ["Ops\n <ops@example.com>"]}),
-        ("display name", {"to": [{"address": "ops@example.com", "display_name": "Ops\r\nBcc: evil@example.org"}]}),
-        ("display name", {"to": [{"address": "ops@example.com", "name": "Ops\n"}]}),
+        ("to", {"to": "ops@example.com\r\nBcc: evil@example.org"}),
+        ("to", {"to": ["Ops\n <ops@example.com>"]}),
+        ("to", {"to": [{"address": "ops@example.com", "display_name": "Ops\r\nBcc: evil@example.org"}]}),
+        ("reply_to", {"reply_to": [{"address": "ops@example.com", "name": "Ops\n"}]}),
         ("header 'X-Route'", {"headers": {"X-Route": "a\r\nBcc: evil@example.org"}}),
         ("header 'X-Route\\n'", {"headers": {"X-Route\n": "a"}}),
     ],

@@ -165,6 +165,17 @@ def parse_addresses(
     return tuple(EmailAddress.parse(v) for v in value)
 
 
+def _recipients(
+    field_name: str, value: str | EmailAddress | Iterable[str | EmailAddress] | None
+) -> tuple[EmailAddress, ...]:
+    """:func:`parse_addresses`, its errors naming the field (``to``, ``cc``…) rather than "address"."""
+    try:
+        return parse_addresses(value)
+    except ValidationError as err:
+        reason = err.reason if err.field == "address" else f"{err.field} {err.reason}"
+        raise ValidationError(field_name, reason) from None
+
+
 @dataclass(frozen=True)
 class Attachment:
     """A file to attach; with ``content_id`` it is inline (``<img src="cid:…">`` in the HTML body)."""
@@ -272,13 +283,13 @@ class EmailMessage:
             raise ValidationError("priority", f"{priority!r} is not one of high, normal, low") from None
         message = cls(
             sender=sender,
-            to=parse_addresses(to),
+            to=_recipients("to", to),
             subject=subject,
             text=text,
             html=html,
-            cc=parse_addresses(cc),
-            bcc=parse_addresses(bcc),
-            reply_to=parse_addresses(reply_to),
+            cc=_recipients("cc", cc),
+            bcc=_recipients("bcc", bcc),
+            reply_to=_recipients("reply_to", reply_to),
             attachments=tuple(attachments),
             headers=dict(headers or {}),
             priority=prio,

@@ -36,6 +36,9 @@ from azure.identity.aio import ClientSecretCredential
 from .errors import ConfigError
 
 API_VERSION = "2025-09-01"
+# How the detail of a refused server certificate starts (an AUTH outcome that new credentials cannot fix).
+CERTIFICATE_REFUSED = ("certificate not trusted", "host name mismatch")
+_X509_NAME_MISMATCH = frozenset({62, 64})  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
 _ACCEPTED = frozenset({"notstarted", "running", "succeeded"})
 
 
@@ -305,7 +308,10 @@ def _causes(err: BaseException) -> list[BaseException]:
 
 
 def _certificate_error(err: Exception) -> str | None:
-    """Why the server's certificate was refused (unknown CA, wrong host name, expired), if that is the cause."""
+    """Why the server's certificate was refused (unknown CA, wrong host name, expired), if that is the cause.
+
+    The text starts with one of :data:`CERTIFICATE_REFUSED`, so that it is not taken for a credentials problem.
+    """
     chain = _causes(err)
     host = next((f" of {c.host}:{c.port}" for c in chain if isinstance(c, aiohttp.ClientConnectorError)), "")
     refused = [c for c in chain if isinstance(c, ssl.SSLCertVerificationError)]  # aiohttp's wrapper is one too
@@ -314,7 +320,11 @@ def _certificate_error(err: Exception) -> str | None:
     cause = refused[-1]  # the ssl module's own error, with the verification message
     message = getattr(cause, "verify_message", None)
     why = f"{getattr(cause, 'reason', None)}: {message}" if message else str(cause)
-    return f"TLS certificate{host} refused ({why}); check ca_file and the endpoint's host name"
+    if getattr(cause, "verify_code", None) in _X509_NAME_MISMATCH:
+        what, advice = CERTIFICATE_REFUSED[1], "check the host name in the endpoint"
+    else:
+        what, advice = CERTIFICATE_REFUSED[0], "check ca_file (the CA that signed the server's certificate)"
+    return f"{what}: TLS certificate{host} refused ({why}); {advice}"
 
 
 def _names_operation_id(err: HttpResponseError) -> bool:
