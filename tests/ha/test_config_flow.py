@@ -240,6 +240,16 @@ async def test_blank_client_id_is_invalid_auth(hass: HomeAssistant, emu: Emulato
     assert emu.requests.count() == 0
 
 
+async def test_without_ca_file_uses_home_assistant_session(hass: HomeAssistant, emu: Emulator) -> None:
+    """Production path: HA's shared aiohttp session (and its trust store) when no extra CA file is set."""
+    closed = f"endpoint=https://127.0.0.1:9/;accesskey={emu.access_key}"
+    result = await start(hass, AUTH_CONNECTION_STRING)
+    with patch.object(validate, "async_get_clientsession", wraps=validate.async_get_clientsession) as get_session:
+        result = await configure(hass, result, connection_input(emu, connection_string=closed, advanced={}))
+    assert result["errors"] == {"base": "cannot_connect"}
+    get_session.assert_called_once_with(hass)
+
+
 async def test_unreachable_endpoint_is_cannot_connect(hass: HomeAssistant, emu: Emulator) -> None:
     result = await start(hass, AUTH_CONNECTION_STRING)
     closed = f"endpoint=https://127.0.0.1:9/;accesskey={emu.access_key}"
