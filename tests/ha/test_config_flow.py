@@ -6,13 +6,13 @@ it tells the user, and that checking credentials sends nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 from unittest.mock import AsyncMock, patch
 
 import pytest
-from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER
+from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER, ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.util import dt as dt_util
@@ -61,10 +61,16 @@ async def emu(make_emulator: Any) -> Emulator:
 
 
 @pytest.fixture(autouse=True)
-def mock_setup_entry() -> Iterator[AsyncMock]:
-    """Saved entries are not started (the runtime's own tests do that)."""
-    with patch("custom_components.acs_email.async_setup_entry", return_value=True) as mock:
+async def mock_setup_entry(hass: HomeAssistant) -> AsyncIterator[AsyncMock]:
+    """Saved entries are not started (the runtime's own tests do that), and are unloaded as they were loaded."""
+    with (
+        patch("custom_components.acs_email.async_setup_entry", return_value=True) as mock,
+        patch("custom_components.acs_email.async_unload_entry", return_value=True),
+    ):
         yield mock
+        for entry in hass.config_entries.async_entries(DOMAIN):
+            if entry.state is ConfigEntryState.LOADED:
+                await hass.config_entries.async_unload(entry.entry_id)
 
 
 def future_date(days: int = 365) -> str:
