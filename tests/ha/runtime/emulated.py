@@ -6,7 +6,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from homeassistant.components.repairs import repairs_flow_manager
 from homeassistant.config_entries import ConfigSubentryData
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResult
+from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from acs_email_bridge.emulator import Emulator
@@ -21,6 +25,7 @@ from custom_components.acs_email.const import (
     CONF_ENDPOINT,
     CONF_SENDER,
     CONF_TENANT_ID,
+    DOMAIN,
     SUBENTRY_RECIPIENT,
 )
 from custom_components.acs_email.core.outbox import State
@@ -67,3 +72,13 @@ async def wait_until(predicate: Callable[[], bool], limit: float = DELIVERY_TIME
     async with asyncio.timeout(limit):
         while not predicate():
             await asyncio.sleep(0.02)
+
+
+async def fix_issue(hass: HomeAssistant, issue_id: str) -> FlowResult:
+    """Open an issue's fix flow as the Repairs dashboard does, and confirm it."""
+    assert await async_setup_component(hass, "repairs", {})
+    manager = repairs_flow_manager(hass)
+    assert manager is not None
+    result = await manager.async_init(DOMAIN, data={"issue_id": issue_id})
+    assert result["step_id"] == "confirm"
+    return await manager.async_configure(result["flow_id"], {})
