@@ -7,15 +7,26 @@ it tells the user, and that checking credentials sends nothing.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import Any
 from unittest.mock import AsyncMock, patch
 
 import pytest
+from flow_inputs import (
+    OTHER_SENDER,
+    OWNER,
+    SENDER,
+    UNLINKED_SENDER,
+    configure,
+    connection_input,
+    future_date,
+    principal_data,
+    principal_input,
+    start,
+    unique_id,
+)
 from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER, ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
-from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from acs_email_bridge.emulator import Emulator
@@ -46,11 +57,6 @@ from custom_components.acs_email.const import (
     DOMAIN,
 )
 
-SENDER = "DoNotReply@ha.example.com"
-OTHER_SENDER = "alerts@ha.example.com"
-UNLINKED_SENDER = "DoNotReply@elsewhere.example.org"
-OWNER = "owner@example.com"
-
 pytestmark = pytest.mark.usefixtures("socket_enabled")  # the emulator listens on 127.0.0.1
 
 
@@ -73,55 +79,6 @@ async def mock_setup_entry(hass: HomeAssistant) -> AsyncIterator[AsyncMock]:
                 await hass.config_entries.async_unload(entry.entry_id)
 
 
-def future_date(days: int = 365) -> str:
-    return (dt_util.now().date() + timedelta(days=days)).isoformat()
-
-
-def principal_input(emu: Emulator, **changes: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        CONF_ENDPOINT: emu.endpoint + "/",
-        CONF_TENANT_ID: emu.tenant_id,
-        CONF_CLIENT_ID: emu.client_id,
-        CONF_CLIENT_SECRET: emu.client_secret,
-        CONF_SENDER: SENDER,
-        CONF_QUOTA: "custom_domain",
-        "advanced": {CONF_AUTHORITY: emu.authority, CONF_CA_FILE: str(emu.ca_file)},
-    }
-    values.update(changes)
-    return values
-
-
-def connection_input(emu: Emulator, **changes: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        CONF_CONNECTION_STRING: emu.connection_string,
-        CONF_SENDER: SENDER,
-        CONF_QUOTA: "custom_domain",
-        "advanced": {CONF_CA_FILE: str(emu.ca_file)},
-    }
-    values.update(changes)
-    return values
-
-
-def principal_data(emu: Emulator, **changes: Any) -> dict[str, Any]:
-    """Entry data as the flow saves it for a service principal."""
-    data: dict[str, Any] = {
-        CONF_AUTH_METHOD: AUTH_SERVICE_PRINCIPAL,
-        CONF_ENDPOINT: emu.endpoint,
-        CONF_TENANT_ID: emu.tenant_id,
-        CONF_CLIENT_ID: emu.client_id,
-        CONF_CLIENT_SECRET: emu.client_secret,
-        CONF_SENDER: SENDER,
-        CONF_AUTHORITY: emu.authority,
-        CONF_CA_FILE: str(emu.ca_file),
-    }
-    data.update(changes)
-    return data
-
-
-def unique_id(emu: Emulator, sender: str = SENDER) -> str:
-    return f"{emu.endpoint.lower()}|{sender.lower()}"
-
-
 def add_entry(hass: HomeAssistant, emu: Emulator, **changes: Any) -> MockConfigEntry:
     data = principal_data(emu, **changes)
     entry = MockConfigEntry(
@@ -129,20 +86,6 @@ def add_entry(hass: HomeAssistant, emu: Emulator, **changes: Any) -> MockConfigE
     )
     entry.add_to_hass(hass)
     return entry
-
-
-async def start(hass: HomeAssistant, method: str) -> dict[str, Any]:
-    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
-    assert result["type"] is FlowResultType.MENU
-    assert result["menu_options"] == [AUTH_SERVICE_PRINCIPAL, AUTH_CONNECTION_STRING]
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], {"next_step_id": method})
-    assert result["type"] is FlowResultType.FORM
-    assert result["step_id"] == method
-    return result
-
-
-async def configure(hass: HomeAssistant, result: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    return await hass.config_entries.flow.async_configure(result["flow_id"], values)
 
 
 # ---- user flow
