@@ -257,6 +257,16 @@ async def test_duplicate_aborts(hass: HomeAssistant, emu: Emulator) -> None:
     assert emu.requests.count() == 0
 
 
+async def test_second_flow_for_the_same_sender_aborts(hass: HomeAssistant, emu: Emulator) -> None:
+    first = await start(hass, AUTH_CONNECTION_STRING)
+    first = await configure(hass, first, connection_input(emu))
+    assert first["step_id"] == "test_mail"  # holds the unique id while the user decides about a test mail
+    second = await start(hass, AUTH_SERVICE_PRINCIPAL)
+    second = await configure(hass, second, principal_input(emu))
+    assert second["type"] is FlowResultType.ABORT
+    assert second["reason"] == "already_in_progress"
+
+
 # ---- test mail step
 async def goto_test_mail(hass: HomeAssistant, emu: Emulator, sender: str = SENDER) -> dict[str, Any]:
     result = await start(hass, AUTH_CONNECTION_STRING)
