@@ -79,6 +79,7 @@ from .const import (
 from .core.errors import ConfigError, ValidationError
 from .core.message import EmailAddress
 from .core.transport import parse_connection_string
+from .settings import notify_service_name
 from .validate import CheckFailed, TestMailResult, async_check_credentials, async_send_test_mail
 
 SECTION_ADVANCED = "advanced"
@@ -211,6 +212,13 @@ def _parse_credentials(method: str, user_input: Mapping[str, Any]) -> tuple[dict
     return data, errors
 
 
+def _quota_errors(user_input: Mapping[str, Any]) -> dict[str, str]:
+    """An hour holds at least a minute's worth of mail."""
+    if int(user_input[CONF_PER_HOUR]) < int(user_input[CONF_PER_MINUTE]):
+        return {CONF_PER_HOUR: "hour_below_minute"}
+    return {}
+
+
 def _unique_id(data: Mapping[str, Any]) -> str:
     """One entry per ACS resource and sender."""
     return f"{data[CONF_ENDPOINT].lower()}|{data[CONF_SENDER].lower()}"
@@ -285,11 +293,18 @@ class AcsEmailConfigFlow(ConfigFlow, domain=DOMAIN):
 
     async def async_step_quota(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Custom quota numbers (raised limits granted by Microsoft support)."""
+        errors: dict[str, str] = {}
         if user_input is not None:
-            self._options[CONF_PER_MINUTE] = int(user_input[CONF_PER_MINUTE])
-            self._options[CONF_PER_HOUR] = int(user_input[CONF_PER_HOUR])
-            return await self.async_step_test_mail()
-        return self.async_show_form(step_id="quota", data_schema=_custom_quota_schema())
+            errors = _quota_errors(user_input)
+            if not errors:
+                self._options[CONF_PER_MINUTE] = int(user_input[CONF_PER_MINUTE])
+                self._options[CONF_PER_HOUR] = int(user_input[CONF_PER_HOUR])
+                return await self.async_step_test_mail()
+        return self.async_show_form(
+            step_id="quota",
+            data_schema=self.add_suggested_values_to_schema(_custom_quota_schema(), user_input),
+            errors=errors,
+        )
 
     async def async_step_test_mail(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Optionally send a test mail; the sender can still be corrected here."""
@@ -430,6 +445,14 @@ class AcsEmailOptionsFlow(OptionsFlow):
             notify_service = (user_input.get(CONF_NOTIFY_SERVICE) or "").strip()
             if recipients is None:
                 errors[CONF_DEFAULT_RECIPIENTS] = "invalid_recipient"
+            if user_input[CONF_QUOTA] == QUOTA_CUSTOM:
+                errors.update(_quota_errors(user_input))
+            if notify_service and any(
+                notify_service_name(self.hass, other) == slugify(notify_service)
+                for other in self.hass.config_entries.async_entries(DOMAIN)
+                if other.entry_id != self.config_entry.entry_id
+            ):
+                errors[CONF_NOTIFY_SERVICE] = "notify_service_taken"
             if not errors:
                 options = {
                     CONF_QUOTA: user_input[CONF_QUOTA],

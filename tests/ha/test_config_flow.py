@@ -115,6 +115,8 @@ async def test_connection_string_custom_quota_and_test_mail(hass: HomeAssistant,
     result = await start(hass, AUTH_CONNECTION_STRING)
     result = await configure(hass, result, connection_input(emu, **{CONF_QUOTA: "custom"}))
     assert result["step_id"] == "quota"
+    result = await configure(hass, result, {CONF_PER_MINUTE: 60, CONF_PER_HOUR: 59})
+    assert result["errors"] == {CONF_PER_HOUR: "hour_below_minute"}
     result = await configure(hass, result, {CONF_PER_MINUTE: 60, CONF_PER_HOUR: 600})
     assert result["step_id"] == "test_mail"
 
@@ -452,6 +454,7 @@ async def test_reconfigure_connection_string_form(hass: HomeAssistant, emu: Emul
 
 # ---- options
 async def test_options(hass: HomeAssistant, emu: Emulator) -> None:
+    add_entry(hass, emu, **{CONF_SENDER: OTHER_SENDER})  # the first entry: notify.acs_email is its action
     entry = add_entry(hass, emu)
     result = await hass.config_entries.options.async_init(entry.entry_id)
     assert result["step_id"] == "init"
@@ -469,6 +472,10 @@ async def test_options(hass: HomeAssistant, emu: Emulator) -> None:
     result = await hass.config_entries.options.async_configure(result["flow_id"], values)
     assert result["errors"] == {CONF_DEFAULT_RECIPIENTS: "invalid_recipient"}
     values[CONF_DEFAULT_RECIPIENTS] = [OWNER, "Partner <partner@example.com>", " "]
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {**values, CONF_PER_HOUR: 10, CONF_NOTIFY_SERVICE: "ACS Email"}
+    )
+    assert result["errors"] == {CONF_PER_HOUR: "hour_below_minute", CONF_NOTIFY_SERVICE: "notify_service_taken"}
     result = await hass.config_entries.options.async_configure(result["flow_id"], values)
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert entry.options == {
