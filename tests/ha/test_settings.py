@@ -33,7 +33,8 @@ def entry(hass: HomeAssistant, data: dict[str, str], options: dict[str, object] 
     return config_entry
 
 
-async def test_defaults(hass: HomeAssistant) -> None:
+async def test_defaults(hass: HomeAssistant, tmp_path: Path) -> None:
+    assert Path(hass.config.config_dir).is_relative_to(tmp_path)  # each test's own config dir (conftest)
     config_entry = entry(hass, PRINCIPAL)
     settings = engine_settings(hass, config_entry)
     assert settings.outbox_path == Path(hass.config.config_dir) / DOMAIN / f"{config_entry.entry_id}.db"
