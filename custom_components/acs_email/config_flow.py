@@ -273,11 +273,7 @@ class AcsEmailConfigFlow(ConfigFlow, domain=DOMAIN):
             if not errors:
                 await self.async_set_unique_id(_unique_id(data))
                 self._abort_if_unique_id_configured()
-                try:
-                    await async_check_credentials(self.hass, data)
-                except CheckFailed as err:
-                    errors["base"], placeholders["detail"] = err.error, err.detail
-                else:
+                if await self._async_credentials_work(data, errors, placeholders):
                     self._data = data
                     self._options = {CONF_QUOTA: user_input[CONF_QUOTA]}
                     if user_input[CONF_QUOTA] == QUOTA_CUSTOM:
@@ -375,13 +371,8 @@ class AcsEmailConfigFlow(ConfigFlow, domain=DOMAIN):
             data, errors = _parse_credentials(method, values)
             if data[CONF_ENDPOINT].lower() != entry.data[CONF_ENDPOINT].lower() and not errors:
                 errors[CONF_CONNECTION_STRING] = "endpoint_mismatch"
-            if not errors:
-                try:
-                    await async_check_credentials(self.hass, data)
-                except CheckFailed as err:
-                    errors["base"], placeholders["detail"] = err.error, err.detail
-                else:
-                    return self._async_update_and_abort(entry, data, reason="reauth_successful")
+            if not errors and await self._async_credentials_work(data, errors, placeholders):
+                return self._async_update_and_abort(entry, data, reason="reauth_successful")
         if method == AUTH_SERVICE_PRINCIPAL:
             schema = vol.Schema(
                 {vol.Required(CONF_CLIENT_SECRET): _PASSWORD, vol.Optional(CONF_SECRET_EXPIRY): DateSelector()}
@@ -409,11 +400,7 @@ class AcsEmailConfigFlow(ConfigFlow, domain=DOMAIN):
                 if unique_id != entry.unique_id:
                     await self.async_set_unique_id(unique_id)
                     self._abort_if_unique_id_configured()
-                try:
-                    await async_check_credentials(self.hass, data)
-                except CheckFailed as err:
-                    errors["base"], placeholders["detail"] = err.error, err.detail
-                else:
+                if await self._async_credentials_work(data, errors, placeholders):
                     title = data[CONF_SENDER] if entry.title == entry.data[CONF_SENDER] else entry.title
                     return self._async_update_and_abort(
                         entry, data, reason="reconfigure_successful", unique_id=unique_id, title=title
@@ -426,6 +413,17 @@ class AcsEmailConfigFlow(ConfigFlow, domain=DOMAIN):
             errors=errors,
             description_placeholders=placeholders,
         )
+
+    async def _async_credentials_work(
+        self, data: Mapping[str, Any], errors: dict[str, str], placeholders: dict[str, str]
+    ) -> bool:
+        """Ask ACS (nothing is sent); on failure set the form error and the service's reason."""
+        try:
+            await async_check_credentials(self.hass, data)
+        except CheckFailed as err:
+            errors["base"], placeholders["detail"] = err.error, err.detail
+            return False
+        return True
 
     def _async_update_and_abort(
         self, entry: ConfigEntry, data: dict[str, Any], *, reason: str, **changes: Any

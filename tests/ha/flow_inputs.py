@@ -78,6 +78,19 @@ def principal_data(emu: Emulator, **changes: Any) -> dict[str, Any]:
     return data
 
 
+def connection_data(emu: Emulator, **changes: Any) -> dict[str, Any]:
+    """Entry data as the flow saves it for a connection string."""
+    data: dict[str, Any] = {
+        CONF_AUTH_METHOD: AUTH_CONNECTION_STRING,
+        CONF_CONNECTION_STRING: emu.connection_string,
+        CONF_ENDPOINT: emu.endpoint,
+        CONF_SENDER: SENDER,
+        CONF_CA_FILE: str(emu.ca_file),
+    }
+    data.update(changes)
+    return data
+
+
 def unique_id(emu: Emulator, sender: str = SENDER) -> str:
     return f"{emu.endpoint.lower()}|{sender.lower()}"
 

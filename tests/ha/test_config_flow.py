@@ -17,6 +17,7 @@ from flow_inputs import (
     SENDER,
     UNLINKED_SENDER,
     configure,
+    connection_data,
     connection_input,
     future_date,
     principal_data,
@@ -35,7 +36,6 @@ from custom_components.acs_email import validate
 from custom_components.acs_email.const import (
     AUTH_CONNECTION_STRING,
     AUTH_SERVICE_PRINCIPAL,
-    CONF_AUTH_METHOD,
     CONF_AUTHORITY,
     CONF_CA_FILE,
     CONF_CLIENT_ID,
@@ -79,8 +79,11 @@ async def mock_setup_entry(hass: HomeAssistant) -> AsyncIterator[AsyncMock]:
                 await hass.config_entries.async_unload(entry.entry_id)
 
 
-def add_entry(hass: HomeAssistant, emu: Emulator, **changes: Any) -> MockConfigEntry:
-    data = principal_data(emu, **changes)
+def add_entry(
+    hass: HomeAssistant, emu: Emulator, data: dict[str, Any] | None = None, **changes: Any
+) -> MockConfigEntry:
+    """A saved entry: service principal data with ``changes``, or the given ``data``."""
+    data = data or principal_data(emu, **changes)
     entry = MockConfigEntry(
         domain=DOMAIN, title=data[CONF_SENDER], data=data, unique_id=unique_id(emu, data[CONF_SENDER])
     )
@@ -134,13 +137,7 @@ async def test_connection_string_custom_quota_and_test_mail(hass: HomeAssistant,
 
     result = await configure(hass, result, {})
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert result["data"] == {
-        CONF_AUTH_METHOD: AUTH_CONNECTION_STRING,
-        CONF_CONNECTION_STRING: emu.connection_string,
-        CONF_ENDPOINT: emu.endpoint,
-        CONF_SENDER: SENDER,
-        CONF_CA_FILE: str(emu.ca_file),
-    }
+    assert result["data"] == connection_data(emu)
     assert result["options"] == {CONF_QUOTA: "custom", CONF_PER_MINUTE: 60, CONF_PER_HOUR: 600}
     assert len(emu.mails) == 1  # finishing does not send again
 
@@ -372,15 +369,8 @@ async def test_reauth_without_expiry_forgets_the_old_date(hass: HomeAssistant, e
 
 async def test_reauth_connection_string(hass: HomeAssistant, emu: Emulator, make_emulator: Any) -> None:
     other = await make_emulator()
-    data = {
-        CONF_AUTH_METHOD: AUTH_CONNECTION_STRING,
-        CONF_CONNECTION_STRING: emu.connection_string.replace(emu.access_key, "QUJDRA=="),
-        CONF_ENDPOINT: emu.endpoint,
-        CONF_SENDER: SENDER,
-        CONF_CA_FILE: str(emu.ca_file),
-    }
-    entry = MockConfigEntry(domain=DOMAIN, title=SENDER, data=data, unique_id=unique_id(emu))
-    entry.add_to_hass(hass)
+    bad_key = emu.connection_string.replace(emu.access_key, "QUJDRA==")
+    entry = add_entry(hass, emu, connection_data(emu, **{CONF_CONNECTION_STRING: bad_key}))
     result = await entry.start_reauth_flow(hass)
     result = await configure(hass, result, {CONF_CONNECTION_STRING: other.connection_string})
     assert result["errors"] == {CONF_CONNECTION_STRING: "endpoint_mismatch"}
@@ -431,15 +421,8 @@ async def test_reconfigure_onto_another_entry_aborts(hass: HomeAssistant, emu: E
 
 
 async def test_reconfigure_connection_string_form(hass: HomeAssistant, emu: Emulator) -> None:
-    data = {
-        CONF_AUTH_METHOD: AUTH_CONNECTION_STRING,
-        CONF_CONNECTION_STRING: emu.connection_string,
-        CONF_ENDPOINT: emu.endpoint,
-        CONF_SENDER: SENDER,
-        CONF_CA_FILE: str(emu.ca_file),
-    }
-    entry = MockConfigEntry(domain=DOMAIN, title=SENDER, data=data, unique_id=unique_id(emu))
-    entry.add_to_hass(hass)
+    data = connection_data(emu)
+    entry = add_entry(hass, emu, data)
     result = await entry.start_reconfigure_flow(hass)
     assert result["step_id"] == "reconfigure"
     fields = {str(key): key for key in result["data_schema"].schema}
@@ -479,14 +462,8 @@ async def test_options(hass: HomeAssistant, emu: Emulator) -> None:
     result = await hass.config_entries.options.async_configure(result["flow_id"], values)
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert entry.options == {
-        CONF_QUOTA: "custom",
-        CONF_PER_MINUTE: 50,
-        CONF_PER_HOUR: 400,
-        CONF_MAX_ATTEMPTS: 5,
-        CONF_MAX_AGE_HOURS: 24,
-        CONF_RETENTION_DAYS: 30,
-        CONF_CONFIRM_DELIVERY: True,
-        CONF_DEFAULT_RECIPIENTS: [OWNER, "Partner <partner@example.com>"],
+        **values,
+        CONF_DEFAULT_RECIPIENTS: [OWNER, "Partner <partner@example.com>"],  # normalised, blanks dropped
         CONF_NOTIFY_SERVICE: "house_mail",
     }
 
