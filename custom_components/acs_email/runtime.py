@@ -128,8 +128,15 @@ class AcsEmailRuntime:
         except OutboxFullError as err:
             raise outbox_full(err) from err
         self.track([message_id])
-        await self.coordinator.async_request_refresh()
+        self._refresh_soon()
         return message_id
+
+    @callback
+    def _refresh_soon(self) -> None:
+        """Update the sensors without making the caller wait for it."""
+        self.entry.async_create_background_task(
+            self.hass, self.coordinator.async_request_refresh(), "acs_email status refresh"
+        )
 
     @callback
     def track(self, message_ids: Iterable[str]) -> None:
@@ -152,7 +159,7 @@ class AcsEmailRuntime:
         try:
             state = await self.engine.wait_for(message_id)
             entry = await self.engine.outbox.get(message_id)
-        except KeyError:  # purged meanwhile
+        except KeyError:  # deleted meanwhile (by the bridge CLI on the same outbox, say)
             return
         finally:
             self._tracked.discard(message_id)
@@ -172,7 +179,7 @@ class AcsEmailRuntime:
             self.coordinator.last_dead_reason = reason
             self.hass.bus.async_fire(EVENT_FAILED, {**data, "reason": reason})
             async_mail_refused(self.hass, self.entry, reason)
-        await self.coordinator.async_request_refresh()
+        self._refresh_soon()
 
 
 AcsEmailConfigEntry: TypeAlias = ConfigEntry[AcsEmailRuntime]
