@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
 from homeassistant.config_entries import SOURCE_USER
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers.data_entry_flow import _BaseFlowManagerView  # the HTTP API's serializer
 from homeassistant.util import dt as dt_util
 
 from acs_email_bridge.emulator import Emulator
@@ -106,4 +108,8 @@ async def start(hass: HomeAssistant, method: str) -> dict[str, Any]:
 
 
 async def configure(hass: HomeAssistant, result: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    return await hass.config_entries.flow.async_configure(result["flow_id"], values)
+    """Submit a step; a form that comes back must serialize as the frontend receives it."""
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], values)
+    if result["type"] is FlowResultType.FORM:
+        json.dumps(_BaseFlowManagerView(hass.config_entries.flow)._prepare_result_json(result))
+    return result
