@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from email.utils import formataddr
 from typing import Any
+from urllib.parse import urlsplit
 
 import voluptuous as vol
 from homeassistant.config_entries import (
@@ -171,6 +172,12 @@ def _expiry_error(value: str | None) -> str | None:
     return None
 
 
+def _is_endpoint(url: str) -> bool:
+    """``https://host[:port]`` and nothing more: a path would make every request miss (and 404 looks like success)."""
+    parts = urlsplit(url)
+    return parts.scheme.lower() == "https" and bool(parts.hostname) and not (parts.path or parts.query)
+
+
 def _parse_credentials(method: str, user_input: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """Entry data from a credentials form, and the per-field errors found without asking ACS."""
     errors: dict[str, str] = {}
@@ -181,7 +188,7 @@ def _parse_credentials(method: str, user_input: Mapping[str, Any]) -> tuple[dict
     data[CONF_SENDER] = sender
     if method == AUTH_SERVICE_PRINCIPAL:
         endpoint = user_input[CONF_ENDPOINT].strip().rstrip("/")
-        if not endpoint.lower().startswith("https://") or len(endpoint) <= len("https://"):
+        if not _is_endpoint(endpoint):
             errors[CONF_ENDPOINT] = "invalid_endpoint"
         data[CONF_ENDPOINT] = endpoint
         data[CONF_TENANT_ID] = user_input[CONF_TENANT_ID].strip()
@@ -197,7 +204,7 @@ def _parse_credentials(method: str, user_input: Mapping[str, Any]) -> tuple[dict
             endpoint, _key = parse_connection_string(connection_string)
         except ConfigError:
             endpoint = ""
-        if not endpoint.lower().startswith("https://"):
+        if not _is_endpoint(endpoint):
             errors[CONF_CONNECTION_STRING] = "invalid_connection_string"
         data[CONF_CONNECTION_STRING] = connection_string
         data[CONF_ENDPOINT] = endpoint

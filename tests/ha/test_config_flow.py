@@ -210,6 +210,7 @@ async def test_unreachable_endpoint_is_cannot_connect(hass: HomeAssistant, emu: 
     [
         ({CONF_ENDPOINT: "http://acs.example.com"}, {CONF_ENDPOINT: "invalid_endpoint"}),
         ({CONF_ENDPOINT: "https://"}, {CONF_ENDPOINT: "invalid_endpoint"}),
+        ({CONF_ENDPOINT: "https://acs.example.com/emails"}, {CONF_ENDPOINT: "invalid_endpoint"}),
         ({CONF_SENDER: f"Alerts <{SENDER}>"}, {CONF_SENDER: "invalid_sender"}),
         ({CONF_SECRET_EXPIRY: "2001-01-01"}, {CONF_SECRET_EXPIRY: "expiry_in_past"}),
         ({"advanced": {CONF_AUTHORITY: "login.example.com"}}, {"base": "invalid_authority"}),
@@ -224,7 +225,14 @@ async def test_principal_input_errors_ask_nothing(
     assert emu.requests.count() == 0
 
 
-@pytest.mark.parametrize("value", ["not a connection string", "endpoint=http://x.example.com/;accesskey=QUJD"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "not a connection string",
+        "endpoint=http://x.example.com/;accesskey=QUJD",
+        "endpoint=https://x.example.com/api/;accesskey=QUJD",
+    ],
+)
 async def test_bad_connection_string(hass: HomeAssistant, emu: Emulator, value: str) -> None:
     result = await start(hass, AUTH_CONNECTION_STRING)
     result = await configure(hass, result, connection_input(emu, **{CONF_CONNECTION_STRING: value}))
