@@ -68,3 +68,17 @@ def test_flow_steps_have_text() -> None:
     assert set(recipient["abort"]) >= {"already_configured", "reconfigure_successful"}
     assert set(STRINGS["config"]["abort"]) >= {"already_configured", "reauth_successful", "reconfigure_successful"}
     assert set(STRINGS["selector"]["quota"]["options"]) == {"custom_domain", "azure_managed", "custom"}
+
+
+def test_every_form_field_has_help() -> None:
+    """The issue asks for data_description on every field of the config, options and recipient forms."""
+    forms = {
+        **{f"config.{k}": v for k, v in STRINGS["config"]["step"].items()},
+        **{f"options.{k}": v for k, v in STRINGS["options"]["step"].items()},
+        **{f"recipient.{k}": v for k, v in STRINGS["config_subentries"]["recipient"]["step"].items()},
+    }
+    for name, step in forms.items():
+        parts = [step, *step.get("sections", {}).values()]
+        for part in parts:
+            missing = set(part.get("data", {})) - set(part.get("data_description", {}))
+            assert not missing, f"{name}: no help for {sorted(missing)}"
