@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,3 +83,22 @@ def test_every_form_field_has_help() -> None:
         for part in parts:
             missing = set(part.get("data", {})) - set(part.get("data_description", {}))
             assert not missing, f"{name}: no help for {sorted(missing)}"
+
+
+def schema_fields(schema: Any) -> dict[str, Any]:
+    return {str(key): value for key, value in schema.schema.items()}
+
+
+@pytest.mark.parametrize("method", ["service_principal", "connection_string"])
+def test_credential_form_fields_have_labels(method: str) -> None:
+    from custom_components.acs_email.config_flow import _credentials_schema
+
+    for step, schema in (
+        (method, _credentials_schema(method, quota=True)),
+        ("reconfigure", _credentials_schema(method)),
+    ):
+        text = STRINGS["config"]["step"][step]
+        fields = schema_fields(schema)
+        advanced = schema_fields(fields.pop("advanced").schema)
+        assert set(fields) <= set(text["data"]), step
+        assert set(advanced) <= set(text["sections"]["advanced"]["data"]), step
