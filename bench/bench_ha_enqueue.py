@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # HA's loader imports custom_components from the work tree
+from acs_email_bridge.emulator import Emulator, Fault
 
 try:
     from homeassistant import loader
@@ -35,8 +34,8 @@ except ImportError:
     print("bench_ha_enqueue: needs Home Assistant; run it with .venv-ha-min/bin/python (make venv-ha-min)")
     sys.exit(0)
 
-from acs_email_bridge.emulator import Emulator, Fault
-
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # HA's loader imports custom_components from the work tree
 SENDER = "DoNotReply@bench.example.com"
 AIM_MS = 5.0
 
