@@ -86,6 +86,12 @@ from .validate import CheckFailed, TestMailResult, async_check_credentials, asyn
 SECTION_ADVANCED = "advanced"
 CONF_RECIPIENT = "recipient"  # the test mail's address (never stored)
 AZURE_MANAGED_SUFFIX = ".azurecomm.net"  # Azure-managed domains: the low quota preset fits them
+# Shown in help texts and errors; placeholders because HA's translation rules keep URLs and <…> out of strings.
+EXAMPLES = {
+    "endpoint_example": "https://my-acs.europe.communication.azure.com",
+    "authority_example": "https://login.microsoftonline.us",
+    "address_example": "Someone <someone@example.com>",
+}
 
 _TEXT = TextSelector()
 _URL = TextSelector(TextSelectorConfig(type=TextSelectorType.URL))
@@ -274,7 +280,7 @@ class AcsEmailConfigFlow(ConfigFlow, domain=DOMAIN):
 
     async def _async_credentials_step(self, method: str, user_input: dict[str, Any] | None) -> ConfigFlowResult:
         errors: dict[str, str] = {}
-        placeholders = {"detail": ""}
+        placeholders = {"detail": "", **EXAMPLES}
         if user_input is not None:
             data, errors = _parse_credentials(method, user_input)
             if not errors:
@@ -312,7 +318,7 @@ class AcsEmailConfigFlow(ConfigFlow, domain=DOMAIN):
     async def async_step_test_mail(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Optionally send a test mail; the sender can still be corrected here."""
         errors: dict[str, str] = {}
-        placeholders = {"detail": ""}
+        placeholders = {"detail": "", **EXAMPLES}
         if user_input is not None:
             sender = _plain_sender(user_input[CONF_SENDER])
             recipients = _addresses([user_input.get(CONF_RECIPIENT) or ""])
@@ -395,7 +401,7 @@ class AcsEmailConfigFlow(ConfigFlow, domain=DOMAIN):
         entry = self._get_reconfigure_entry()
         method = entry.data[CONF_AUTH_METHOD]
         errors: dict[str, str] = {}
-        placeholders = {"detail": ""}
+        placeholders = {"detail": "", **EXAMPLES}
         if user_input is not None:
             secret_key = CONF_CLIENT_SECRET if method == AUTH_SERVICE_PRINCIPAL else CONF_CONNECTION_STRING
             values = dict(user_input)
@@ -477,6 +483,7 @@ class AcsEmailOptionsFlow(OptionsFlow):
             step_id="init",
             data_schema=self.add_suggested_values_to_schema(self._schema(), user_input or self.config_entry.options),
             errors=errors,
+            description_placeholders=EXAMPLES,
         )
 
     def _schema(self) -> vol.Schema:
@@ -535,5 +542,8 @@ class RecipientSubentryFlow(ConfigSubentryFlow):
             suggested = {CONF_NAME: subentry.title, CONF_ADDRESSES: list(subentry.data[CONF_ADDRESSES])}
         schema = vol.Schema({vol.Required(CONF_NAME): _TEXT, vol.Required(CONF_ADDRESSES): _EMAILS})
         return self.async_show_form(
-            step_id=step_id, data_schema=self.add_suggested_values_to_schema(schema, suggested), errors=errors
+            step_id=step_id,
+            data_schema=self.add_suggested_values_to_schema(schema, suggested),
+            errors=errors,
+            description_placeholders=EXAMPLES,
         )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from homeassistant.config_entries import SOURCE_USER
@@ -29,6 +31,9 @@ from custom_components.acs_email.const import (
     DOMAIN,
 )
 
+STRINGS = json.loads(
+    (Path(__file__).resolve().parents[2] / "custom_components/acs_email/strings.json").read_text(encoding="utf-8")
+)
 SENDER = "DoNotReply@ha.example.com"
 OTHER_SENDER = "alerts@ha.example.com"
 UNLINKED_SENDER = "DoNotReply@elsewhere.example.org"
@@ -97,6 +102,22 @@ def unique_id(emu: Emulator, sender: str = SENDER) -> str:
     return f"{emu.endpoint.lower()}|{sender.lower()}"
 
 
+def placeholders_in(texts: Any) -> set[str]:
+    """``{names}`` used anywhere in a (nested) translation entry."""
+    if isinstance(texts, dict):
+        return set().union(*(placeholders_in(value) for value in texts.values()))
+    return set(re.findall(r"\{(\w+)\}", texts))
+
+
+def check_form(hass: HomeAssistant, result: dict[str, Any]) -> None:
+    """What the frontend needs of a config-flow form: it serializes, and every placeholder its texts use is given."""
+    json.dumps(_BaseFlowManagerView(hass.config_entries.flow)._prepare_result_json(result))
+    config = STRINGS["config"]
+    used = placeholders_in(config["step"][result["step_id"]])
+    used |= placeholders_in({error: config["error"][error] for error in (result["errors"] or {}).values()})
+    assert used <= set(result["description_placeholders"] or {}), result["step_id"]
+
+
 async def start(hass: HomeAssistant, method: str) -> dict[str, Any]:
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
     assert result["type"] is FlowResultType.MENU
@@ -104,12 +125,13 @@ async def start(hass: HomeAssistant, method: str) -> dict[str, Any]:
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {"next_step_id": method})
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == method
+    check_form(hass, result)
     return result
 
 
 async def configure(hass: HomeAssistant, result: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """Submit a step; a form that comes back must serialize as the frontend receives it."""
+    """Submit a step; a form that comes back is checked as the frontend would use it."""
     result = await hass.config_entries.flow.async_configure(result["flow_id"], values)
     if result["type"] is FlowResultType.FORM:
-        json.dumps(_BaseFlowManagerView(hass.config_entries.flow)._prepare_result_json(result))
+        check_form(hass, result)
     return result
