@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import voluptuous as vol
 from homeassistant.config_entries import (
     ConfigEntry,
+    ConfigEntryState,
     ConfigFlow,
     ConfigFlowResult,
     ConfigSubentryFlow,
@@ -441,8 +442,13 @@ class AcsEmailConfigFlow(ConfigFlow, domain=DOMAIN):
     def _async_update_and_abort(
         self, entry: ConfigEntry, data: dict[str, Any], *, reason: str, **changes: Any
     ) -> ConfigFlowResult:
-        """Save and finish; the update listener reloads the entry (same code path on HA 2025.4 and 2026)."""
+        """Save and finish; the update listener reloads a loaded entry (same code path on HA 2025.4 and 2026).
+
+        An entry that failed to set up has no listener: it is reloaded here, so the fix takes effect at once.
+        """
         self.hass.config_entries.async_update_entry(entry, data=data, **changes)
+        if entry.state is not ConfigEntryState.LOADED:
+            self.hass.config_entries.async_schedule_reload(entry.entry_id)
         return self.async_abort(reason=reason)
 
 

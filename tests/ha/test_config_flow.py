@@ -28,6 +28,7 @@ from flow_inputs import (
 from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER, ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.exceptions import ConfigEntryError
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from acs_email_bridge.emulator import Emulator
@@ -348,8 +349,10 @@ async def test_test_mail_throttled_and_unexpected(hass: HomeAssistant, emu: Emul
 
 
 # ---- reauth
-async def test_reauth_service_principal(hass: HomeAssistant, emu: Emulator) -> None:
+async def test_reauth_service_principal(hass: HomeAssistant, emu: Emulator, mock_setup_entry: AsyncMock) -> None:
     entry = add_entry(hass, emu, **{CONF_CLIENT_SECRET: "expired-secret", CONF_SECRET_EXPIRY: "2020-01-01"})
+    await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.state is ConfigEntryState.LOADED
     result = await entry.start_reauth_flow(hass)
     assert result["step_id"] == "reauth_confirm"
     assert result["description_placeholders"]["sender"] == SENDER
@@ -365,6 +368,8 @@ async def test_reauth_service_principal(hass: HomeAssistant, emu: Emulator) -> N
     assert result["reason"] == "reauth_successful"
     assert entry.data == principal_data(emu, **{CONF_SECRET_EXPIRY: expiry})
     assert entry.unique_id == unique_id(emu)
+    await hass.async_block_till_done()
+    assert len(mock_setup_entry.mock_calls) == 1  # a loaded entry is reloaded by its update listener, not the flow
 
 
 async def test_reauth_without_expiry_forgets_the_old_date(hass: HomeAssistant, emu: Emulator) -> None:
@@ -403,6 +408,23 @@ async def test_reconfigure_changes_sender_and_keeps_secret(hass: HomeAssistant, 
     assert entry.data == principal_data(emu, **{CONF_SENDER: OTHER_SENDER})
     assert entry.unique_id == unique_id(emu, OTHER_SENDER)
     assert entry.title == OTHER_SENDER
+
+
+async def test_reconfigure_reloads_an_entry_that_failed_to_set_up(
+    hass: HomeAssistant, emu: Emulator, mock_setup_entry: AsyncMock
+) -> None:
+    entry = add_entry(hass, emu)
+    mock_setup_entry.side_effect = ConfigEntryError("broken")
+    await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.state is ConfigEntryState.SETUP_ERROR
+    mock_setup_entry.side_effect = None
+    result = await entry.start_reconfigure_flow(hass)
+    values = principal_input(emu)
+    del values[CONF_QUOTA]
+    result = await configure(hass, result, values)
+    assert result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED  # no update listener without a loaded entry: the flow reloads
 
 
 async def test_reconfigure_keeps_a_custom_title(hass: HomeAssistant, emu: Emulator) -> None:
