@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from email.utils import formataddr
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import voluptuous as vol
 from homeassistant.config_entries import (
+    SOURCE_USER,
     ConfigEntry,
     ConfigEntryState,
     ConfigFlow,
@@ -85,6 +86,7 @@ from .settings import notify_service_name
 from .validate import CheckFailed, TestMailResult, async_check_credentials, async_send_test_mail
 
 SECTION_ADVANCED = "advanced"
+NEXT_FLOW_SUBENTRY = "config_subentries_flow"  # FlowType.CONFIG_SUBENTRIES_FLOW, which HA 2025.4 lacks
 CONF_RECIPIENT = "recipient"  # the test mail's address (never stored)
 AZURE_MANAGED_SUFFIX = ".azurecomm.net"  # Azure-managed domains: the low quota preset fits them
 # Shown in help texts and errors; placeholders because HA's translation rules keep URLs and <…> out of strings.
@@ -363,6 +365,14 @@ class AcsEmailConfigFlow(ConfigFlow, domain=DOMAIN):
                 "operation_id": self._test.operation_id,
             },
         )
+
+    async def async_on_create_entry(self, result: ConfigFlowResult) -> ConfigFlowResult:
+        """Go on to adding a first recipient (HA 2026.x follows ``next_flow``; 2025.4 never calls this)."""
+        recipient = await self.hass.config_entries.subentries.async_init(
+            (result["result"].entry_id, SUBENTRY_RECIPIENT), context={"source": SOURCE_USER}
+        )
+        cast(dict[str, Any], result)["next_flow"] = (NEXT_FLOW_SUBENTRY, recipient["flow_id"])
+        return result
 
     def _async_create(self) -> ConfigFlowResult:
         options = dict(self._options)

@@ -25,6 +25,7 @@ from flow_inputs import (
     start,
     unique_id,
 )
+from homeassistant import config_entries
 from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER, ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
@@ -34,6 +35,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from acs_email_bridge.emulator import Emulator
 from acs_email_bridge.emulator.faults import Fault, Route
 from custom_components.acs_email import validate
+from custom_components.acs_email.config_flow import AcsEmailConfigFlow
 from custom_components.acs_email.const import (
     AUTH_CONNECTION_STRING,
     AUTH_SERVICE_PRINCIPAL,
@@ -113,6 +115,22 @@ async def test_service_principal_creates_entry_without_sending(
     assert emu.mails == []
     assert emu.requests.count("send") == 0
     assert len(mock_setup_entry.mock_calls) == 1
+
+
+async def test_creating_an_entry_goes_on_to_its_first_recipient(hass: HomeAssistant, emu: Emulator) -> None:
+    result = await start(hass, AUTH_CONNECTION_STRING)
+    result = await configure(hass, result, connection_input(emu))
+    result = await configure(hass, result, {CONF_SENDER: SENDER})
+    entry = result["result"]
+    assert ("next_flow" in result) is hasattr(config_entries, "FlowType")  # HA itself chains on 2026.x
+    if "next_flow" not in result:  # HA 2025.4 neither calls the hook nor follows next_flow: call it as 2026 does
+        flow = AcsEmailConfigFlow()
+        flow.hass = hass
+        result = await flow.async_on_create_entry(result)
+    flow_type, flow_id = result["next_flow"]
+    assert flow_type == "config_subentries_flow"
+    recipient = hass.config_entries.subentries.async_get(flow_id)
+    assert (recipient["handler"], recipient["step_id"]) == ((entry.entry_id, "recipient"), "user")
 
 
 async def test_connection_string_custom_quota_and_test_mail(hass: HomeAssistant, emu: Emulator) -> None:
