@@ -186,6 +186,16 @@ async def test_service_answers_become_form_errors(
     assert result["step_id"] == "test_mail"
 
 
+async def test_slow_service_times_out_as_cannot_connect(
+    hass: HomeAssistant, emu: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(validate, "TIMEOUT", 0.2)  # the user waits at most 2 x TIMEOUT per request
+    emu.add_fault(Fault.delay(30, route=Route.STATUS))
+    result = await start(hass, AUTH_CONNECTION_STRING)
+    result = await configure(hass, result, connection_input(emu))
+    assert result["errors"] == {"base": "cannot_connect"}
+
+
 async def test_wrong_secret_is_invalid_auth_and_never_shown(hass: HomeAssistant, emu: Emulator) -> None:
     result = await start(hass, AUTH_SERVICE_PRINCIPAL)
     result = await configure(hass, result, principal_input(emu, **{CONF_CLIENT_SECRET: "wrong-secret-value"}))
