@@ -7,6 +7,8 @@ only its pacing is shortened (retry and outage backoff in milliseconds) so that 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from unittest.mock import patch
 
 import pytest
 from emulated import SENDER, MakeEntry, entry_data
+from homeassistant import block_async_io
 from homeassistant.config_entries import ConfigEntryState, ConfigSubentryData
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -29,6 +32,42 @@ FAST = RetryPolicy(initial_delay=0.05, max_delay=0.3, jitter=0.1, max_attempts=5
 @pytest.fixture(autouse=True)
 def _loopback(socket_enabled: None) -> None:
     """The emulator listens on 127.0.0.1; the plugin blocks new sockets unless this fixture is used."""
+
+
+@pytest.fixture(autouse=True)
+def _no_blocking_calls(
+    disable_block_async_io: None, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """HA's loop guard as in a real install (phcc leaves it off; HA itself skips file I/O checks under tests).
+
+    Any blocking call (file, SSL, sleep, HTTP) made in the event loop on behalf of this integration fails the test.
+    """
+    monkeypatch.setattr(block_async_io, "_IN_TESTS", False)
+    caplog.set_level(logging.DEBUG, logger="homeassistant.util.loop")  # repeats of a report are logged at debug
+    block_async_io.enable()
+    yield
+    offences = [
+        message
+        for message in (r.getMessage() for when in ("setup", "call") for r in caplog.get_records(when))
+        if message.startswith("Detected blocking call")
+        and ("custom integration 'acs_email'" in message or "custom_components/acs_email" in message)
+    ]
+    assert not offences, offences[0]
+
+
+@pytest.fixture(autouse=True)
+async def _engines_stopped(hass: HomeAssistant) -> AsyncIterator[None]:
+    """Unload what a test left loaded and let the outbox threads end before phcc looks for lingering threads.
+
+    (The outbox shuts its worker down without waiting; in HA that is harmless, in phcc's check it is a race.)
+    """
+    yield
+    for entry in hass.config_entries.async_entries(DOMAIN):
+        if entry.state is ConfigEntryState.LOADED:
+            await hass.config_entries.async_unload(entry.entry_id)
+    for thread in threading.enumerate():
+        if thread.name.startswith("acs-email-outbox"):
+            await hass.async_add_executor_job(thread.join, 10)
 
 
 @pytest.fixture(autouse=True)
