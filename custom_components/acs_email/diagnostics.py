@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from homeassistant.components.diagnostics import REDACTED, async_redact_data
+from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 
 from .const import (
@@ -83,12 +84,8 @@ def _scrub(value: Any, secrets: Iterable[str]) -> Any:
 
 async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: AcsEmailConfigEntry) -> dict[str, Any]:
     """What support needs to see, and nothing a reader could misuse."""
-    runtime = entry.runtime_data
-    engine = runtime.engine
-    status = await engine.status()
-    dead = await engine.outbox.list(State.DEAD, limit=RECENT_FAILURES)
-    queued = await engine.outbox.list(State.QUEUED, limit=RECENT_FAILURES)
-    report = {
+    report: dict[str, Any] = {
+        "state": entry.state.value,
         "entry": {
             "title": entry.title,
             "data": async_redact_data(dict(entry.data), TO_REDACT),
@@ -98,6 +95,20 @@ async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: AcsEmai
                 for s in entry.subentries.values()
             ],
         },
+    }
+    if entry.state is ConfigEntryState.LOADED:
+        report.update(await _engine_report(entry))
+    return dict(_scrub(report, _sensitive_values(entry)))
+
+
+async def _engine_report(entry: AcsEmailConfigEntry) -> dict[str, Any]:
+    """The running engine: settings in effect, counters, the latest dead and queued mail (no subjects)."""
+    runtime = entry.runtime_data
+    engine = runtime.engine
+    status = await engine.status()
+    dead = await engine.outbox.list(State.DEAD, limit=RECENT_FAILURES)
+    queued = await engine.outbox.list(State.QUEUED, limit=RECENT_FAILURES)
+    return {
         "engine": {
             "auth_method": engine.settings.credentials.auth_method,
             "quota": engine.settings.quota.describe(),
@@ -119,4 +130,3 @@ async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: AcsEmai
             for state, items in (("dead", dead), ("queued", queued))
         },
     }
-    return dict(_scrub(report, _sensitive_values(entry)))

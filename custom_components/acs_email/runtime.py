@@ -16,12 +16,14 @@ from typing import Protocol, TypeAlias
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
 
 from .compose import async_build_message, outbox_full
+from .const import DOMAIN
 from .core.dispatcher import DispatcherStatus
 from .core.engine import Engine
-from .core.errors import OutboxFullError
+from .core.errors import AcsEmailError, OutboxFullError
 from .core.message import Attachment, EmailMessage
 from .core.outbox import State
 from .issues import async_mail_refused, async_sending_paused
@@ -127,6 +129,12 @@ class AcsEmailRuntime:
             message_id = await self.engine.submit(message, source=source)
         except OutboxFullError as err:
             raise outbox_full(err) from err
+        except AcsEmailError as err:  # the entry is being unloaded: its outbox no longer takes mail
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="entry_not_loaded",
+                translation_placeholders={"title": self.entry.title},
+            ) from err
         self.track([message_id])
         self._refresh_soon()
         return message_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from unittest.mock import patch
 
@@ -14,6 +15,8 @@ from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.setup import async_setup_component
+from pytest_homeassistant_custom_component.components.diagnostics import get_diagnostics_for_config_entry
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from acs_email_bridge.emulator import Emulator
 from custom_components.acs_email import notify
@@ -142,3 +145,26 @@ async def test_repair_of_a_removed_entry_aborts(hass: HomeAssistant) -> None:
     result = await fix_issue(hass, "sending_paused_gone")
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "entry_removed"
+
+
+async def test_mail_for_an_unloading_entry_is_refused_not_lost_silently(
+    hass: HomeAssistant, make_entry: MakeEntry
+) -> None:
+    entry = await make_entry()
+    runtime = entry.runtime_data
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    with pytest.raises(HomeAssistantError) as err:
+        await runtime.async_send(source="test", to=["a@example.com"], subject="late", text="x")
+    assert err.value.translation_key == "entry_not_loaded"
+
+
+async def test_diagnostics_of_an_entry_that_is_not_loaded(
+    hass: HomeAssistant, hass_client: ClientSessionGenerator, make_entry: MakeEntry, emu: Emulator
+) -> None:
+    assert await async_setup_component(hass, "diagnostics", {})
+    await async_setup_component(hass, DOMAIN, {})
+    entry = await make_entry(setup=False)
+    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, entry)
+    assert diagnostics["state"] == "not_loaded"
+    assert "engine" not in diagnostics
+    assert emu.client_secret not in json.dumps(diagnostics)
