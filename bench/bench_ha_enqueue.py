@@ -1,7 +1,8 @@
 """Home Assistant action latency: ``acs_email.send_message`` call → return (the mail is durable), ACS slow or down.
 
 Runs a real Home Assistant core (the test harness of pytest-homeassistant-custom-component, no pytest), the
-integration from this work tree, and the project's ACS emulator over HTTPS. For each scenario it calls the
+integration from this work tree, and the project's ACS emulator over HTTPS in its own process (as ACS is
+remote: in the same event loop its request handling would be counted as HA's). For each scenario it calls the
 action N times, one after another (what an automation does), then in bursts of concurrent calls, and prints
 median / p95 / max. The outbox runs with its real settings (``synchronous=FULL``: an fsync per commit).
 
@@ -17,6 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import secrets
+import socket
+import ssl
 import statistics
 import sys
 import tempfile
@@ -24,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from acs_email_bridge.emulator import Emulator, Fault
+import aiohttp
 
 try:
     from homeassistant import loader
@@ -82,9 +87,49 @@ async def scenario(hass: HomeAssistant, entry_id: str, name: str, calls: int) ->
     report(f"{name}: bursts of 20 concurrent calls", burst)
 
 
+class EmulatorProcess:
+    """``python -m acs_email_bridge.emulator`` on a fixed port, so it can be stopped and started again."""
+
+    def __init__(self, base: Path) -> None:
+        self.tls_dir = base / "tls"
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.access_key = base64.b64encode(secrets.token_bytes(32)).decode()
+        self.banner: dict[str, str] = {}
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self._process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "acs_email_bridge.emulator", "--port", str(self.port), "--retry-after", "0"),
+            *("--tls-dir", str(self.tls_dir), "--record-dir", "", "--access-key", self.access_key),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert self._process.stdout is not None
+        while (line := (await self._process.stdout.readline()).decode()) and not line.startswith("acs:"):
+            name, _, value = line.strip().partition(": ")
+            self.banner[name] = value.strip()
+
+    async def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            await self._process.wait()
+            self._process = None
+
+    async def add_fault(self, fault: dict[str, Any]) -> None:
+        endpoint = self.banner["endpoint"]
+        ssl_context = await asyncio.to_thread(ssl.create_default_context, cafile=self.banner["CA file"])
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{endpoint}/_emulator/faults", json=fault, ssl=ssl_context) as response,
+        ):
+            response.raise_for_status()
+
+
 async def main(calls: int, base: Path) -> None:
-    async with Emulator(tls_dir=base / "tls", senders=[SENDER], retry_after=0) as emu:
-        port = int(emu.endpoint.rsplit(":", 1)[1])
+    emu = EmulatorProcess(base)
+    await emu.start()
+    try:
         async with async_test_home_assistant(config_dir=str(base / "config")) as hass:
             hass.data.pop(loader.DATA_CUSTOM_COMPONENTS, None)  # let the loader find custom_components/
             entry = MockConfigEntry(
@@ -92,12 +137,12 @@ async def main(calls: int, base: Path) -> None:
                 title="bench",
                 data={
                     "auth_method": "service_principal",
-                    "endpoint": emu.endpoint,
-                    "tenant_id": emu.tenant_id,
-                    "client_id": emu.client_id,
-                    "client_secret": emu.client_secret,
-                    "authority": emu.authority,
-                    "ca_file": str(emu.ca_file),
+                    "endpoint": emu.banner["endpoint"],
+                    "tenant_id": emu.banner["tenant id"],
+                    "client_id": emu.banner["client id"],
+                    "client_secret": emu.banner["client secret"],
+                    "authority": emu.banner["authority"],
+                    "ca_file": emu.banner["CA file"],
                     "sender": SENDER,
                 },
                 options={"quota": "custom", "per_minute": 100_000, "per_hour": 1_000_000, "max_attempts": 100},
@@ -108,16 +153,16 @@ async def main(calls: int, base: Path) -> None:
             print(f"HA action latency, {calls} calls per scenario, outbox under {base}", flush=True)
 
             await scenario(hass, entry.entry_id, "ACS up", calls)
-            emu.add_fault(Fault.delay(5.0, times=1_000_000))  # every send takes 5 s to answer
+            await emu.add_fault({"kind": "delay", "seconds": 5.0, "times": 1_000_000})  # every send: 5 s
             await scenario(hass, entry.entry_id, "ACS slow (5 s per send)", calls)
-            emu.faults.clear()
             await emu.stop()
             await scenario(hass, entry.entry_id, "ACS down (connection refused)", calls)
             stats = await entry.runtime_data.engine.outbox.stats()
             print(f"  queued at the end: {stats.queued + stats.sending}, sent: {stats.sent}", flush=True)
-            await emu.start(port=port)
             await hass.config_entries.async_unload(entry.entry_id)
             await hass.async_stop(force=True)
+    finally:
+        await emu.stop()
 
 
 if __name__ == "__main__":
