@@ -7,6 +7,7 @@ in the executor. Anything wrong raises a translated ``ServiceValidationError`` b
 
 from __future__ import annotations
 
+import dataclasses
 import mimetypes
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -171,40 +172,29 @@ def addresses(value: str | Sequence[str] | None) -> list[str]:
     return [part.strip() for item in items for part in item.split(",") if part.strip()]
 
 
-async def async_build_message(
-    hass: HomeAssistant,
-    *,
-    sender: str,
-    limits: MessageLimits,
-    to: Sequence[str],
-    subject: str,
-    text: str | None,
-    html: str | None = None,
-    cc: Sequence[str] = (),
-    bcc: Sequence[str] = (),
-    reply_to: Sequence[str] = (),
-    attachments: Sequence[Attachment] = (),
-    priority: str = Priority.NORMAL,
-) -> EmailMessage:
+@dataclass(frozen=True)
+class Mail:
+    """One mail as the actions describe it, before the core validates it for the sender."""
+
+    to: Sequence[str]
+    subject: str
+    text: str | None
+    html: str | None = None
+    cc: Sequence[str] = ()
+    bcc: Sequence[str] = ()
+    reply_to: Sequence[str] = ()
+    attachments: Sequence[Attachment] = ()
+    priority: str = Priority.NORMAL
+
+
+async def async_build_message(hass: HomeAssistant, mail: Mail, *, sender: str, limits: MessageLimits) -> EmailMessage:
     """Validate everything ACS would refuse (in the executor: the size check base64-encodes attachments)."""
-    if not to and not cc and not bcc:
+    if not mail.to and not mail.cc and not mail.bcc:
         raise invalid("no_recipients")
-    build = partial(
-        EmailMessage.build,
-        sender=sender,
-        to=to,
-        subject=subject,
-        text=text,
-        html=html,
-        cc=cc,
-        bcc=bcc,
-        reply_to=reply_to,
-        attachments=attachments,
-        priority=priority,
-        limits=limits,
-    )
+    fields = {f.name: getattr(mail, f.name) for f in dataclasses.fields(mail)}
+    build = partial(EmailMessage.build, sender=sender, limits=limits, **fields)
     try:
-        if attachments:
+        if mail.attachments:
             return await hass.async_add_executor_job(build)
         return build()
     except ValidationError as err:

@@ -19,7 +19,7 @@ from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import ConfigType, DiscoveryInfoType
 
-from .compose import PRIORITIES, AttachmentSpec, addresses, async_resolve_attachments, invalid
+from .compose import PRIORITIES, AttachmentSpec, Mail, addresses, async_resolve_attachments, invalid
 from .const import CONF_ADDRESSES, SUBENTRY_RECIPIENT
 from .entity import recipient_device_info
 from .runtime import AcsEmailConfigEntry
@@ -87,8 +87,7 @@ class AcsEmailNotificationService(BaseNotificationService):
         files = [AttachmentSpec.parse(item) for item in data.get("attachments", [])]
         attachments = await async_resolve_attachments(self.hass, images, inline=html is not None)
         attachments += await async_resolve_attachments(self.hass, files)
-        await self._entry.runtime_data.async_send(
-            source="notify",
+        mail = Mail(
             to=to,
             subject=kwargs.get(ATTR_TITLE) or DEFAULT_SUBJECT,
             text=message,
@@ -99,6 +98,7 @@ class AcsEmailNotificationService(BaseNotificationService):
             attachments=attachments,
             priority=data.get("priority", "normal"),
         )
+        await self._entry.runtime_data.async_send(mail, source="notify")
 
 
 async def async_setup_entry(
@@ -137,9 +137,8 @@ class AcsEmailRecipient(NotifyEntity):
 
     async def async_send_message(self, message: str, title: str | None = None) -> None:
         """Queue a plain-text mail to this recipient; returns once it is on disk."""
-        await self._entry.runtime_data.async_send(
-            source="notify.send_message", to=self.addresses, subject=title or DEFAULT_SUBJECT, text=message
-        )
+        mail = Mail(to=self.addresses, subject=title or DEFAULT_SUBJECT, text=message)
+        await self._entry.runtime_data.async_send(mail, source="notify.send_message")
 
     def record_notification(self) -> None:
         """After ``acs_email.send_message`` reached this recipient (HA 2026.4+ records only what integrations say)."""

@@ -9,7 +9,7 @@ repair issue when ACS refuses mail for a reason the user can fix.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol, TypeAlias
@@ -19,12 +19,12 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
 
-from .compose import async_build_message, outbox_full
+from .compose import Mail, async_build_message, outbox_full
 from .const import DOMAIN
 from .core.dispatcher import DispatcherStatus
 from .core.engine import Engine
 from .core.errors import AcsEmailError, OutboxFullError
-from .core.message import Attachment, EmailMessage
+from .core.message import EmailMessage
 from .core.outbox import State
 from .issues import async_mail_refused, async_sending_paused
 
@@ -92,35 +92,9 @@ class AcsEmailRuntime:
         """The MailFrom address every mail of this entry is sent from."""
         return self.engine.settings.sender
 
-    async def async_send(
-        self,
-        *,
-        source: str,
-        to: Sequence[str],
-        subject: str,
-        text: str | None,
-        html: str | None = None,
-        cc: Sequence[str] = (),
-        bcc: Sequence[str] = (),
-        reply_to: Sequence[str] = (),
-        attachments: Sequence[Attachment] = (),
-        priority: str = "normal",
-    ) -> str:
+    async def async_send(self, mail: Mail, *, source: str) -> str:
         """Validate and queue one mail; returns its id once it is on disk (translated errors, nothing queued)."""
-        message = await async_build_message(
-            self.hass,
-            sender=self.sender,
-            limits=self.engine.settings.limits,
-            to=to,
-            subject=subject,
-            text=text,
-            html=html,
-            cc=cc,
-            bcc=bcc,
-            reply_to=reply_to,
-            attachments=attachments,
-            priority=priority,
-        )
+        message = await async_build_message(self.hass, mail, sender=self.sender, limits=self.engine.settings.limits)
         return await self.async_submit(message, source=source)
 
     async def async_submit(self, message: EmailMessage, *, source: str) -> str:

@@ -14,7 +14,7 @@ from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, Supp
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers import entity_registry as er
 
-from .compose import PRIORITIES, AttachmentSpec, addresses, async_resolve_attachments, invalid
+from .compose import PRIORITIES, AttachmentSpec, Mail, addresses, async_resolve_attachments, invalid
 from .const import CONF_ADDRESSES, DOMAIN
 from .core.outbox import State
 from .issues import async_clear_refused
@@ -98,8 +98,7 @@ async def _async_send_message(call: ServiceCall) -> ServiceResponse:
         to = default_recipients(entry)
     specs = [AttachmentSpec.parse(item) for item in data.get("attachments", [])]
     runtime = entry.runtime_data
-    message_id = await runtime.async_send(
-        source="action",
+    mail = Mail(
         to=to,
         subject=data["subject"],
         text=data.get("message"),
@@ -110,6 +109,7 @@ async def _async_send_message(call: ServiceCall) -> ServiceResponse:
         attachments=await async_resolve_attachments(hass, specs),
         priority=data["priority"],
     )
+    message_id = await runtime.async_send(mail, source="action")
     for subentry_id in subentries:
         if (entity := runtime.recipient_entities.get(subentry_id)) is not None:
             entity.record_notification()

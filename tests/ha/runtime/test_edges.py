@@ -20,6 +20,7 @@ from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from acs_email_bridge.emulator import Emulator
 from custom_components.acs_email import notify
+from custom_components.acs_email.compose import Mail
 from custom_components.acs_email.const import CONF_QUOTA, CONF_SECRET_EXPIRY, DOMAIN, QUOTA_CUSTOM
 from custom_components.acs_email.issues import FIX_RETRY, SENDER_NOT_LINKED
 
@@ -154,7 +155,7 @@ async def test_mail_for_an_unloading_entry_is_refused_not_lost_silently(
     runtime = entry.runtime_data
     assert await hass.config_entries.async_unload(entry.entry_id)
     with pytest.raises(HomeAssistantError) as err:
-        await runtime.async_send(source="test", to=["a@example.com"], subject="late", text="x")
+        await runtime.async_send(Mail(to=["a@example.com"], subject="late", text="x"), source="test")
     assert err.value.translation_key == "entry_not_loaded"
 
 
