@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from unittest.mock import patch
 
+import pytest
 from emulated import DELIVERY_TIMEOUT, SENDER, MakeEntry, fix_issue, wait_state, wait_until
 from homeassistant.components.notify import DOMAIN as NOTIFY_DOMAIN
 from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
@@ -17,6 +18,7 @@ from pytest_homeassistant_custom_component.common import async_capture_events
 from acs_email_bridge.emulator import Emulator, Fault
 from custom_components.acs_email.const import CONF_CLIENT_SECRET, DOMAIN
 from custom_components.acs_email.core.outbox import Outbox, State
+from custom_components.acs_email.issues import fixable_kind
 
 
 async def _notify(hass: HomeAssistant, subject: str = "UPS on battery") -> None:
@@ -154,3 +156,30 @@ async def test_refused_mail_fires_failed_event_raises_repair_and_retry_sends_it(
     await wait_until(lambda: len(sent) == 1)
     assert len(emu.mails) == 1
     assert ir.async_get(hass).async_get_issue(DOMAIN, issue.issue_id) is None
+
+
+async def test_missing_role_raises_its_own_repair(hass: HomeAssistant, make_entry: MakeEntry, emu: Emulator) -> None:
+    entry = await make_entry()
+    failed = async_capture_events(hass, "acs_email_failed")
+    emu.add_fault(Fault.error(403, code="AuthorizationFailed", message="The client does not have authorization."))
+    await _notify(hass)
+    await wait_until(lambda: len(failed) == 1)
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, f"permission_denied_{entry.entry_id}")
+    assert issue is not None
+    assert "AuthorizationFailed" in issue.translation_placeholders["reason"]
+    assert ir.async_get(hass).async_get_issue(DOMAIN, f"sender_not_linked_{entry.entry_id}") is None
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [
+        ("HTTP 400 DomainNotLinked: The specified sender domain has not been linked.", "sender_not_linked"),
+        ("HTTP 400 InvalidSenderUserName: The specified sender username is not configured.", "sender_not_linked"),
+        ("gave up after 10 attempts: HTTP 403 SubscriptionBlocked: All requests are blocked", None),
+        ("HTTP 403 SubscriptionBlocked: All requests from this subscription are blocked", "permission_denied"),
+        ("HTTP 400 BadRequest: Request body validation error.", None),
+        ("expired after 3.0 days: ServiceRequestError: Cannot connect", None),
+    ],
+)
+def test_which_refusals_the_user_can_fix(reason: str, kind: str | None) -> None:
+    assert fixable_kind(reason) == kind
