@@ -20,12 +20,13 @@ from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 
 from .const import DOMAIN
 from .core.errors import OutboxFullError, ValidationError
-from .core.message import Attachment, EmailMessage, MessageLimits, Priority
+from .core.message import DEFAULT_LIMITS, Attachment, EmailMessage, MessageLimits, Priority
 from .core.mime import guess_type
 
 MEDIA_SOURCE_PREFIX = "media-source://"
 SNAPSHOT_DOMAINS = ("camera", "image")
 PRIORITIES = [p.value for p in Priority]
+MAX_FILE_BYTES = DEFAULT_LIMITS.max_request_bytes  # ACS takes at most 10 MB per request, base64 included
 
 
 def invalid(key: str, **placeholders: str) -> ServiceValidationError:
@@ -61,6 +62,8 @@ async def _read_path(hass: HomeAssistant, path: str) -> tuple[str, bytes]:
         if not Path(path).is_absolute() or not hass.config.is_allowed_path(path):
             return "remote_path_not_allowed"
         try:
+            if Path(path).stat().st_size > MAX_FILE_BYTES:  # never read a file that cannot fit into a mail
+                return "file_too_large"
             return Path(path).name, Path(path).read_bytes()
         except FileNotFoundError:
             return "file_not_found"
@@ -69,7 +72,7 @@ async def _read_path(hass: HomeAssistant, path: str) -> tuple[str, bytes]:
 
     result = await hass.async_add_executor_job(read)
     if isinstance(result, str):
-        raise invalid(result, path=path)
+        raise invalid(result, path=path, limit=f"{MAX_FILE_BYTES // 1024 // 1024} MB")
     return result
 
 

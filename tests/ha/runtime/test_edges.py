@@ -169,3 +169,17 @@ async def test_diagnostics_of_an_entry_that_is_not_loaded(
     assert diagnostics["state"] == "not_loaded"
     assert "engine" not in diagnostics
     assert emu.client_secret not in json.dumps(diagnostics)
+
+
+async def test_oversized_file_is_refused_without_reading_it(
+    hass: HomeAssistant, make_entry: MakeEntry, tmp_path: Path
+) -> None:
+    entry = await make_entry()
+    big = tmp_path / "video.mp4"
+    with big.open("wb") as file:
+        file.truncate(11 * 1024 * 1024)  # sparse: no disk used, but over ACS's 10 MB per request
+    hass.config.allowlist_external_dirs = {str(tmp_path)}
+    with pytest.raises(ServiceValidationError) as err:
+        await _send(hass, entry.entry_id, attachments=[str(big)])
+    assert err.value.translation_key == "file_too_large"
+    assert err.value.translation_placeholders["limit"] == "10 MB"
