@@ -55,16 +55,16 @@ class AttachmentSpec:
         return cls(source, value.get("filename") or None, value.get("content_id") or None)
 
 
-async def _read_path(hass: HomeAssistant, path: str) -> tuple[str, bytes]:
-    """An allowed local file (name, content); the allow-list check touches the disk, so it runs in the executor."""
+async def _async_read(hass: HomeAssistant, path: Path, shown: str, *, allowlist: bool) -> bytes:
+    """A local file's content, read in the executor; ``allowlist``: only under ``allowlist_external_dirs``."""
 
-    def read() -> tuple[str, bytes] | str:
-        if not Path(path).is_absolute() or not hass.config.is_allowed_path(path):
+    def read() -> bytes | str:
+        if allowlist and (not path.is_absolute() or not hass.config.is_allowed_path(str(path))):
             return "remote_path_not_allowed"
         try:
-            if Path(path).stat().st_size > MAX_FILE_BYTES:  # never read a file that cannot fit into a mail
+            if path.stat().st_size > MAX_FILE_BYTES:  # never read a file that cannot fit into a mail
                 return "file_too_large"
-            return Path(path).name, Path(path).read_bytes()
+            return path.read_bytes()
         except FileNotFoundError:
             return "file_not_found"
         except OSError:
@@ -72,7 +72,7 @@ async def _read_path(hass: HomeAssistant, path: str) -> tuple[str, bytes]:
 
     result = await hass.async_add_executor_job(read)
     if isinstance(result, str):
-        raise invalid(result, path=path, limit=f"{MAX_FILE_BYTES // 1024 // 1024} MB")
+        raise invalid(result, path=shown, limit=f"{MAX_FILE_BYTES // 1024 // 1024} MB")
     return result
 
 
@@ -122,16 +122,7 @@ async def _media_file(hass: HomeAssistant, uri: str) -> tuple[str, bytes]:
         raise invalid("media_source_not_found", uri=uri) from err
     if path is None:
         raise invalid("media_source_not_supported", uri=uri)
-
-    def read() -> bytes | None:
-        try:
-            return path.read_bytes()
-        except OSError:
-            return None
-
-    if (content := await hass.async_add_executor_job(read)) is None:
-        raise invalid("media_source_not_found", uri=uri)
-    return path.name, content
+    return path.name, await _async_read(hass, path, uri, allowlist=False)
 
 
 async def async_resolve_attachment(hass: HomeAssistant, spec: AttachmentSpec) -> Attachment:
@@ -144,7 +135,8 @@ async def async_resolve_attachment(hass: HomeAssistant, spec: AttachmentSpec) ->
         else:
             name, data = await _media_file(hass, spec.source)
     else:
-        name, data = await _read_path(hass, spec.source)
+        path = Path(spec.source)
+        name, data = path.name, await _async_read(hass, path, spec.source, allowlist=True)
     name = spec.filename or name
     if content_type is None or guess_type(name) is not None:
         content_type = None  # the file name decides, as for any attachment

@@ -172,7 +172,7 @@ async def test_bad_input_is_refused_with_nothing_queued(
                 "to": "a@example.com",
                 "attachments": ["media-source://media_source/local/none.jpg"],
             },
-            "media_source_not_found",
+            "file_not_found",
         ),
         (
             {
