@@ -86,6 +86,10 @@ from .settings import notify_service_name
 from .validate import CheckFailed, TestMailResult, async_check_credentials, async_send_test_mail
 
 SECTION_ADVANCED = "advanced"
+RECONFIGURE_STEPS = {
+    AUTH_SERVICE_PRINCIPAL: "reconfigure_service_principal",
+    AUTH_CONNECTION_STRING: "reconfigure_connection_string",
+}
 NEXT_FLOW_SUBENTRY = "config_subentries_flow"  # FlowType.CONFIG_SUBENTRIES_FLOW, which HA 2025.4 lacks
 CONF_RECIPIENT = "recipient"  # the test mail's address (never stored)
 AZURE_MANAGED_SUFFIX = ".azurecomm.net"  # Azure-managed domains: the low quota preset fits them
@@ -409,14 +413,31 @@ class AcsEmailConfigFlow(ConfigFlow, domain=DOMAIN):
 
     # ---- reconfigure: endpoint, identity, sender, advanced settings; blank secrets keep the stored ones
     async def async_step_reconfigure(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Keep or switch the sign-in method (current one first); the entry and its queued mail stay."""
+        current = self._get_reconfigure_entry().data[CONF_AUTH_METHOD]
+        steps = sorted(RECONFIGURE_STEPS, key=lambda method: method != current)
+        return self.async_show_menu(step_id="reconfigure", menu_options=[RECONFIGURE_STEPS[m] for m in steps])
+
+    async def async_step_reconfigure_service_principal(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        return await self._async_reconfigure(AUTH_SERVICE_PRINCIPAL, user_input)
+
+    async def async_step_reconfigure_connection_string(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        return await self._async_reconfigure(AUTH_CONNECTION_STRING, user_input)
+
+    async def _async_reconfigure(self, method: str, user_input: dict[str, Any] | None) -> ConfigFlowResult:
+        """Endpoint, identity, sender, advanced settings; a blank secret keeps the stored one of the same method."""
         entry = self._get_reconfigure_entry()
-        method = entry.data[CONF_AUTH_METHOD]
+        same_method = entry.data[CONF_AUTH_METHOD] == method
         errors: dict[str, str] = {}
         placeholders = {"detail": "", **EXAMPLES}
         if user_input is not None:
             secret_key = CONF_CLIENT_SECRET if method == AUTH_SERVICE_PRINCIPAL else CONF_CONNECTION_STRING
             values = dict(user_input)
-            if not (values.get(secret_key) or "").strip():
+            if same_method and not (values.get(secret_key) or "").strip():
                 values[secret_key] = entry.data[secret_key]
             data, errors = _parse_credentials(method, values)
             if not errors:
@@ -429,10 +450,10 @@ class AcsEmailConfigFlow(ConfigFlow, domain=DOMAIN):
                     return self._async_update_and_abort(
                         entry, data, reason="reconfigure_successful", unique_id=unique_id, title=title
                     )
-        schema = _credentials_schema(method, secret_required=False)
+        schema = _credentials_schema(method, secret_required=not same_method)
         suggested = user_input if user_input is not None else _form_values(entry.data)
         return self.async_show_form(
-            step_id="reconfigure",
+            step_id=RECONFIGURE_STEPS[method],
             data_schema=self.add_suggested_values_to_schema(schema, suggested),
             errors=errors,
             description_placeholders=placeholders,

@@ -39,6 +39,7 @@ from custom_components.acs_email.config_flow import AcsEmailConfigFlow
 from custom_components.acs_email.const import (
     AUTH_CONNECTION_STRING,
     AUTH_SERVICE_PRINCIPAL,
+    CONF_AUTH_METHOD,
     CONF_AUTHORITY,
     CONF_CA_FILE,
     CONF_CLIENT_ID,
@@ -421,10 +422,19 @@ async def test_reauth_connection_string(hass: HomeAssistant, emu: Emulator, make
 
 
 # ---- reconfigure
+async def start_reconfigure(hass: HomeAssistant, entry: MockConfigEntry, method: str) -> dict[str, Any]:
+    """Open reconfigure and pick a sign-in method; the menu lists the entry's current method first."""
+    result = await entry.start_reconfigure_flow(hass)
+    assert result["type"] is FlowResultType.MENU
+    assert result["menu_options"][0] == f"reconfigure_{entry.data[CONF_AUTH_METHOD]}"
+    result = await configure(hass, result, {"next_step_id": f"reconfigure_{method}"})
+    assert result["step_id"] == f"reconfigure_{method}"
+    return result
+
+
 async def test_reconfigure_changes_sender_and_keeps_secret(hass: HomeAssistant, emu: Emulator) -> None:
     entry = add_entry(hass, emu)
-    result = await entry.start_reconfigure_flow(hass)
-    assert result["step_id"] == "reconfigure"
+    result = await start_reconfigure(hass, entry, AUTH_SERVICE_PRINCIPAL)
     assert CONF_TENANT_ID in {str(key) for key in result["data_schema"].schema}
     values = principal_input(emu, **{CONF_SENDER: OTHER_SENDER, CONF_CLIENT_SECRET: ""})
     del values[CONF_QUOTA]
@@ -446,7 +456,7 @@ async def test_reconfigure_reloads_an_entry_that_failed_to_set_up(
     await hass.config_entries.async_setup(entry.entry_id)
     assert entry.state is ConfigEntryState.SETUP_ERROR
     mock_setup_entry.side_effect = None
-    result = await entry.start_reconfigure_flow(hass)
+    result = await start_reconfigure(hass, entry, AUTH_SERVICE_PRINCIPAL)
     values = principal_input(emu)
     del values[CONF_QUOTA]
     result = await configure(hass, result, values)
@@ -458,7 +468,7 @@ async def test_reconfigure_reloads_an_entry_that_failed_to_set_up(
 async def test_reconfigure_keeps_a_custom_title(hass: HomeAssistant, emu: Emulator) -> None:
     entry = add_entry(hass, emu)
     hass.config_entries.async_update_entry(entry, title="Alarm mails")
-    result = await entry.start_reconfigure_flow(hass)
+    result = await start_reconfigure(hass, entry, AUTH_SERVICE_PRINCIPAL)
     values = principal_input(emu, **{CONF_CLIENT_SECRET: emu.client_secret, CONF_SENDER: OTHER_SENDER})
     del values[CONF_QUOTA]
     result = await configure(hass, result, values)
@@ -469,7 +479,7 @@ async def test_reconfigure_keeps_a_custom_title(hass: HomeAssistant, emu: Emulat
 async def test_reconfigure_onto_another_entry_aborts(hass: HomeAssistant, emu: Emulator) -> None:
     add_entry(hass, emu, **{CONF_SENDER: OTHER_SENDER})
     entry = add_entry(hass, emu)
-    result = await entry.start_reconfigure_flow(hass)
+    result = await start_reconfigure(hass, entry, AUTH_SERVICE_PRINCIPAL)
     values = principal_input(emu, **{CONF_SENDER: OTHER_SENDER})
     del values[CONF_QUOTA]
     result = await configure(hass, result, values)
@@ -478,11 +488,39 @@ async def test_reconfigure_onto_another_entry_aborts(hass: HomeAssistant, emu: E
     assert entry.data[CONF_SENDER] == SENDER
 
 
+async def test_switch_from_connection_string_to_app_keeps_the_entry(hass: HomeAssistant, emu: Emulator) -> None:
+    entry = add_entry(hass, emu, connection_data(emu))
+    result = await start_reconfigure(hass, entry, AUTH_SERVICE_PRINCIPAL)
+    fields = {str(key): key for key in result["data_schema"].schema}
+    assert fields[CONF_ENDPOINT].description == {"suggested_value": emu.endpoint}  # from the connection string
+    values = principal_input(emu, **{CONF_CLIENT_SECRET: ""})
+    del values[CONF_QUOTA]
+    result = await configure(hass, result, values)
+    assert result["errors"] == {"base": "invalid_auth"}  # switching needs the new method's secret
+    values[CONF_CLIENT_SECRET] = emu.client_secret
+    result = await configure(hass, result, values)
+    assert result["reason"] == "reconfigure_successful"
+    assert entry.data == principal_data(emu)  # the access key is forgotten
+    assert entry.unique_id == unique_id(emu)
+
+
+async def test_switch_from_app_to_connection_string(hass: HomeAssistant, emu: Emulator) -> None:
+    entry = add_entry(hass, emu)
+    result = await start_reconfigure(hass, entry, AUTH_CONNECTION_STRING)
+    blank = {CONF_CONNECTION_STRING: " ", CONF_SENDER: SENDER, "advanced": {CONF_CA_FILE: str(emu.ca_file)}}
+    result = await configure(hass, result, blank)  # required now: there is no stored one to keep
+    assert result["errors"] == {CONF_CONNECTION_STRING: "invalid_connection_string"}
+    values = connection_input(emu)
+    del values[CONF_QUOTA]
+    result = await configure(hass, result, values)
+    assert result["reason"] == "reconfigure_successful"
+    assert entry.data == connection_data(emu)
+
+
 async def test_reconfigure_connection_string_form(hass: HomeAssistant, emu: Emulator) -> None:
     data = connection_data(emu)
     entry = add_entry(hass, emu, data)
-    result = await entry.start_reconfigure_flow(hass)
-    assert result["step_id"] == "reconfigure"
+    result = await start_reconfigure(hass, entry, AUTH_CONNECTION_STRING)
     fields = {str(key): key for key in result["data_schema"].schema}
     assert fields[CONF_SENDER].description == {"suggested_value": SENDER}
     assert CONF_CONNECTION_STRING not in str(fields[CONF_CONNECTION_STRING].description)  # never sent back

@@ -60,9 +60,13 @@ def test_flow_steps_have_text() -> None:
     steps = STRINGS["config"]["step"]
     for step in ("user", "service_principal", "connection_string", "quota", "test_mail", "test_result"):
         assert steps[step]["title"], step
-    for step in ("reauth_confirm", "reconfigure"):
+    for step in ("reauth_confirm", "reconfigure_service_principal", "reconfigure_connection_string"):
         assert steps[step]["data"], step
     assert set(steps["user"]["menu_options"]) == {"service_principal", "connection_string"}
+    assert set(steps["reconfigure"]["menu_options"]) == {
+        "reconfigure_service_principal",
+        "reconfigure_connection_string",
+    }
     assert STRINGS["options"]["step"]["init"]["data"]
     recipient = STRINGS["config_subentries"]["recipient"]
     assert set(recipient["step"]) == {"user", "reconfigure"}
@@ -95,7 +99,7 @@ def test_credential_form_fields_have_labels(method: str) -> None:
 
     for step, schema in (
         (method, _credentials_schema(method, quota=True)),
-        ("reconfigure", _credentials_schema(method)),
+        (f"reconfigure_{method}", _credentials_schema(method)),
     ):
         text = STRINGS["config"]["step"][step]
         fields = schema_fields(schema)
