@@ -8,6 +8,7 @@ import pytest
 from emulated import SENDER, MakeEntry, recipient, wait_until
 from homeassistant.components.notify import DOMAIN as NOTIFY_DOMAIN
 from homeassistant.components.notify import SERVICE_SEND_MESSAGE
+from homeassistant.config_entries import ConfigSubentry
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import device_registry as dr
@@ -173,3 +174,20 @@ async def test_recipient_entities_send_with_notify_send_message(
     assert emu.mails[0].subject == "Tonight"
     assert emu.mails[0].payload["content"]["plainText"] == "Dinner"
     assert hass.states.get(family).state not in ("unknown", "unavailable")
+
+
+async def test_recipients_added_and_removed_while_loaded(hass: HomeAssistant, make_entry: MakeEntry) -> None:
+    entry = await make_entry(subentries=[recipient("Alice", "alice@example.com")])
+    registry = er.async_get(hass)
+    devices = dr.async_get(hass)
+    alice_device = registry.async_get("notify.alice").device_id
+
+    hass.config_entries.async_add_subentry(entry, ConfigSubentry(**recipient("Bob", "bob@example.com")))
+    await hass.async_block_till_done()
+    assert hass.states.get("notify.bob") is not None
+
+    assert hass.config_entries.async_remove_subentry(entry, "alice")
+    await hass.async_block_till_done()
+    assert registry.async_get("notify.alice") is None
+    assert devices.async_get(alice_device) is None  # no stale device left behind
+    assert hass.states.get("notify.bob") is not None
