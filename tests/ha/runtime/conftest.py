@@ -6,6 +6,7 @@ only its pacing is shortened (retry and outage backoff in milliseconds) so that 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import threading
@@ -18,7 +19,7 @@ import pytest
 from emulated import SENDER, MakeEntry, entry_data
 from homeassistant import block_async_io
 from homeassistant.config_entries import ConfigEntryState, ConfigSubentryData
-from homeassistant.core import HomeAssistant
+from homeassistant.core import CoreState, HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from acs_email_bridge.emulator import Emulator
@@ -62,12 +63,13 @@ async def _engines_stopped(hass: HomeAssistant) -> AsyncIterator[None]:
     (The outbox shuts its worker down without waiting; in HA that is harmless, in phcc's check it is a race.)
     """
     yield
-    for entry in hass.config_entries.async_entries(DOMAIN):
-        if entry.state is ConfigEntryState.LOADED:
-            await hass.config_entries.async_unload(entry.entry_id)
+    if hass.state is CoreState.running:  # a test may have stopped this Home Assistant itself
+        for entry in hass.config_entries.async_entries(DOMAIN):
+            if entry.state is ConfigEntryState.LOADED:
+                await hass.config_entries.async_unload(entry.entry_id)
     for thread in threading.enumerate():
         if thread.name.startswith("acs-email-outbox"):
-            await hass.async_add_executor_job(thread.join, 10)
+            await asyncio.get_running_loop().run_in_executor(None, thread.join, 10)
 
 
 @pytest.fixture(autouse=True)

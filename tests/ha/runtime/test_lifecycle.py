@@ -7,13 +7,18 @@ from unittest.mock import patch
 
 import pytest
 from emulated import DELIVERY_TIMEOUT, SENDER, MakeEntry, fix_issue, wait_state, wait_until
+from homeassistant import loader
 from homeassistant.components.notify import DOMAIN as NOTIFY_DOMAIN
 from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
 from homeassistant.const import EVENT_HOMEASSISTANT_STOP
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import issue_registry as ir
-from pytest_homeassistant_custom_component.common import async_capture_events
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_capture_events,
+    async_test_home_assistant,
+)
 
 from acs_email_bridge.emulator import Emulator, Fault
 from custom_components.acs_email.const import CONF_CLIENT_SECRET, DOMAIN
@@ -183,3 +188,31 @@ async def test_missing_role_raises_its_own_repair(hass: HomeAssistant, make_entr
 )
 def test_which_refusals_the_user_can_fix(reason: str, kind: str | None) -> None:
     assert fixable_kind(reason) == kind
+
+
+async def test_home_assistant_restart_delivers_queued_mail_once(
+    hass: HomeAssistant, make_entry: MakeEntry, emu: Emulator
+) -> None:
+    """A real restart: this Home Assistant stops with mail queued, a new one starts on the same config dir."""
+    port = int(emu.endpoint.rsplit(":", 1)[1])
+    entry = await make_entry()
+    await emu.stop()
+    await _notify(hass, "before the restart")
+    message_id = await _only_id(entry)
+    await hass.async_stop()
+
+    async with async_test_home_assistant(config_dir=hass.config.config_dir) as restarted:
+        restarted.data.pop(loader.DATA_CUSTOM_COMPONENTS, None)  # what enable_custom_integrations does
+        again = MockConfigEntry(
+            domain=DOMAIN, entry_id=entry.entry_id, title=entry.title, data=dict(entry.data), unique_id=entry.unique_id
+        )
+        again.add_to_hass(restarted)
+        assert await restarted.config_entries.async_setup(again.entry_id)
+        sent = async_capture_events(restarted, "acs_email_sent")
+        await emu.start(port=port)
+        assert await wait_state(again, message_id) is State.SENT
+        await wait_until(lambda: len(sent) == 1)  # reported by the new run
+        assert [mail.operation_id for mail in emu.mails] == [message_id]
+        assert emu.duplicates == 0
+        await restarted.config_entries.async_unload(again.entry_id)
+        await restarted.async_stop(force=True)
