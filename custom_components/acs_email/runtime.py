@@ -122,7 +122,13 @@ class AcsEmailRuntime:
 
     @callback
     def track(self, message_ids: Iterable[str]) -> None:
-        """Follow mails until they are sent or dead, to fire events and raise repairs."""
+        """Follow mails until they are sent or dead, to fire events and raise repairs.
+
+        Only while this engine delivers: when another process (a bridge sharing the outbox file) does, the
+        outcome could only be learnt by polling the file for every mail, so that mail is not reported here.
+        """
+        if not self.engine.outbox.owner:
+            return
         for message_id in message_ids:
             if message_id in self._tracked or len(self._tracked) >= TRACK_LIMIT:
                 continue

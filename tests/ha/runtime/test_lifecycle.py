@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from unittest.mock import patch
 
 import pytest
@@ -216,3 +217,23 @@ async def test_home_assistant_restart_delivers_queued_mail_once(
         assert emu.duplicates == 0
         await restarted.config_entries.async_unload(again.entry_id)
         await restarted.async_stop(force=True)
+
+
+async def test_outbox_shared_with_a_running_bridge(hass: HomeAssistant, make_entry: MakeEntry, emu: Emulator) -> None:
+    """The bridge delivers from HA's outbox file: HA queues into it and takes over when the bridge stops."""
+    entry = await make_entry(setup=False)
+    path = Path(hass.config.path(DOMAIN, f"{entry.entry_id}.db"))
+    bridge = Outbox(path)
+    await bridge.open()  # holds the owner lock, as a running bridge would
+    try:
+        assert bridge.owner
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        await hass.async_block_till_done()
+        await _notify(hass, "queued next to the bridge")
+        message_id = await _only_id(entry)
+        assert not entry.runtime_data.engine.outbox.owner
+        assert not emu.mails
+    finally:
+        await bridge.close()  # the bridge stops: Home Assistant takes over delivery
+    assert await wait_state(entry, message_id) is State.SENT
+    assert [mail.operation_id for mail in emu.mails] == [message_id]
