@@ -71,18 +71,21 @@ async def async_setup_entry(hass: HomeAssistant, entry: AcsEmailConfigEntry) -> 
         ) from err
     runtime = AcsEmailRuntime(hass, entry, engine, StatusCoordinator(hass, entry, engine))
     entry.runtime_data = runtime
-    await runtime.async_track_pending()  # before delivery starts, so no mail finishes unreported
-    await engine.start()
-    await runtime.coordinator.async_refresh()
+    try:
+        await runtime.async_track_pending()  # before delivery starts, so no mail finishes unreported
+        await engine.start()
+        await runtime.coordinator.async_refresh()
+        dr.async_get(hass).async_get_or_create(config_entry_id=entry.entry_id, **account_device_info(entry))
+        await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    except BaseException:  # setup failed or was cancelled: nothing may keep the outbox open
+        await engine.stop(STOP_GRACE)
+        raise
 
     async def stop_engine(_event: Event | None = None) -> None:
         await engine.stop(STOP_GRACE)
 
     entry.async_on_unload(hass.bus.async_listen(EVENT_HOMEASSISTANT_STOP, stop_engine))
     entry.async_on_unload(entry.add_update_listener(_async_reload))
-
-    dr.async_get(hass).async_get_or_create(config_entry_id=entry.entry_id, **account_device_info(entry))
-    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
 
     runtime.notify_service_name = notify_service_name(hass, entry)
     hass.async_create_task(

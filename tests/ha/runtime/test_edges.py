@@ -22,6 +22,7 @@ from acs_email_bridge.emulator import Emulator
 from custom_components.acs_email import notify
 from custom_components.acs_email.compose import Mail
 from custom_components.acs_email.const import CONF_QUOTA, CONF_SECRET_EXPIRY, DOMAIN, QUOTA_CUSTOM
+from custom_components.acs_email.core.outbox import Outbox
 from custom_components.acs_email.issues import FIX_RETRY, SENDER_NOT_LINKED
 
 
@@ -183,3 +184,14 @@ async def test_oversized_file_is_refused_without_reading_it(
         await _send(hass, entry.entry_id, attachments=[str(big)])
     assert err.value.translation_key == "file_too_large"
     assert err.value.translation_placeholders["limit"] == "10 MB"
+
+
+async def test_failed_setup_releases_the_outbox(hass: HomeAssistant, make_entry: MakeEntry) -> None:
+    entry = await make_entry(setup=False)
+    with patch.object(hass.config_entries, "async_forward_entry_setups", side_effect=RuntimeError("platform broke")):
+        assert not await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.state is ConfigEntryState.SETUP_ERROR
+    await hass.config_entries.async_remove(entry.entry_id)
+    # The outbox lock was released: another process (here a fresh outbox) can deliver from the file.
+    async with Outbox(hass.config.path(DOMAIN, f"{entry.entry_id}.db")) as outbox:
+        assert outbox.owner
