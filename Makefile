@@ -17,6 +17,9 @@ VENV_HA_LATEST := .venv-ha-latest
 # pytest-homeassistant-custom-component: each release pins one homeassistant, pytest and pytest-asyncio.
 PHCC_MIN    := 0.13.236
 PHCC_LATEST := 0.13.375
+# HA 2026.10's camera imports turbojpeg at import time; a real install gets it with camera (its manifest pin), phcc
+# 0.13.375 does not install it (0.13.236 does). The integration's snapshot attachments import camera.
+CAMERA_REQ_LATEST := PyTurboJPEG==1.8.3
 # mypy for the HA integration (the HA venvs do not get the dev extra): the dev extra's pin, read from pyproject.toml.
 MYPY_PIN    := $(shell grep -o '"mypy==[^"]*"' pyproject.toml | tr -d '"')
 
@@ -46,7 +49,8 @@ venv-core:
 venv-ha-min:
 	@.ci/venv $(VENV_HA_MIN) ha-min "pytest-homeassistant-custom-component==$(PHCC_MIN)" ".[test]" "$(MYPY_PIN)"
 venv-ha-latest:
-	@.ci/venv $(VENV_HA_LATEST) ha-latest "pytest-homeassistant-custom-component==$(PHCC_LATEST)" ".[test]"
+	@.ci/venv $(VENV_HA_LATEST) ha-latest "pytest-homeassistant-custom-component==$(PHCC_LATEST)" ".[test]" \
+	  "$(CAMERA_REQ_LATEST)"
 
 # --- lanes
 lint: venv-core
