@@ -53,6 +53,9 @@ class Engine:
             outage_backoff=settings.outage_backoff,
             confirm_interval=settings.confirm_interval,
             verify_recheck=settings.verify_recheck,
+            # The transport gives up after two timeouts; ACS may take one more to act on what it received.
+            request_horizon=2 * settings.timeout,
+            resend_after=3 * settings.timeout if settings.resend_after is None else settings.resend_after,
         )
         self._started = False
         self._delivering = False
@@ -96,10 +99,14 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._takeover
             self._takeover = None
-        await self.dispatcher.stop(grace)
-        self._delivering = False
-        await self.transport.close()
-        await self.outbox.close()
+        try:
+            await self.dispatcher.stop(grace)
+        finally:  # whatever failed, the HTTP session, the database and the owner lock are released
+            self._delivering = False
+            try:
+                await self.transport.close()
+            finally:
+                await self.outbox.close()
 
     async def __aenter__(self) -> Engine:
         await self.start()

@@ -159,16 +159,16 @@ class Attachment:
         p = Path(path)
         return cls(p.name, p.read_bytes(), content_type, content_id)
 
-    def to_acs(self) -> dict[str, str]:
-        """ACS attachment object, content in base64."""
-        result = {
-            "name": self.name,
-            "contentType": self.content_type or "",
-            "contentInBase64": base64.b64encode(self.data).decode("ascii"),
-        }
+    def to_acs_meta(self) -> dict[str, str]:
+        """ACS attachment object without its content (cheap)."""
+        result = {"name": self.name, "contentType": self.content_type or ""}
         if self.content_id:
             result["contentId"] = self.content_id
         return result
+
+    def to_acs(self) -> dict[str, str]:
+        """ACS attachment object, content in base64."""
+        return {**self.to_acs_meta(), "contentInBase64": base64.b64encode(self.data).decode("ascii")}
 
 
 def _new_id() -> str:
@@ -241,8 +241,14 @@ class EmailMessage:
         return len(self.to) + len(self.cc) + len(self.bcc)
 
     def validate(self, limits: MessageLimits = DEFAULT_LIMITS) -> None:
-        """Raise ValidationError for anything ACS would refuse."""
-        self.to_acs_payload(limits)
+        """Raise ValidationError for anything ACS would refuse.
+
+        Cheap enough for an event loop whatever the attachments: the size after base64 is computed, not
+        encoded (the outbox encodes in its own thread).
+        """
+        self._check_fields(limits)
+        base64_size = sum(4 * -(-len(a.data) // 3) for a in self.attachments)  # ASCII: JSON adds no escapes
+        self._check_size(self._payload(encode=False), limits, base64_size)
 
     def _check_fields(self, limits: MessageLimits) -> None:
         try:
@@ -286,8 +292,17 @@ class EmailMessage:
         return headers
 
     def to_acs_payload(self, limits: MessageLimits = DEFAULT_LIMITS) -> dict[str, Any]:
-        """The ACS ``EmailMessage`` request body, validated, including the size limit after base64."""
+        """The ACS ``EmailMessage`` request body, validated, including the size limit after base64.
+
+        Encodes every attachment: megabytes of work, for a worker thread rather than an event loop.
+        """
         self._check_fields(limits)
+        payload = self._payload(encode=True)
+        self._check_size(payload, limits)
+        return payload
+
+    def _payload(self, *, encode: bool) -> dict[str, Any]:
+        """The request body; without ``encode``, attachment contents are left empty (for sizing)."""
         content: dict[str, str] = {"subject": self.subject}
         if self.text is not None:
             content["plainText"] = self.text
@@ -300,7 +315,9 @@ class EmailMessage:
             recipients["bcc"] = [a.to_acs() for a in self.bcc]
         payload: dict[str, Any] = {"senderAddress": self.sender, "content": content, "recipients": recipients}
         if self.attachments:
-            payload["attachments"] = [a.to_acs() for a in self.attachments]
+            payload["attachments"] = [
+                a.to_acs() if encode else {**a.to_acs_meta(), "contentInBase64": ""} for a in self.attachments
+            ]
         if self.reply_to:
             payload["replyTo"] = [a.to_acs() for a in self.reply_to]
         headers = self._headers()
@@ -308,11 +325,15 @@ class EmailMessage:
             payload["headers"] = headers
         if self.disable_tracking:
             payload["userEngagementTrackingDisabled"] = True
-        size = len(json.dumps(payload))  # ensure_ascii like the SDK: length in characters == bytes
+        return payload
+
+    @staticmethod
+    def _check_size(payload: dict[str, Any], limits: MessageLimits, not_encoded: int = 0) -> None:
+        """``not_encoded``: bytes of content left out of ``payload`` that the request will carry."""
+        size = len(json.dumps(payload)) + not_encoded  # ensure_ascii like the SDK: length in characters == bytes
         if size > limits.max_request_bytes:
             raise ValidationError(
                 "size",
                 f"request is {size:,} bytes after base64, over the {limits.max_request_bytes:,} byte limit "
                 "(attachments grow by a third in base64)",
             )
-        return payload

@@ -23,7 +23,6 @@ from azure.communication.email.aio import EmailClient
 from azure.core.credentials import AzureKeyCredential
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
-    AzureError,
     ClientAuthenticationError,
     HttpResponseError,
     ServiceRequestError,
@@ -151,7 +150,11 @@ class AcsTransport:
     async def _ready_client(self) -> EmailClient:
         async with self._building:
             if self._client is None:
-                self._client = await self._build_client()
+                try:
+                    self._client = await self._build_client()
+                except BaseException:
+                    await self.close()  # no half-built client keeps an HTTP session open
+                    raise
             return self._client
 
     async def _build_client(self) -> EmailClient:
@@ -172,9 +175,14 @@ class AcsTransport:
             if creds.authority:
                 identity_kwargs["authority"] = creds.authority
                 identity_kwargs["disable_instance_discovery"] = True
-            self._token_credential = ClientSecretCredential(
-                creds.tenant_id, creds.client_id, creds.client_secret, **identity_kwargs
-            )
+            # Entra's 5xx and 429 are the dispatcher's to retry, like ACS's (its own retries would hide them).
+            identity_kwargs["retry_total"] = 0
+            try:
+                self._token_credential = ClientSecretCredential(
+                    creds.tenant_id, creds.client_id, creds.client_secret, **identity_kwargs
+                )
+            except ValueError as err:  # e.g. a malformed tenant id: only a config change can help
+                raise ConfigError(f"invalid service principal: {str(err).splitlines()[0]}") from None
             credential = self._token_credential
         return EmailClient(
             self.endpoint,
@@ -260,6 +268,11 @@ class AcsTransport:
         detail = self._redact(_describe(err))
         if isinstance(err, ClientAuthenticationError):
             status = err.status_code
+            if status == 429:  # Entra throttles: nothing was sent; wait as told
+                retry = retry_after_seconds(getattr(err.response, "headers", None))
+                return Outcome(OutcomeKind.THROTTLED, detail, retry_after=retry)
+            if status is not None and (status == 408 or status >= 500):  # Entra is down: the POST never left
+                return Outcome(OutcomeKind.TRANSIENT, detail)
             if (
                 status is None
                 and err.response is None
@@ -283,9 +296,9 @@ class AcsTransport:
             isinstance(err, ServiceRequestError) and isinstance(err.inner_exception, aiohttp.ClientConnectorError)
         ):
             return Outcome(OutcomeKind.TRANSIENT, detail)  # never connected: the POST cannot have arrived
-        if isinstance(err, AzureError | TimeoutError | OSError | aiohttp.ClientError):
-            return Outcome(OutcomeKind.TRANSIENT, detail, ambiguous=True)
-        raise err
+        # Anything else (AzureError, OSError, aiohttp trouble, or an error nobody foresaw) may have happened
+        # after the POST left: try again later, with a status check first.
+        return Outcome(OutcomeKind.TRANSIENT, detail, ambiguous=True)
 
 
 def _describe(err: Exception) -> str:
