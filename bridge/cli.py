@@ -2,7 +2,7 @@
 
 Exit codes of ``send``: 0 sent, 1 dead (refused by ACS or gave up), 2 bad input or configuration,
 3 still queued when ``--timeout`` ran out (it stays in the outbox and is sent by the next run), 4 ACS refused
-the credentials (the mail stays queued).
+the credentials (the mail stays queued), 5 the outbox file cannot be used (corrupt, read-only, disk full).
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from typing import Any, TypeVar
 
 from acs_email_core.config import EngineSettings
 from acs_email_core.engine import Engine
-from acs_email_core.errors import AcsEmailError
+from acs_email_core.errors import AcsEmailError, OutboxError
 from acs_email_core.message import Attachment, EmailMessage
 from acs_email_core.outbox import Outbox, State
 
 from .config import load_settings
 from .emulator import cli as emulator_cli
 
-EXIT_SENT, EXIT_DEAD, EXIT_INVALID, EXIT_PENDING, EXIT_AUTH = 0, 1, 2, 3, 4
+EXIT_SENT, EXIT_DEAD, EXIT_INVALID, EXIT_PENDING, EXIT_AUTH, EXIT_STORAGE = 0, 1, 2, 3, 4, 5
 _T = TypeVar("_T")
 
 
@@ -207,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "send":
             return asyncio.run(_send(args))
         return asyncio.run(_queue(args))
+    except OutboxError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_STORAGE
     except AcsEmailError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID

@@ -30,6 +30,7 @@ class Kind(StrEnum):
     DELAY = "delay"  # sleep ``seconds`` before processing, or after it (stage=after)
     DROP = "drop"  # close the connection without an answer, before or after processing
     FAIL = "fail"  # accept the mail, but the operation ends Failed with ``code``/``message`` (send only)
+    STALL = "stall"  # sleep ``seconds`` before processing, then process even if the client has given up
 
 
 class Stage(StrEnum):
@@ -65,7 +66,7 @@ class Fault:
             if self.route is not Route.SEND:
                 raise ValueError("only a send can end in a Failed operation")
             object.__setattr__(self, "stage", Stage.OUTCOME)
-        elif self.stage is Stage.OUTCOME or (self.kind is Kind.ERROR and self.stage is Stage.AFTER):
+        elif self.stage is Stage.OUTCOME or (self.kind in (Kind.ERROR, Kind.STALL) and self.stage is Stage.AFTER):
             raise ValueError(f"a {self.kind} fault cannot act at stage {self.stage}")
         if self.seconds < 0:
             raise ValueError("seconds must not be negative")
@@ -91,6 +92,14 @@ class Fault:
         With ``after=False`` a client that gives up during the delay leaves nothing accepted.
         """
         return cls(Kind.DELAY, route, times, seconds=seconds, stage=Stage.AFTER if after else Stage.BEFORE)
+
+    @classmethod
+    def stall(cls, seconds: float, *, route: Route = Route.SEND, times: int = 1) -> Fault:
+        """A service busy with the request: it is processed ``seconds`` late, even if the client gave up first.
+
+        The case that makes a resend soon after a timeout a duplicate: ACS still has the original POST.
+        """
+        return cls(Kind.STALL, route, times, seconds=seconds)
 
     @classmethod
     def drop(cls, *, after: bool = False, route: Route = Route.SEND, times: int = 1) -> Fault:
