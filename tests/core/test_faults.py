@@ -274,6 +274,29 @@ async def test_quota_use_is_remembered_across_a_restart_after_a_forward_step(
     assert len(emu.mails) == 6
 
 
+async def test_mail_scheduled_before_a_backward_step_between_runs_is_not_held_back(
+    emu: Emulator, tmp_path: Path, engine_settings: SettingsFactory
+) -> None:
+    wall = WallClock()
+    wall.offset = 3600.0  # the clock was an hour fast when the last run scheduled a retry
+    settings = engine_settings(emu, tmp_path / "o.db", SENDER)
+    async with Outbox(tmp_path / "o.db", clock=wall) as outbox, AcsTransport(settings.credentials) as transport:
+        dispatcher = Dispatcher(outbox, transport, LOOSE, clock=wall)
+        await dispatcher.start()
+        await dispatcher.stop()
+        (message_id,) = await outbox.enqueue_many(_messages(1))
+        await outbox.claim_due(1)
+        await outbox.mark_retry(message_id, "503", retry_after=1.0)
+    wall.offset = 0.0  # NTP fixed it before this run
+    async with Outbox(tmp_path / "o.db", clock=wall) as outbox, AcsTransport(settings.credentials) as transport:
+        dispatcher = Dispatcher(outbox, transport, LOOSE, clock=wall)
+        await dispatcher.start()
+        try:
+            await _all_sent(dispatcher, [message_id])
+        finally:
+            await dispatcher.stop()
+
+
 # ---- 9. one owner, whatever the path -----------------------------------------------------------------------------
 async def test_a_symlink_to_the_outbox_is_the_same_outbox(tmp_path: Path) -> None:
     async with Outbox(tmp_path / "real.db") as first:

@@ -124,7 +124,7 @@ class Dispatcher:
         self._verify_recheck = verify_recheck
         self._resend_after = resend_after
         self._horizon = request_horizon
-        self._clock_offset = 0.0
+        self._clock_offset = 0.0  # wall minus monotonic time, as last recorded in the outbox
         self._not_found_once: set[str] = set()  # answered "no such operation" while the POST was young
         self._auth_retry_handle: asyncio.TimerHandle | None = None
         self._waiters: dict[str, list[asyncio.Future[State]]] = {}
@@ -153,7 +153,7 @@ class Dispatcher:
                 left = min(seconds, -self._time.age(until))  # a clock stepped back cannot lengthen it
                 if left > 0:
                     limiter.block_until(self._time.mono() + left)
-        self._clock_offset = self._time.wall() - self._time.mono()
+        await self._follow_clock(force=True)
         self._stopping.clear()
         self._loop_task = asyncio.create_task(self._run(), name="acs_email dispatcher")
 
@@ -288,16 +288,15 @@ class Dispatcher:
         await self._outbox.wait_for_work(timeout)
         return None
 
-    async def _follow_clock(self) -> None:
-        """After a step of the wall clock, move queued mails' due times and ages with it."""
+    async def _follow_clock(self, *, force: bool = False) -> None:
+        """After a step of the wall clock (now, or between two runs), queued mails keep their due times."""
         offset = self._time.wall() - self._time.mono()
-        step = offset - self._clock_offset
-        if abs(step) < CLOCK_STEP:
+        if not force and abs(offset - self._clock_offset) < CLOCK_STEP:
             return
-        # Rows written before the step carry times up to (now - step) in the old frame.
-        moved = await self._outbox.shift_times(step, self._time.wall() - step)
         self._clock_offset = offset
-        _LOGGER.warning("the system clock stepped by %+.0f s; %d queued mail(s) keep their due times", step, moved)
+        step = await self._outbox.follow_clock(self._time.boot, offset, CLOCK_STEP)
+        if step:
+            _LOGGER.warning("the system clock stepped by %+.0f s; queued mail keeps its due times", step)
 
     # ---- one message ---------------------------------------------------------------------------------------
     async def _deliver(self, message: ClaimedMessage, token: int) -> None:

@@ -109,6 +109,8 @@ ALTER TABLE requests ADD COLUMN boot TEXT;
 CREATE TABLE blocks (
     kind TEXT PRIMARY KEY, until REAL NOT NULL, mono REAL, boot TEXT, seconds REAL NOT NULL
 ) WITHOUT ROWID;
+-- Wall minus monotonic time when the delivering process last looked: a step between runs shows as a change.
+CREATE TABLE clock (id INTEGER PRIMARY KEY CHECK (id = 1), boot TEXT, offset REAL NOT NULL);
 """
 
 _ENTRY_COLUMNS = (
@@ -572,13 +574,25 @@ class _Store:
         rows = self._db.execute("SELECT kind, until, mono, boot, seconds FROM blocks").fetchall()
         return {row[0]: (Stamp(row[1], row[2], row[3]), row[4]) for row in rows}
 
-    def shift_times(self, seconds: float, written_before: float) -> int:
+    def follow_clock(self, boot: str | None, offset: float, now: float, tolerance: float) -> float:
+        """Compare the clock offset with the one stored in the same boot; on a step, move unsent mails' times."""
         with self._transaction() as conn:
-            return conn.execute(
-                "UPDATE messages SET next_attempt_at = next_attempt_at + ?1, age_from = age_from + ?1 "
-                "WHERE state IN ('queued', 'sending') AND updated_at <= ?2",
-                (seconds, written_before),
-            ).rowcount
+            row = conn.execute("SELECT boot, offset FROM clock").fetchone()
+            step = 0.0
+            if row is not None and boot is not None and row["boot"] == boot:
+                step = offset - row["offset"]
+            if abs(step) >= tolerance:
+                # Rows written before the step carry times up to (now - step) of the old clock.
+                conn.execute(
+                    "UPDATE messages SET next_attempt_at = next_attempt_at + ?1, age_from = age_from + ?1 "
+                    "WHERE state IN ('queued', 'sending') AND updated_at <= ?2",
+                    (step, now - step),
+                )
+            else:
+                step = 0.0
+            if row is None or step or row["boot"] != boot:
+                conn.execute("INSERT OR REPLACE INTO clock (id, boot, offset) VALUES (1, ?, ?)", (boot, offset))
+        return step
 
     # ---- reads -------------------------------------------------------------------------------------------
     def next_due_at(self) -> float | None:
@@ -859,12 +873,14 @@ class Outbox:
         """Remembered blocks per kind: (until, their length when set)."""
         return await self._call(self._store.blocks)
 
-    async def shift_times(self, seconds: float, written_before: float) -> int:
-        """The wall clock stepped by ``seconds``: move the due times and ages of unsent messages written
-        before the step with it, so a step neither delays nor expires them. Returns how many moved."""
-        count = await self._call(self._store.shift_times, seconds, written_before)
-        self._work.set()
-        return count
+    async def follow_clock(self, boot: str | None, offset: float, tolerance: float) -> float:
+        """Record the wall-minus-monotonic ``offset``; if it moved by ``tolerance`` or more since the last
+        record (same boot: in this process or an earlier one), the wall clock stepped: unsent messages
+        written before the step keep their due times and ages. Returns the step (0.0 when none)."""
+        step = await self._call(self._store.follow_clock, boot, offset, self._clock(), tolerance)
+        if step:
+            self._work.set()
+        return step
 
     # ---- inspection --------------------------------------------------------------------------------------
     async def get(self, id: str) -> OutboxEntry | None:

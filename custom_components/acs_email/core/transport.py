@@ -268,11 +268,8 @@ class AcsTransport:
         detail = self._redact(_describe(err))
         if isinstance(err, ClientAuthenticationError):
             status = err.status_code
-            if status == 429:  # Entra throttles: nothing was sent; wait as told
-                retry = retry_after_seconds(getattr(err.response, "headers", None))
-                return Outcome(OutcomeKind.THROTTLED, detail, retry_after=retry)
-            if status is not None and (status == 408 or status >= 500):  # Entra is down: the POST never left
-                return Outcome(OutcomeKind.TRANSIENT, detail)
+            if (status or 0) in (408, 429) or (status or 0) >= 500:
+                return Outcome(OutcomeKind.TRANSIENT, detail)  # Entra is busy or down; the POST never left
             if (
                 status is None
                 and err.response is None
