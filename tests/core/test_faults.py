@@ -50,6 +50,11 @@ class WallClock:
         return time.time() + self.offset
 
 
+def _stepping_outbox(directory: Path, wall: WallClock) -> Outbox:
+    """An outbox on the test's wall clock; time still passes on the real monotonic clock."""
+    return Outbox(directory / "o.db", clock=wall, monotonic=time.monotonic)
+
+
 @pytest.fixture
 async def emu(make_emulator: MakeEmulator) -> Emulator:
     return await make_emulator(senders=[SENDER], retry_after=0)
@@ -237,7 +242,7 @@ async def test_a_wall_clock_step_neither_bursts_nor_stalls(
     emu = await make_emulator(senders=[SENDER], retry_after=0, quota=STEP_QUOTA)
     wall = WallClock()
     settings = engine_settings(emu, tmp_path / "o.db", SENDER)
-    async with Outbox(tmp_path / "o.db", clock=wall) as outbox, AcsTransport(settings.credentials) as transport:
+    async with _stepping_outbox(tmp_path, wall) as outbox, AcsTransport(settings.credentials) as transport:
         ids = await outbox.enqueue_many(_messages(6))
         dispatcher = Dispatcher(outbox, transport, STEP_QUOTA, clock=wall)
         await dispatcher.start()
@@ -260,7 +265,7 @@ async def test_quota_use_is_remembered_across_a_restart_after_a_forward_step(
     wall = WallClock()
     settings = engine_settings(emu, tmp_path / "o.db", SENDER)
     for run in range(2):
-        async with Outbox(tmp_path / "o.db", clock=wall) as outbox, AcsTransport(settings.credentials) as transport:
+        async with _stepping_outbox(tmp_path, wall) as outbox, AcsTransport(settings.credentials) as transport:
             ids = await outbox.enqueue_many(_messages(3))
             dispatcher = Dispatcher(outbox, transport, quota, clock=wall)
             await dispatcher.start()
@@ -280,7 +285,7 @@ async def test_mail_scheduled_before_a_backward_step_between_runs_is_not_held_ba
     wall = WallClock()
     wall.offset = 3600.0  # the clock was an hour fast when the last run scheduled a retry
     settings = engine_settings(emu, tmp_path / "o.db", SENDER)
-    async with Outbox(tmp_path / "o.db", clock=wall) as outbox, AcsTransport(settings.credentials) as transport:
+    async with _stepping_outbox(tmp_path, wall) as outbox, AcsTransport(settings.credentials) as transport:
         dispatcher = Dispatcher(outbox, transport, LOOSE, clock=wall)
         await dispatcher.start()
         await dispatcher.stop()
@@ -288,7 +293,7 @@ async def test_mail_scheduled_before_a_backward_step_between_runs_is_not_held_ba
         await outbox.claim_due(1)
         await outbox.mark_retry(message_id, "503", retry_after=1.0)
     wall.offset = 0.0  # NTP fixed it before this run
-    async with Outbox(tmp_path / "o.db", clock=wall) as outbox, AcsTransport(settings.credentials) as transport:
+    async with _stepping_outbox(tmp_path, wall) as outbox, AcsTransport(settings.credentials) as transport:
         dispatcher = Dispatcher(outbox, transport, LOOSE, clock=wall)
         await dispatcher.start()
         try:

@@ -4,7 +4,7 @@ Only this loop starts send requests, and it takes the quota slot (one atomic ste
 claims a message, so a mail never sits in ``sending`` while waiting for quota and the limiter is never
 overcommitted. Every request is written to the outbox *before* it is made (as if it took as long as it
 possibly can) and corrected when it ends, so a process killed mid-request still leaves it counted for the
-next one. Pacing runs on the monotonic clock; a step of the wall clock moves queued mails' due times with it.
+next one. Pacing runs on the monotonic clock (the outbox keeps due times right across steps of the wall clock).
 A connection failure pauses all sending (with growing backoff) instead of burning every queued mail's
 attempts; an outbox failure (disk full, database locked) is logged and retried, never the end of delivery.
 """
@@ -44,8 +44,7 @@ RESEND_AFTER = 90.0
 REQUEST_HORIZON = 60.0
 # Backoff while the outbox itself fails (disk full, database locked by another program).
 STORAGE_BACKOFF = RetryPolicy(initial_delay=0.5, multiplier=2.0, max_delay=30.0, jitter=0.2)
-# A change of this many seconds between the wall and the monotonic clock is a step of the wall clock.
-CLOCK_STEP = 1.0
+
 # After an authentication failure, sending pauses; it tries again after this many seconds.
 AUTH_RETRY = 900.0
 CONFIRM_INTERVAL = 3.0
@@ -124,7 +123,6 @@ class Dispatcher:
         self._verify_recheck = verify_recheck
         self._resend_after = resend_after
         self._horizon = request_horizon
-        self._clock_offset = 0.0  # wall minus monotonic time, as last recorded in the outbox
         self._not_found_once: set[str] = set()  # answered "no such operation" while the POST was young
         self._auth_retry_handle: asyncio.TimerHandle | None = None
         self._waiters: dict[str, list[asyncio.Future[State]]] = {}
@@ -153,7 +151,6 @@ class Dispatcher:
                 left = min(seconds, -self._time.age(until))  # a clock stepped back cannot lengthen it
                 if left > 0:
                     limiter.block_until(self._time.mono() + left)
-        await self._follow_clock(force=True)
         self._stopping.clear()
         self._loop_task = asyncio.create_task(self._run(), name="acs_email dispatcher")
 
@@ -273,7 +270,6 @@ class Dispatcher:
             if self._paused is not None or self._stopping.is_set():
                 claimed = []
             else:
-                await self._follow_clock()
                 claimed = await self._outbox.claim_due(1)
         except BaseException:
             self._send_limiter.cancel(token)
@@ -287,16 +283,6 @@ class Dispatcher:
         timeout = None if due is None else max(0.0, due - self._time.wall()) + 0.01
         await self._outbox.wait_for_work(timeout)
         return None
-
-    async def _follow_clock(self, *, force: bool = False) -> None:
-        """After a step of the wall clock (now, or between two runs), queued mails keep their due times."""
-        offset = self._time.wall() - self._time.mono()
-        if not force and abs(offset - self._clock_offset) < CLOCK_STEP:
-            return
-        self._clock_offset = offset
-        step = await self._outbox.follow_clock(self._time.boot, offset, CLOCK_STEP)
-        if step:
-            _LOGGER.warning("the system clock stepped by %+.0f s; queued mail keeps its due times", step)
 
     # ---- one message ---------------------------------------------------------------------------------------
     async def _deliver(self, message: ClaimedMessage, token: int) -> None:

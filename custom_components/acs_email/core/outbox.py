@@ -39,7 +39,7 @@ from typing import Any, Literal, Self, TypeVar, TypeVarTuple, cast
 from .errors import AcsEmailError, OutboxError, OutboxFullError
 from .message import DEFAULT_LIMITS, EmailMessage, MessageLimits
 from .retry import RetryPolicy
-from .timebase import Stamp
+from .timebase import Stamp, Timebase
 
 __all__ = ["ClaimedMessage", "Outbox", "OutboxEntry", "OutboxStats", "RetryPolicy", "State"]
 
@@ -50,6 +50,7 @@ _Ts = TypeVarTuple("_Ts")
 SCHEMA_VERSION = 2
 _PRUNE_EVERY = 500  # mark_sent calls between opportunistic prunes of old sent rows
 IDLE_RECHECK = 1.0  # seconds; see Outbox.wait_for_work (another process may have queued mail)
+CLOCK_STEP = 1.0  # a change of the wall-minus-monotonic offset this large is a step of the wall clock
 
 # The payload is the last column of version 1: SQLite reads a row's columns in order, so the columns
 # people list stay readable without touching the overflow pages of a large payload.
@@ -109,7 +110,7 @@ ALTER TABLE requests ADD COLUMN boot TEXT;
 CREATE TABLE blocks (
     kind TEXT PRIMARY KEY, until REAL NOT NULL, mono REAL, boot TEXT, seconds REAL NOT NULL
 ) WITHOUT ROWID;
--- Wall minus monotonic time when the delivering process last looked: a step between runs shows as a change.
+-- Wall minus monotonic time at the last write: every wall time stored for unsent mail is in this frame.
 CREATE TABLE clock (id INTEGER PRIMARY KEY CHECK (id = 1), boot TEXT, offset REAL NOT NULL);
 """
 
@@ -280,9 +281,12 @@ class _Store:
         limits: MessageLimits,
         *,
         busy_timeout: float = 30.0,
+        timebase: Timebase | None = None,
     ) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
+        self.time = timebase or Timebase()
+        self._clock_table = False  # the schema is ready for _follow_clock
         self.max_messages = max_messages
         self.retry = retry
         self.retention = retention
@@ -304,12 +308,37 @@ class _Store:
         conn = self._db
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
+            if write and self._clock_table:
+                self._follow_clock(conn)
             yield conn
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def _follow_clock(self, conn: sqlite3.Connection) -> None:
+        """Keep every stored due time and age in the frame of the current wall clock.
+
+        Checked at the start of every write, by whichever process writes: when the wall clock has stepped
+        since the last write in this boot, unsent mails' due times and ages move with it, so a step (NTP
+        correcting a clock without RTC, now or between two runs) neither holds mail back nor expires it.
+        """
+        offset = self.time.wall() - self.time.mono()
+        boot = self.time.boot
+        row = conn.execute("SELECT boot, offset FROM clock").fetchone()
+        same_boot = row is not None and boot is not None and row["boot"] == boot
+        if same_boot and abs(offset - row["offset"]) < CLOCK_STEP:
+            return
+        if same_boot:
+            step = offset - row["offset"]
+            moved = conn.execute(
+                "UPDATE messages SET next_attempt_at = next_attempt_at + ?1, age_from = age_from + ?1 "
+                "WHERE state IN ('queued', 'sending')",
+                (step,),
+            ).rowcount
+            _LOGGER.warning("the system clock stepped by %+.0f s; %d unsent mail(s) keep their due times", step, moved)
+        conn.execute("INSERT OR REPLACE INTO clock (id, boot, offset) VALUES (1, ?, ?)", (boot, offset))
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     def open(self, synchronous: str, now: float) -> None:
@@ -337,6 +366,7 @@ class _Store:
                 for statement in _statements(_MIGRATE_2):
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._clock_table = True
         self.take_ownership(now)
         self.prune(now)
 
@@ -574,26 +604,6 @@ class _Store:
         rows = self._db.execute("SELECT kind, until, mono, boot, seconds FROM blocks").fetchall()
         return {row[0]: (Stamp(row[1], row[2], row[3]), row[4]) for row in rows}
 
-    def follow_clock(self, boot: str | None, offset: float, now: float, tolerance: float) -> float:
-        """Compare the clock offset with the one stored in the same boot; on a step, move unsent mails' times."""
-        with self._transaction() as conn:
-            row = conn.execute("SELECT boot, offset FROM clock").fetchone()
-            step = 0.0
-            if row is not None and boot is not None and row["boot"] == boot:
-                step = offset - row["offset"]
-            if abs(step) >= tolerance:
-                # Rows written before the step carry times up to (now - step) of the old clock.
-                conn.execute(
-                    "UPDATE messages SET next_attempt_at = next_attempt_at + ?1, age_from = age_from + ?1 "
-                    "WHERE state IN ('queued', 'sending') AND updated_at <= ?2",
-                    (step, now - step),
-                )
-            else:
-                step = 0.0
-            if row is None or step or row["boot"] != boot:
-                conn.execute("INSERT OR REPLACE INTO clock (id, boot, offset) VALUES (1, ?, ?)", (boot, offset))
-        return step
-
     # ---- reads -------------------------------------------------------------------------------------------
     def next_due_at(self) -> float | None:
         row = self._db.execute(
@@ -638,13 +648,24 @@ class Outbox:
         clock: Callable[[], float] = time.time,
         limits: MessageLimits = DEFAULT_LIMITS,
         busy_timeout: float = 30.0,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
+        """``clock`` is the wall clock; ``monotonic`` (default: time.monotonic with the real wall clock, and
+        ``clock`` itself with an injected one, which then never steps) tells its steps from time passing."""
         if max_messages < 1:
             raise ValueError("max_messages must be at least 1")
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError("synchronous must be FULL or NORMAL")
         self.path = Path(path)
-        self._store = _Store(self.path, max_messages, retry, retention, limits, busy_timeout=busy_timeout)
+        self._store = _Store(
+            self.path,
+            max_messages,
+            retry,
+            retention,
+            limits,
+            busy_timeout=busy_timeout,
+            timebase=Timebase(wall=clock, mono=monotonic or (time.monotonic if clock is time.time else clock)),
+        )
         self._synchronous = synchronous
         self._clock = clock
         self._work = asyncio.Event()
@@ -872,15 +893,6 @@ class Outbox:
     async def blocks(self) -> dict[str, tuple[Stamp, float]]:
         """Remembered blocks per kind: (until, their length when set)."""
         return await self._call(self._store.blocks)
-
-    async def follow_clock(self, boot: str | None, offset: float, tolerance: float) -> float:
-        """Record the wall-minus-monotonic ``offset``; if it moved by ``tolerance`` or more since the last
-        record (same boot: in this process or an earlier one), the wall clock stepped: unsent messages
-        written before the step keep their due times and ages. Returns the step (0.0 when none)."""
-        step = await self._call(self._store.follow_clock, boot, offset, self._clock(), tolerance)
-        if step:
-            self._work.set()
-        return step
 
     # ---- inspection --------------------------------------------------------------------------------------
     async def get(self, id: str) -> OutboxEntry | None:
