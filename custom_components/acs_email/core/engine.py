@@ -12,6 +12,7 @@ import aiohttp
 
 from .config import EngineSettings
 from .dispatcher import Dispatcher, DispatcherStatus
+from .errors import OutboxError
 from .message import EmailMessage
 from .outbox import Outbox, State
 from .transport import AcsTransport
@@ -86,7 +87,12 @@ class Engine:
 
     async def _take_over_later(self) -> None:
         # Another process holds a file lock: nothing in this process can signal its release.
-        while not await self._try_deliver():  # noqa: ASYNC110
+        while True:
+            try:
+                if await self._try_deliver():
+                    return
+            except OutboxError as err:  # e.g. the disk is full right now: keep waiting, keep trying
+                _LOGGER.warning("cannot take over delivery yet: %s", err)
             await asyncio.sleep(TAKEOVER_POLL)
 
     async def stop(self, grace: float = 10.0) -> None:
