@@ -55,7 +55,7 @@ POLL_RESERVE = 2
 class Transport(Protocol):
     """What the dispatcher needs from a transport (the ACS one, or a test double of it)."""
 
-    async def send(self, payload: dict[str, Any], operation_id: str) -> Outcome: ...
+    async def send(self, payload: dict[str, Any] | str, operation_id: str) -> Outcome: ...
 
     async def status(self, operation_id: str) -> Outcome: ...
 
@@ -294,7 +294,7 @@ class Dispatcher:
                     return
                 token = await self._send_limiter.acquire()
             posted = True
-            send = functools.partial(self._transport.send, message.payload, message.id)
+            send = functools.partial(self._transport.send, message.body, message.id)
             outcome = await self._request(SEND, token, send, message.id)
             if outcome.kind is OutcomeKind.SENT and self._confirm_interval is not None:
                 outcome = await self._confirmed(message.id, outcome, self._confirm_interval)

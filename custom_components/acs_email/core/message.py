@@ -54,6 +54,20 @@ class MessageLimits:
 
 
 DEFAULT_LIMITS = MessageLimits()
+# Attachments are base64-encoded a slice at a time: the GIL is free between slices, so an event loop in
+# another thread keeps running while the outbox's thread encodes megabytes.
+_BASE64_SLICE = 3 * 64 * 1024
+_COMPACT = (",", ":")  # the request body is sent as serialised here; sizes are measured on it
+
+
+def _base64(data: bytes) -> str:
+    return "".join(
+        base64.b64encode(data[i : i + _BASE64_SLICE]).decode("ascii") for i in range(0, len(data), _BASE64_SLICE)
+    )
+
+
+def _base64_size(data: bytes) -> int:
+    return 4 * -(-len(data) // 3)
 
 
 def _check_line(field_name: str, value: str) -> None:
@@ -168,7 +182,7 @@ class Attachment:
 
     def to_acs(self) -> dict[str, str]:
         """ACS attachment object, content in base64."""
-        return {**self.to_acs_meta(), "contentInBase64": base64.b64encode(self.data).decode("ascii")}
+        return {**self.to_acs_meta(), "contentInBase64": _base64(self.data)}
 
 
 def _new_id() -> str:
@@ -247,8 +261,8 @@ class EmailMessage:
         encoded (the outbox encodes in its own thread).
         """
         self._check_fields(limits)
-        base64_size = sum(4 * -(-len(a.data) // 3) for a in self.attachments)  # ASCII: JSON adds no escapes
-        self._check_size(self._payload(encode=False), limits, base64_size)
+        base64_size = sum(_base64_size(a.data) for a in self.attachments)  # ASCII: JSON adds no escapes
+        self._check_size(self._payload([""] * len(self.attachments)), limits, base64_size)
 
     def _check_fields(self, limits: MessageLimits) -> None:
         try:
@@ -297,12 +311,31 @@ class EmailMessage:
         Encodes every attachment: megabytes of work, for a worker thread rather than an event loop.
         """
         self._check_fields(limits)
-        payload = self._payload(encode=True)
+        payload = self._payload()
         self._check_size(payload, limits)
         return payload
 
-    def _payload(self, *, encode: bool) -> dict[str, Any]:
-        """The request body; without ``encode``, attachment contents are left empty (for sizing)."""
+    def to_acs_json(self, limits: MessageLimits = DEFAULT_LIMITS) -> str:
+        """The request body as sent (compact JSON, ASCII), validated; the work of the outbox's thread.
+
+        Attachments are encoded in slices and spliced into the JSON text, never passed through the JSON
+        encoder: megabytes of base64 would hold the GIL, and so stall the event loop, for one long call.
+        """
+        self._check_fields(limits)
+        marks = [f"acs-email-content-{uuid.uuid4().hex}" for _ in self.attachments]
+        text = json.dumps(self._payload(marks), separators=_COMPACT)
+        base64_size = sum(_base64_size(a.data) for a in self.attachments)
+        self._check_size_of(len(text) - sum(map(len, marks)) + base64_size, limits)
+        parts, position = [], 0
+        for mark, attachment in zip(marks, self.attachments, strict=True):
+            found = text.index(mark, position)
+            parts += [text[position:found], _base64(attachment.data)]
+            position = found + len(mark)
+        parts.append(text[position:])
+        return "".join(parts)
+
+    def _payload(self, contents: list[str] | None = None) -> dict[str, Any]:
+        """The request body; ``contents`` stand in for the attachments' base64 (for sizing and splicing)."""
         content: dict[str, str] = {"subject": self.subject}
         if self.text is not None:
             content["plainText"] = self.text
@@ -315,9 +348,11 @@ class EmailMessage:
             recipients["bcc"] = [a.to_acs() for a in self.bcc]
         payload: dict[str, Any] = {"senderAddress": self.sender, "content": content, "recipients": recipients}
         if self.attachments:
-            payload["attachments"] = [
-                a.to_acs() if encode else {**a.to_acs_meta(), "contentInBase64": ""} for a in self.attachments
-            ]
+            if contents is None:
+                payload["attachments"] = [a.to_acs() for a in self.attachments]
+            else:
+                pairs = zip(self.attachments, contents, strict=True)
+                payload["attachments"] = [{**a.to_acs_meta(), "contentInBase64": c} for a, c in pairs]
         if self.reply_to:
             payload["replyTo"] = [a.to_acs() for a in self.reply_to]
         headers = self._headers()
@@ -327,10 +362,13 @@ class EmailMessage:
             payload["userEngagementTrackingDisabled"] = True
         return payload
 
-    @staticmethod
-    def _check_size(payload: dict[str, Any], limits: MessageLimits, not_encoded: int = 0) -> None:
+    @classmethod
+    def _check_size(cls, payload: dict[str, Any], limits: MessageLimits, not_encoded: int = 0) -> None:
         """``not_encoded``: bytes of content left out of ``payload`` that the request will carry."""
-        size = len(json.dumps(payload)) + not_encoded  # ensure_ascii like the SDK: length in characters == bytes
+        cls._check_size_of(len(json.dumps(payload, separators=_COMPACT)) + not_encoded, limits)  # ASCII: chars == bytes
+
+    @staticmethod
+    def _check_size_of(size: int, limits: MessageLimits) -> None:
         if size > limits.max_request_bytes:
             raise ValidationError(
                 "size",

@@ -157,11 +157,16 @@ class ClaimedMessage:
     """A message handed to the dispatcher; ``verify`` means a previous POST may have reached ACS."""
 
     id: str
-    payload: dict[str, Any]
+    body: str  # the request body as stored (JSON); sent as it is, never parsed on the event loop
     attempts: int
     verify: bool
     created_at: float
     posted: Stamp | None = None  # when the last POST of this message started; None: never posted
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The request body parsed (for inspection; costly for big attachments)."""
+        return cast("dict[str, Any]", json.loads(self.body))
 
 
 @dataclass(frozen=True)
@@ -406,8 +411,8 @@ class _Store:
     def _rows(self, messages: Sequence[EmailMessage], source: str, now: float) -> list[tuple[Any, ...]]:
         rows = []
         for message in messages:
-            payload = json.dumps(message.to_acs_payload(self.limits), separators=(",", ":"))
-            size = len(payload.encode())
+            payload = message.to_acs_json(self.limits)
+            size = len(payload)  # ASCII
             rows.append((message.message_id, message.subject, message.recipient_count, size, now, source, payload))
         return rows
 
@@ -459,7 +464,7 @@ class _Store:
         return [
             ClaimedMessage(
                 id=row["id"],
-                payload=json.loads(row["payload"]),
+                body=row["payload"],
                 attempts=row["attempts"],
                 verify=bool(row["verify"]),
                 created_at=row["created_at"],

@@ -29,7 +29,7 @@ from azure.core.exceptions import (
     ServiceRequestTimeoutError,
 )
 from azure.core.pipeline.transport import AioHttpTransport
-from azure.core.rest import HttpRequest
+from azure.core.rest import AsyncHttpResponse, HttpRequest
 from azure.identity.aio import ClientSecretCredential
 
 from .errors import ConfigError
@@ -219,36 +219,66 @@ class AcsTransport:
             text = text.replace(secret, "***")
         return text
 
-    async def send(self, payload: dict[str, Any], operation_id: str) -> Outcome:
-        """POST one mail; never raises for service or network trouble, returns the classified outcome."""
-        try:
-            async with asyncio.timeout(self._timeout * 2):
-                poller = await (await self._ready_client()).begin_send(
-                    payload, operation_id=operation_id, polling=False
-                )
-        except Exception as err:
-            return self._classify(err)
-        return Outcome(OutcomeKind.SENT, status=poller.status())
+    async def send(self, payload: dict[str, Any] | str, operation_id: str) -> Outcome:
+        """POST one mail; never raises for service or network trouble, returns the classified outcome.
+
+        ``payload`` may be the request body already serialised (as the outbox stores it): it then goes out
+        as it is, where the SDK's ``begin_send`` would serialise megabytes of attachments on the event loop.
+        """
+        body = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+        request = HttpRequest(
+            "POST",
+            "/emails:send",
+            params={"api-version": self._api_version},
+            headers={"Operation-Id": operation_id, "Content-Type": "application/json", "Accept": "application/json"},
+            content=body,
+        )
+        response = await self._request(request)
+        if isinstance(response, Outcome):
+            return response
+        if response.status_code == 202:
+            return Outcome(OutcomeKind.SENT, status=self._json_status(response.text()))
+        return self._classify(self._error(response))
 
     async def status(self, operation_id: str) -> Outcome:
         """Ask ACS whether an operation exists; SENT unless it is unknown (NOT_FOUND) or ended Failed."""
         request = HttpRequest(
             "GET", f"/emails/operations/{quote(operation_id, safe='')}", params={"api-version": self._api_version}
         )
+        response = await self._request(request)
+        if isinstance(response, Outcome):
+            return response
+        code = response.status_code
+        if code == 200:
+            return self._operation_outcome(response.text())
+        if code == 404:
+            return Outcome(OutcomeKind.NOT_FOUND, "ACS has no such operation")
+        return self._classify(self._error(response))
+
+    async def _request(self, request: HttpRequest) -> AsyncHttpResponse | Outcome:
+        """The answer to ``request`` (read in full), or the outcome of not getting one."""
         try:
             async with asyncio.timeout(self._timeout * 2):
                 response = await (await self._ready_client()).send_request(request)
                 await response.read()
         except Exception as err:
             return self._classify(err)
-        code = response.status_code
-        if code == 200:
-            return self._operation_outcome(response.text())
-        if code == 404:
-            return Outcome(OutcomeKind.NOT_FOUND, "ACS has no such operation")
-        error = HttpResponseError(response=response)
-        error.status_code = code
-        return self._classify(error)
+        return response
+
+    @staticmethod
+    def _error(response: AsyncHttpResponse) -> HttpResponseError:
+        # 401 as the SDK maps it: Entra's or ACS's refusal of the credentials.
+        error_type = ClientAuthenticationError if response.status_code == 401 else HttpResponseError
+        error = error_type(response=response)
+        error.status_code = response.status_code
+        return error
+
+    @staticmethod
+    def _json_status(body: str) -> str | None:
+        try:
+            return str(json.loads(body)["status"])
+        except (ValueError, KeyError, TypeError):
+            return None
 
     def _operation_outcome(self, body: str) -> Outcome:
         try:
