@@ -497,6 +497,18 @@ class OutboxMachine(RuleBasedStateMachine):
             assert self.run(self.outbox.mark_retry(message_id, "503", retry_after=0)) is expected
             self.model[message_id] = expected
 
+    @precondition(lambda self: any(s is not State.SENDING for s in self.model.values()))
+    @rule(data=st.data(), action=st.sampled_from(["retry", "sent", "dead"]))
+    def late_settle(self, data: st.DataObject, action: str) -> None:
+        """A delivery's cleanup arriving after its mail left ``sending`` (a cancel after the commit) is a no-op."""
+        message_id = data.draw(st.sampled_from(sorted(i for i, s in self.model.items() if s is not State.SENDING)))
+        if action == "retry":
+            assert self.run(self.outbox.mark_retry(message_id, "late", retry_after=0)) is self.model[message_id]
+        elif action == "sent":
+            self.run(self.outbox.mark_sent(message_id))
+        else:
+            self.run(self.outbox.mark_dead(message_id, "late"))
+
     @rule()
     def requeue_all(self) -> None:
         dead = self.ids(State.DEAD)
