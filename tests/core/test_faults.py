@@ -142,6 +142,30 @@ async def test_a_locked_database_delays_delivery_and_never_ends_it(
     assert len(emu.mails) == 3 and emu.duplicates == 0
 
 
+async def test_a_database_locked_while_a_mail_is_in_flight_keeps_it_and_never_duplicates_it(
+    emu: Emulator, tmp_path: Path, engine_settings: SettingsFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "o.db"
+    emu.faults.add(Fault.delay(1.0, after=True))  # accepted; the answer comes while the database is locked
+    engine = Engine(engine_settings(emu, path, SENDER))
+    engine.outbox._store.busy_timeout = 0.1
+    engine.dispatcher._storage_backoff = FAST
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        await engine.start()
+        (message_id,) = await engine.submit_many(_messages(1))
+        await _until(lambda: len(emu.mails) == 1)
+        other.execute("BEGIN IMMEDIATE")  # ACS's answer cannot be recorded
+        await _until(lambda: any("cannot update the outbox" in r.getMessage() for r in caplog.records))
+        other.execute("ROLLBACK")
+        assert await asyncio.wait_for(engine.wait_for(message_id), 20) is State.SENT
+    finally:
+        other.close()
+        await engine.stop()
+    assert emu.requests.count(route="status") >= 1  # settled by asking ACS, not by sending again
+    assert len(emu.mails) == 1 and emu.duplicates == 0
+
+
 # ---- 4. exceptions nobody classified -----------------------------------------------------------------------------
 async def test_a_malformed_tenant_id_pauses_with_a_reason_and_leaks_nothing(emu: Emulator) -> None:
     credentials = AcsCredentials(
