@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,15 @@ class WallClock:
 
     def __call__(self) -> float:
         return time.time() + self.offset
+
+
+@contextlib.asynccontextmanager
+async def _running(dispatcher: Dispatcher) -> AsyncIterator[Dispatcher]:
+    await dispatcher.start()
+    try:
+        yield dispatcher
+    finally:
+        await dispatcher.stop()
 
 
 def _stepping_outbox(directory: Path, wall: WallClock) -> Outbox:
@@ -204,15 +214,13 @@ async def test_an_unclassified_exception_ends_as_an_outcome_and_frees_its_quota_
     async with Outbox(tmp_path / "o.db", retry=FAST) as outbox:
         ids = await outbox.enqueue_many(_messages(4))
         transport = RaisingTransport()
-        dispatcher = Dispatcher(
-            outbox, transport, quota, concurrency=2, outage_backoff=FAST, verify_recheck=0.01, resend_after=0.0
-        )
-        await dispatcher.start()
-        try:
+        async with _running(
+            Dispatcher(
+                outbox, transport, quota, concurrency=2, outage_backoff=FAST, verify_recheck=0.01, resend_after=0.0
+            )
+        ) as dispatcher:
             async with asyncio.timeout(30):
                 assert set(await asyncio.gather(*(dispatcher.wait_for(i) for i in ids))) == {State.DEAD}
-        finally:
-            await dispatcher.stop()
         assert transport.calls == 4 * FAST.max_attempts  # more than the quota's 3: every slot came back
         assert (await outbox.stats()).sending == 0
         assert "unforeseen" in ((await outbox.get(ids[0])) or pytest.fail()).last_error  # type: ignore[operator]
@@ -229,11 +237,8 @@ async def test_resends_and_new_mail_together_stay_within_the_quota(
     async with Outbox(tmp_path / "o.db") as outbox, AcsTransport(settings.credentials) as transport:
         ids = await _needing_verify(outbox, 8) + await outbox.enqueue_many(_messages(8))
         dispatcher = Dispatcher(outbox, transport, quota, concurrency=concurrency, verify_recheck=0.01)
-        await dispatcher.start()
-        try:
+        async with _running(dispatcher):
             await _all_sent(dispatcher, ids, within=60)
-        finally:
-            await dispatcher.stop()
     assert emu.requests.count(route="send", status=429) == 0
     assert len(emu.mails) == 16 and emu.duplicates == 0
 
@@ -268,15 +273,11 @@ async def test_a_wall_clock_step_neither_bursts_nor_stalls(
     settings = engine_settings(emu, tmp_path / "o.db", SENDER)
     async with _stepping_outbox(tmp_path, wall) as outbox, AcsTransport(settings.credentials) as transport:
         ids = await outbox.enqueue_many(_messages(6))
-        dispatcher = Dispatcher(outbox, transport, STEP_QUOTA, clock=wall)
-        await dispatcher.start()
-        try:
+        async with _running(Dispatcher(outbox, transport, STEP_QUOTA, clock=wall)) as dispatcher:
             await _until(lambda: len(emu.mails) == 3)
             wall.offset += step  # NTP corrects the clock while three mails wait for quota
             ids += await outbox.enqueue_many(_messages(3))
             await _all_sent(dispatcher, ids)
-        finally:
-            await dispatcher.stop()
     assert emu.requests.count(route="send", status=429) == 0
     assert len(emu.mails) == 9 and emu.duplicates == 0
 
@@ -291,12 +292,8 @@ async def test_quota_use_is_remembered_across_a_restart_after_a_forward_step(
     for run in range(2):
         async with _stepping_outbox(tmp_path, wall) as outbox, AcsTransport(settings.credentials) as transport:
             ids = await outbox.enqueue_many(_messages(3))
-            dispatcher = Dispatcher(outbox, transport, quota, clock=wall)
-            await dispatcher.start()
-            try:
+            async with _running(Dispatcher(outbox, transport, quota, clock=wall)) as dispatcher:
                 await _all_sent(dispatcher, ids)
-            finally:
-                await dispatcher.stop()
         if run == 0:
             wall.offset += 3600.0  # the next cron run starts after NTP stepped the clock
     assert emu.requests.count(route="send", status=429) == 0
@@ -317,13 +314,12 @@ async def test_mail_scheduled_before_a_backward_step_between_runs_is_not_held_ba
         await outbox.claim_due(1)
         await outbox.mark_retry(message_id, "503", retry_after=1.0)
     wall.offset = 0.0  # NTP fixed it before this run
-    async with _stepping_outbox(tmp_path, wall) as outbox, AcsTransport(settings.credentials) as transport:
-        dispatcher = Dispatcher(outbox, transport, LOOSE, clock=wall)
-        await dispatcher.start()
-        try:
-            await _all_sent(dispatcher, [message_id])
-        finally:
-            await dispatcher.stop()
+    async with (
+        _stepping_outbox(tmp_path, wall) as outbox,
+        AcsTransport(settings.credentials) as transport,
+        _running(Dispatcher(outbox, transport, LOOSE, clock=wall)) as dispatcher,
+    ):
+        await _all_sent(dispatcher, [message_id])
 
 
 # ---- 9. one owner, whatever the path -----------------------------------------------------------------------------
@@ -388,15 +384,14 @@ async def test_request_history_is_pruned_while_running(
 ) -> None:
     quota = Quota(send=(Window(1_000, 0.3),), poll=(Window(1_000, 0.3),))
     settings = engine_settings(emu, tmp_path / "o.db", SENDER)
-    async with Outbox(tmp_path / "o.db") as outbox, AcsTransport(settings.credentials) as transport:
-        dispatcher = Dispatcher(outbox, transport, quota)
-        await dispatcher.start()
-        try:
-            await _all_sent(dispatcher, await outbox.enqueue_many(_messages(20)))
-            await asyncio.sleep(0.4)  # every one of those requests is now out of the window
-            await _all_sent(dispatcher, await outbox.enqueue_many(_messages(1)))
-        finally:
-            await dispatcher.stop()
+    async with (
+        Outbox(tmp_path / "o.db") as outbox,
+        AcsTransport(settings.credentials) as transport,
+        _running(Dispatcher(outbox, transport, quota)) as dispatcher,
+    ):
+        await _all_sent(dispatcher, await outbox.enqueue_many(_messages(20)))
+        await asyncio.sleep(0.4)  # every one of those requests is now out of the window
+        await _all_sent(dispatcher, await outbox.enqueue_many(_messages(1)))
     with sqlite3.connect(tmp_path / "o.db") as db:
         assert db.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 1
 
