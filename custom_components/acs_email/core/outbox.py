@@ -39,7 +39,7 @@ from typing import Any, Literal, Self, TypeVar, TypeVarTuple, cast
 from .errors import AcsEmailError, OutboxError, OutboxFullError
 from .message import DEFAULT_LIMITS, EmailMessage, MessageLimits
 from .retry import RetryPolicy
-from .timebase import Stamp, Timebase
+from .timebase import BOOT_ID, Stamp, Timebase
 
 __all__ = ["ClaimedMessage", "Outbox", "OutboxEntry", "OutboxStats", "RetryPolicy", "State"]
 
@@ -662,14 +662,11 @@ class Outbox:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError("synchronous must be FULL or NORMAL")
         self.path = Path(path)
+        mono = monotonic or (time.monotonic if clock is time.time else clock)
+        # An injected clock standing in for both is no clock of this boot: it must not shift real ones' times.
+        timebase = Timebase(wall=clock, mono=mono, boot=None if mono is clock else BOOT_ID)
         self._store = _Store(
-            self.path,
-            max_messages,
-            retry,
-            retention,
-            limits,
-            busy_timeout=busy_timeout,
-            timebase=Timebase(wall=clock, mono=monotonic or (time.monotonic if clock is time.time else clock)),
+            self.path, max_messages, retry, retention, limits, busy_timeout=busy_timeout, timebase=timebase
         )
         self._synchronous = synchronous
         self._clock = clock
