@@ -2,7 +2,8 @@
 
 Exit codes of ``send``: 0 sent, 1 dead (refused by ACS or gave up), 2 bad input or configuration (nothing
 queued), 3 still queued when ``--timeout`` ran out (it stays in the outbox and goes out with ``queue flush`` or
-a bridge delivering from that outbox), 4 ACS refused the credentials (the mail stays queued).
+a bridge delivering from that outbox), 4 ACS refused the credentials (the mail stays queued), 5 the outbox file
+cannot be used (corrupt, read-only, disk full).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 
 from acs_email_core.config import EngineSettings
 from acs_email_core.engine import Engine
-from acs_email_core.errors import AcsEmailError, ValidationError
+from acs_email_core.errors import AcsEmailError, OutboxError, ValidationError
 from acs_email_core.message import Attachment, EmailMessage, MessageLimits
 from acs_email_core.outbox import Outbox, OutboxEntry, State
 from acs_email_core.transport import CERTIFICATE_REFUSED
@@ -29,7 +30,7 @@ from .command import config_hint
 from .config import load_settings
 from .emulator import cli as emulator_cli
 
-EXIT_SENT, EXIT_DEAD, EXIT_INVALID, EXIT_PENDING, EXIT_AUTH = 0, 1, 2, 3, 4
+EXIT_SENT, EXIT_DEAD, EXIT_INVALID, EXIT_PENDING, EXIT_AUTH, EXIT_STORAGE = 0, 1, 2, 3, 4, 5
 DEFAULT_SEND_TIMEOUT = 120.0  # seconds `send` waits for the outcome; 0 = no limit
 _T = TypeVar("_T")
 _DISPATCHER_LOG = logging.getLogger("acs_email_core.dispatcher")
@@ -336,6 +337,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "send":
             return asyncio.run(_send(args))
         return asyncio.run(_queue(args))
+    except OutboxError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_STORAGE
     except AcsEmailError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID

@@ -71,6 +71,7 @@ def engine_settings() -> SettingsFactory:
             "retry": FAST_RETRY,
             "outage_backoff": FAST_RETRY,
             "verify_recheck": 0.05,
+            "resend_after": 0.2,
             "timeout": 5.0,
             "synchronous": "NORMAL",
         }

@@ -32,6 +32,7 @@ class Kind(StrEnum):
     FAIL = "fail"  # accept the mail, but the operation ends Failed with ``code``/``message`` (send only)
     CANCEL = "cancel"  # accept the mail, but the operation ends Canceled (send only)
     HOLD = "hold"  # accept the mail; the operation stays ``operation_status`` for ``seconds`` (None: for good)
+    STALL = "stall"  # sleep ``seconds`` before processing, then process even if the client has given up
 
 
 class Stage(StrEnum):
@@ -72,7 +73,7 @@ class Fault:
             if self.route is not Route.SEND:
                 raise ValueError(f"only a send creates an operation a {self.kind} fault can act on")
             object.__setattr__(self, "stage", Stage.OUTCOME)
-        elif self.stage is Stage.OUTCOME or (self.kind is Kind.ERROR and self.stage is Stage.AFTER):
+        elif self.stage is Stage.OUTCOME or (self.kind in (Kind.ERROR, Kind.STALL) and self.stage is Stage.AFTER):
             raise ValueError(f"a {self.kind} fault cannot act at stage {self.stage}")
         if (self.kind is Kind.HOLD) != (self.operation_status is not None):
             raise ValueError("operation_status is for hold faults, which need one")
@@ -104,6 +105,14 @@ class Fault:
         With ``after=False`` a client that gives up during the delay leaves nothing accepted.
         """
         return cls(Kind.DELAY, route, times, seconds=seconds, stage=Stage.AFTER if after else Stage.BEFORE)
+
+    @classmethod
+    def stall(cls, seconds: float, *, route: Route = Route.SEND, times: int = 1) -> Fault:
+        """A service busy with the request: it is processed ``seconds`` late, even if the client gave up first.
+
+        The case that makes a resend soon after a timeout a duplicate: ACS still has the original POST.
+        """
+        return cls(Kind.STALL, route, times, seconds=seconds)
 
     @classmethod
     def drop(cls, *, after: bool = False, route: Route = Route.SEND, times: int = 1) -> Fault:

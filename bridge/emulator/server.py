@@ -102,6 +102,9 @@ def _api_version(request: web.Request) -> str:
     return version
 
 
+_STALLED_BODY = web.RequestKey("acs_email_stalled_body", bytes)  # the body a stall fault already read
+
+
 async def _read_body(request: web.Request, limit: int) -> bytes:
     """The raw body, refusing more than ``limit`` bytes without buffering them all."""
     too_large = ServiceError(
@@ -109,6 +112,8 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     )
     if (request.content_length or 0) > limit:
         raise too_large
+    if _STALLED_BODY in request:
+        return request[_STALLED_BODY]
     chunks, size = [], 0
     async for chunk in request.content.iter_any():
         size += len(chunk)
@@ -418,10 +423,16 @@ class Emulator:
             raise ServiceError(
                 fault.status, fault.code or code, fault.message or message, retry_after=fault.retry_after
             )
-        if fault.kind is Kind.DELAY:
+        if fault.kind in (Kind.DELAY, Kind.STALL):
+            if fault.kind is Kind.STALL:  # take the whole request now: it is processed even if the client leaves
+                request[_STALLED_BODY] = await _read_body(request, self.max_request_bytes)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), fault.seconds)
-            if fault.stage is Stage.BEFORE and (request.transport is None or request.transport.is_closing()):
+            if (
+                fault.kind is Kind.DELAY
+                and fault.stage is Stage.BEFORE
+                and (request.transport is None or request.transport.is_closing())
+            ):
                 raise _Dropped  # the client gave up while we stalled: nothing was processed
         if fault.kind is Kind.DROP:
             if request.transport is not None:

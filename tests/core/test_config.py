@@ -19,8 +19,8 @@ def _principal(**acs: object) -> dict[str, object]:
     base: dict[str, object] = {
         "endpoint": "https://res.communication.azure.com",
         "sender": "DoNotReply@mail.example.com",
-        "tenant_id": "t",
-        "client_id": "c",
+        "tenant_id": "00000000-0000-0000-0000-000000000000",
+        "client_id": "11111111-1111-1111-1111-111111111111",
         "client_secret": SECRET,
     }
     base.update(acs)

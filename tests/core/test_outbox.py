@@ -23,6 +23,7 @@ from acs_email_core.errors import AcsEmailError, OutboxFullError, ValidationErro
 from acs_email_core.message import EmailMessage
 from acs_email_core.outbox import Outbox, State
 from acs_email_core.retry import RetryPolicy
+from acs_email_core.timebase import Stamp
 
 T = TypeVar("T")
 
@@ -324,6 +325,7 @@ CHILD = textwrap.dedent(
     import asyncio, sys
     from acs_email_core.message import EmailMessage
     from acs_email_core.outbox import Outbox
+    from acs_email_core.timebase import Timebase
 
     def mail():
         return EmailMessage.build(sender="ha@example.com", to="me@example.org", subject="s", text="b")
@@ -338,8 +340,11 @@ CHILD = textwrap.dedent(
         await outbox.open()
         if mode == "claim":
             await outbox.enqueue_many([mail() for _ in range(3)])
-            for claimed in await outbox.claim_due(2):
-                print("claimed", claimed.id, flush=True)
+            first, second = await outbox.claim_due(2)
+            now = Timebase().now()
+            await outbox.request_started("send", now, now.shifted(60), first.id)  # POST of the first starts
+            print("posted", first.id, flush=True)
+            print("claimed", second.id, flush=True)
             print("ready", flush=True)
             await asyncio.sleep(3600)
         else:
@@ -371,15 +376,17 @@ async def run_child_until_killed(db_path: Path, mode: str, lines: int) -> list[l
 
 async def test_messages_left_sending_by_a_killed_process_come_back_to_be_verified(db_path: Path) -> None:
     seen = await run_child_until_killed(db_path, "claim", lines=3)
-    in_flight = {words[1] for words in seen if words[0] == "claimed"}
-    assert len(in_flight) == 2
+    posted = {words[1] for words in seen if words[0] == "posted"}
+    assert len(posted) == 1
 
     async with Outbox(db_path) as outbox:
         stats = await outbox.stats()
         assert (stats.queued, stats.sending) == (3, 0)
         claimed = await outbox.claim_due(10)
-        # Only the two that may have been POSTed are checked with ACS before any resend.
-        assert {c.id for c in claimed if c.verify} == in_flight
+        # Only the one whose POST had started is checked with ACS before any resend; the one that was
+        # claimed but never posted, and the one never claimed, go straight out.
+        assert {c.id for c in claimed if c.verify} == posted
+        assert all(c.posted is not None for c in claimed if c.verify)
         assert len(claimed) == 3
 
 
@@ -394,12 +401,14 @@ async def test_every_acknowledged_message_survives_kill_9_during_enqueues(db_pat
 # ---- rate-limiter memory -------------------------------------------------------------------------------------
 async def test_request_history_survives_reopen_and_drops_old_entries(db_path: Path) -> None:
     async with Outbox(db_path) as outbox:
-        await outbox.record_requests("send", [100.0, 200.0, 300.0])
-        await outbox.record_requests("poll", [150.0])
+        handles = [await outbox.request_started("send", Stamp(t), Stamp(t + 60)) for t in (100.0, 200.0, 300.0)]
+        await outbox.request_started("poll", Stamp(150.0), Stamp(210.0))
+        await outbox.request_finished(handles[0], "send", Stamp(101.0), forget_before=Stamp(0.0))
+        await outbox.request_finished(handles[1], "send", Stamp(201.0), forget_before=Stamp(150.0))
     async with Outbox(db_path) as outbox:
-        assert await outbox.request_history("send", since=150.0) == [200.0, 300.0]
-        assert await outbox.request_history("send", since=0.0) == [200.0, 300.0]  # 100.0 was dropped
-        assert await outbox.request_history("poll", since=0.0) == [150.0]
+        # 101 was dropped; 300 never finished (a killed process): remembered as ending at its latest, 360.
+        assert sorted(s.wall for s in await outbox.request_history("send")) == [201.0, 360.0]
+        assert [s.wall for s in await outbox.request_history("poll")] == [210.0]
 
 
 # ---- event loop friendliness ---------------------------------------------------------------------------------
@@ -487,6 +496,18 @@ class OutboxMachine(RuleBasedStateMachine):
             expected = State.DEAD if self.attempts[message_id] >= self.MAX_ATTEMPTS else State.QUEUED
             assert self.run(self.outbox.mark_retry(message_id, "503", retry_after=0)) is expected
             self.model[message_id] = expected
+
+    @precondition(lambda self: any(s is not State.SENDING for s in self.model.values()))
+    @rule(data=st.data(), action=st.sampled_from(["retry", "sent", "dead"]))
+    def late_settle(self, data: st.DataObject, action: str) -> None:
+        """A delivery's cleanup arriving after its mail left ``sending`` (a cancel after the commit) is a no-op."""
+        message_id = data.draw(st.sampled_from(sorted(i for i, s in self.model.items() if s is not State.SENDING)))
+        if action == "retry":
+            assert self.run(self.outbox.mark_retry(message_id, "late", retry_after=0)) is self.model[message_id]
+        elif action == "sent":
+            self.run(self.outbox.mark_sent(message_id))
+        else:
+            self.run(self.outbox.mark_dead(message_id, "late"))
 
     @rule()
     def requeue_all(self) -> None:

@@ -107,6 +107,26 @@ def _connection_string(value: Any) -> str:
     return secret
 
 
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_TENANT_DOMAIN = re.compile(r"^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+
+
+def _tenant_id(value: Any) -> str:
+    """A directory (tenant) id: a GUID, or a verified domain such as ``contoso.onmicrosoft.com``."""
+    text = value.strip() if isinstance(value, str) else ""
+    if not (_GUID.match(text) or _TENANT_DOMAIN.match(text)):
+        raise vol.Invalid("expected the directory (tenant) id: a GUID, or a domain such as contoso.onmicrosoft.com")
+    return text
+
+
+def _client_id(value: Any) -> str:
+    """An application (client) id, which Entra always shows as a GUID."""
+    text = value.strip() if isinstance(value, str) else ""
+    if not _GUID.match(text):
+        raise vol.Invalid("expected the application (client) id, a GUID")
+    return text
+
+
 def _quota(value: Any) -> Quota:
     try:
         return quota_from_config(value)
@@ -120,8 +140,8 @@ ACS_SCHEMA = vol.All(
             vol.Optional("endpoint"): _url("https", "http"),
             vol.Required("sender"): _sender,
             vol.Optional("connection_string"): _connection_string,
-            vol.Optional("tenant_id"): str,
-            vol.Optional("client_id"): str,
+            vol.Optional("tenant_id"): _tenant_id,
+            vol.Optional("client_id"): _client_id,
             vol.Optional("client_secret"): _secret,
             vol.Optional("authority"): _url("https"),
             vol.Optional("ca_file"): str,
@@ -194,6 +214,7 @@ class EngineSettings:
     outage_backoff: RetryPolicy = OUTAGE_BACKOFF
     confirm_interval: float | None = None  # None: a 202 counts as sent; else poll the operation to its end
     verify_recheck: float = VERIFY_RECHECK
+    resend_after: float | None = None  # None: three timeouts after the last POST started (see dispatcher)
 
 
 def _describe_invalid(err: vol.Invalid) -> str:

@@ -12,6 +12,7 @@ import aiohttp
 
 from .config import EngineSettings
 from .dispatcher import Dispatcher, DispatcherStatus
+from .errors import OutboxError
 from .message import EmailMessage
 from .outbox import Outbox, State
 from .transport import AcsTransport
@@ -53,6 +54,9 @@ class Engine:
             outage_backoff=settings.outage_backoff,
             confirm_interval=settings.confirm_interval,
             verify_recheck=settings.verify_recheck,
+            # The transport gives up after two timeouts; ACS may take one more to act on what it received.
+            request_horizon=2 * settings.timeout,
+            resend_after=3 * settings.timeout if settings.resend_after is None else settings.resend_after,
         )
         self._started = False
         self._delivering = False
@@ -83,7 +87,12 @@ class Engine:
 
     async def _take_over_later(self) -> None:
         # Another process holds a file lock: nothing in this process can signal its release.
-        while not await self._try_deliver():  # noqa: ASYNC110
+        while True:
+            try:
+                if await self._try_deliver():
+                    return
+            except OutboxError as err:  # e.g. the disk is full right now: keep waiting, keep trying
+                _LOGGER.warning("cannot take over delivery yet: %s", err)
             await asyncio.sleep(TAKEOVER_POLL)
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -96,10 +105,14 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._takeover
             self._takeover = None
-        await self.dispatcher.stop(grace)
-        self._delivering = False
-        await self.transport.close()
-        await self.outbox.close()
+        try:
+            await self.dispatcher.stop(grace)
+        finally:  # whatever failed, the HTTP session, the database and the owner lock are released
+            self._delivering = False
+            try:
+                await self.transport.close()
+            finally:
+                await self.outbox.close()
 
     async def __aenter__(self) -> Engine:
         await self.start()

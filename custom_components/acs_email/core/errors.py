@@ -31,3 +31,7 @@ class TemplateError(AcsEmailError):
 
 class ConfigError(AcsEmailError):
     """Configuration that cannot work (missing credentials, unknown preset, unreadable file)."""
+
+
+class OutboxError(AcsEmailError):
+    """The outbox file cannot be read or written (corrupt, read-only, disk full, locked); names the file."""

@@ -3,6 +3,7 @@
 A request occupies a slot from the moment it starts until ``window`` seconds after it *completes*. The
 service counts a request when it receives it, which is always between our start and our completion, so a
 client that waits for a free slot can never be counted over the limit, whatever the network latency.
+Times are monotonic (see timebase.py): a step of the wall clock neither opens a burst nor stops sending.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ Clock = Callable[[], float]
 class SlidingWindowLimiter:
     """Admits a request only when every window has room; also obeys ``Retry-After`` pauses."""
 
-    def __init__(self, windows: Sequence[Window], *, clock: Clock = time.time) -> None:
+    def __init__(self, windows: Sequence[Window], *, clock: Clock = time.monotonic) -> None:
         if not windows:
             raise ValueError("at least one window is required")
         self._windows = tuple(windows)
@@ -97,13 +98,18 @@ class SlidingWindowLimiter:
         self.finish(self.start(), now)
         return True
 
+    @property
+    def blocked_until(self) -> float:
+        """Time before which nothing starts (a ``Retry-After`` or an outage pause); 0 when never blocked."""
+        return self._blocked_until
+
     def block_until(self, until: float) -> None:
         """Obey a ``Retry-After``: nothing starts before ``until``."""
         self._blocked_until = max(self._blocked_until, until)
         self._notify()
 
     def load(self, times: Iterable[float]) -> None:
-        """Restore completion times remembered from before a restart."""
+        """Restore completion times remembered from before a restart (on this limiter's clock; may lie ahead)."""
         self._done = sorted([*self._done, *times])
         self._expire(self._clock())
 

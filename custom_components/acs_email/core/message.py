@@ -56,6 +56,20 @@ class MessageLimits:
 
 
 DEFAULT_LIMITS = MessageLimits()
+# Attachments are base64-encoded a slice at a time: the GIL is free between slices, so an event loop in
+# another thread keeps running while the outbox's thread encodes megabytes.
+_BASE64_SLICE = 3 * 64 * 1024
+_COMPACT = (",", ":")  # the request body is sent as serialised here; sizes are measured on it
+
+
+def _base64(data: bytes) -> str:
+    return "".join(
+        base64.b64encode(data[i : i + _BASE64_SLICE]).decode("ascii") for i in range(0, len(data), _BASE64_SLICE)
+    )
+
+
+def _base64_size(data: bytes) -> int:
+    return 4 * -(-len(data) // 3)
 
 
 def _check_line(field_name: str, value: str) -> None:
@@ -223,16 +237,16 @@ class Attachment:
         p = Path(path)
         return cls(p.name, p.read_bytes(), content_type, content_id)
 
-    def to_acs(self) -> dict[str, str]:
-        """ACS attachment object, content in base64."""
-        result = {
-            "name": self.name,
-            "contentType": self.content_type or "",
-            "contentInBase64": base64.b64encode(self.data).decode("ascii"),
-        }
+    def to_acs_meta(self) -> dict[str, str]:
+        """ACS attachment object without its content (cheap)."""
+        result = {"name": self.name, "contentType": self.content_type or ""}
         if self.content_id:
             result["contentId"] = self.content_id
         return result
+
+    def to_acs(self) -> dict[str, str]:
+        """ACS attachment object, content in base64."""
+        return {**self.to_acs_meta(), "contentInBase64": _base64(self.data)}
 
 
 def _new_id() -> str:
@@ -305,8 +319,14 @@ class EmailMessage:
         return len(self.to) + len(self.cc) + len(self.bcc)
 
     def validate(self, limits: MessageLimits = DEFAULT_LIMITS) -> None:
-        """Raise ValidationError for anything ACS would refuse."""
-        self.to_acs_payload(limits)
+        """Raise ValidationError for anything ACS would refuse.
+
+        Cheap enough for an event loop whatever the attachments: the size after base64 is computed, not
+        encoded (the outbox encodes in its own thread).
+        """
+        self._check_fields(limits)
+        base64_size = sum(_base64_size(a.data) for a in self.attachments)  # ASCII: JSON adds no escapes
+        self._check_size(self._payload([""] * len(self.attachments)), limits, base64_size)
 
     def _check_fields(self, limits: MessageLimits) -> None:
         try:
@@ -358,8 +378,36 @@ class EmailMessage:
         return headers
 
     def to_acs_payload(self, limits: MessageLimits = DEFAULT_LIMITS) -> dict[str, Any]:
-        """The ACS ``EmailMessage`` request body, validated, including the size limit after base64."""
+        """The ACS ``EmailMessage`` request body, validated, including the size limit after base64.
+
+        Encodes every attachment: megabytes of work, for a worker thread rather than an event loop.
+        """
         self._check_fields(limits)
+        payload = self._payload()
+        self._check_size(payload, limits)
+        return payload
+
+    def to_acs_json(self, limits: MessageLimits = DEFAULT_LIMITS) -> str:
+        """The request body as sent (compact JSON, ASCII), validated; the work of the outbox's thread.
+
+        Attachments are encoded in slices and spliced into the JSON text, never passed through the JSON
+        encoder: megabytes of base64 would hold the GIL, and so stall the event loop, for one long call.
+        """
+        self._check_fields(limits)
+        marks = [f"acs-email-content-{uuid.uuid4().hex}" for _ in self.attachments]
+        text = json.dumps(self._payload(marks), separators=_COMPACT)
+        base64_size = sum(_base64_size(a.data) for a in self.attachments)
+        self._check_size_of(len(text) - sum(map(len, marks)) + base64_size, limits)
+        parts, position = [], 0
+        for mark, attachment in zip(marks, self.attachments, strict=True):
+            found = text.index(mark, position)
+            parts += [text[position:found], _base64(attachment.data)]
+            position = found + len(mark)
+        parts.append(text[position:])
+        return "".join(parts)
+
+    def _payload(self, contents: list[str] | None = None) -> dict[str, Any]:
+        """The request body; ``contents`` stand in for the attachments' base64 (for sizing and splicing)."""
         content: dict[str, str] = {"subject": self.subject}
         if self.text is not None:
             content["plainText"] = self.text
@@ -372,7 +420,11 @@ class EmailMessage:
             recipients["bcc"] = [a.to_acs() for a in self.bcc]
         payload: dict[str, Any] = {"senderAddress": self.sender, "content": content, "recipients": recipients}
         if self.attachments:
-            payload["attachments"] = [a.to_acs() for a in self.attachments]
+            if contents is None:
+                payload["attachments"] = [a.to_acs() for a in self.attachments]
+            else:
+                pairs = zip(self.attachments, contents, strict=True)
+                payload["attachments"] = [{**a.to_acs_meta(), "contentInBase64": c} for a, c in pairs]
         if self.reply_to:
             payload["replyTo"] = [a.to_acs() for a in self.reply_to]
         headers = self._headers()
@@ -380,11 +432,18 @@ class EmailMessage:
             payload["headers"] = headers
         if self.disable_tracking:
             payload["userEngagementTrackingDisabled"] = True
-        size = len(json.dumps(payload))  # ensure_ascii like the SDK: length in characters == bytes
+        return payload
+
+    @classmethod
+    def _check_size(cls, payload: dict[str, Any], limits: MessageLimits, not_encoded: int = 0) -> None:
+        """``not_encoded``: bytes of content left out of ``payload`` that the request will carry."""
+        cls._check_size_of(len(json.dumps(payload, separators=_COMPACT)) + not_encoded, limits)  # ASCII: chars == bytes
+
+    @staticmethod
+    def _check_size_of(size: int, limits: MessageLimits) -> None:
         if size > limits.max_request_bytes:
             raise ValidationError(
                 "size",
                 f"request is {size:,} bytes after base64, over the {limits.max_request_bytes:,} byte limit "
                 "(attachments grow by a third in base64)",
             )
-        return payload

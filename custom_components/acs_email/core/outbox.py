@@ -6,9 +6,14 @@ bridge's) never waits on disk. Concurrent enqueues are *group-committed*: caller
 commit is in progress are written together in the next transaction, each returning only once its own row
 is committed — many producers then share one fsync instead of queueing for one each.
 
-Crash safety: a row still in ``sending`` when the outbox is opened belongs to a process that died
-mid-send, so it goes back to ``queued`` with ``verify`` set; the dispatcher asks ACS for the operation
-status (the message id is the operation id) before resending, so a crash never duplicates a mail.
+Crash safety: before a POST starts, its start time is committed on the message row together with
+``verify``, so whatever happens next (a crash, a cancel, a timeout) the dispatcher asks ACS for the
+operation status (the message id is the operation id) before any resend, and resends only once the
+original request can no longer be in progress. A row still in ``sending`` when the outbox is opened
+belongs to a process that died; it goes back to ``queued`` with its ``verify`` flag as stored. State
+changes are guarded (``… WHERE state = 'sending'``): a late retry never reopens a sent or dead mail.
+
+Every SQLite or file-system failure is raised as :class:`OutboxError` (one line, naming the file).
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, TypeVarTuple, cast
 
-from .errors import AcsEmailError, OutboxFullError
+from .errors import AcsEmailError, OutboxError, OutboxFullError
 from .message import DEFAULT_LIMITS, EmailMessage, MessageLimits
 from .retry import RetryPolicy
+from .timebase import BOOT_ID, Stamp, Timebase
 
 __all__ = ["ClaimedMessage", "Outbox", "OutboxEntry", "OutboxStats", "RetryPolicy", "State"]
 
@@ -41,12 +47,13 @@ _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _PRUNE_EVERY = 500  # mark_sent calls between opportunistic prunes of old sent rows
 IDLE_RECHECK = 1.0  # seconds; see Outbox.wait_for_work (another process may have queued mail)
+CLOCK_STEP = 1.0  # a change of the wall-minus-monotonic offset this large is a step of the wall clock
 
-# The payload is the last column: SQLite reads a row's columns in order, so every other column stays
-# readable without touching the overflow pages of a large payload.
+# The payload is the last column of version 1: SQLite reads a row's columns in order, so the columns
+# people list stay readable without touching the overflow pages of a large payload.
 _SCHEMA = """
 CREATE TABLE messages (
     id TEXT PRIMARY KEY,
@@ -87,6 +94,24 @@ END;
 -- Completion times of ACS requests, so that quotas hold across restarts.
 CREATE TABLE requests (kind TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX requests_kind_at ON requests (kind, at);
+"""
+
+# Version 2: when the last POST of a message started (a resend waits until it cannot be in progress any
+# more), stored times carry a monotonic part and the boot id (timebase.py), requests are written when they
+# start, and a Retry-After outlives the process.
+_MIGRATE_2 = """
+ALTER TABLE messages ADD COLUMN posted_at REAL;
+ALTER TABLE messages ADD COLUMN posted_mono REAL;
+ALTER TABLE messages ADD COLUMN posted_boot TEXT;
+UPDATE messages SET posted_at = updated_at WHERE verify = 1 OR state = 'sending';
+UPDATE messages SET verify = 1 WHERE state = 'sending';
+ALTER TABLE requests ADD COLUMN mono REAL;
+ALTER TABLE requests ADD COLUMN boot TEXT;
+CREATE TABLE blocks (
+    kind TEXT PRIMARY KEY, until REAL NOT NULL, mono REAL, boot TEXT, seconds REAL NOT NULL
+) WITHOUT ROWID;
+-- Wall minus monotonic time at the last write: every wall time stored for unsent mail is in this frame.
+CREATE TABLE clock (id INTEGER PRIMARY KEY CHECK (id = 1), boot TEXT, offset REAL NOT NULL);
 """
 
 _ENTRY_COLUMNS = (
@@ -132,10 +157,16 @@ class ClaimedMessage:
     """A message handed to the dispatcher; ``verify`` means a previous POST may have reached ACS."""
 
     id: str
-    payload: dict[str, Any]
+    body: str  # the request body as stored (JSON); sent as it is, never parsed on the event loop
     attempts: int
     verify: bool
     created_at: float
+    posted: Stamp | None = None  # when the last POST of this message started; None: never posted
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The request body parsed (for inspection; costly for big attachments)."""
+        return cast("dict[str, Any]", json.loads(self.body))
 
 
 @dataclass(frozen=True)
@@ -180,8 +211,29 @@ def _statements(script: str) -> Iterator[str]:
             statement = ""
 
 
+def _stamp(wall: float | None, mono: float | None, boot: str | None) -> Stamp | None:
+    return None if wall is None else Stamp(wall, mono, boot)
+
+
+def _guarded(path: Path, fn: Callable[[*_Ts], _T]) -> Callable[[*_Ts], _T]:
+    """``fn`` with SQLite and file-system errors turned into one-line OutboxErrors that name the file."""
+
+    def call(*args: *_Ts) -> _T:
+        try:
+            return fn(*args)
+        except (sqlite3.Error, OSError) as err:
+            reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+            raise OutboxError(f"outbox {path}: {reason}") from err
+
+    return call
+
+
 def _placeholders(ids: Sequence[str]) -> str:
     return ",".join("?" * len(ids))
+
+
+def _columns(stamp: Stamp) -> tuple[float, float | None, str | None]:
+    return stamp.wall, stamp.mono, stamp.boot
 
 
 def _entry(row: sqlite3.Row) -> OutboxEntry:
@@ -226,9 +278,20 @@ class _Store:
     """The SQLite side; every method runs on the outbox's single worker thread, which owns the connection."""
 
     def __init__(
-        self, path: Path, max_messages: int, retry: RetryPolicy, retention: float, limits: MessageLimits
+        self,
+        path: Path,
+        max_messages: int,
+        retry: RetryPolicy,
+        retention: float,
+        limits: MessageLimits,
+        *,
+        busy_timeout: float = 30.0,
+        timebase: Timebase | None = None,
     ) -> None:
         self.path = path
+        self.busy_timeout = busy_timeout
+        self.time = timebase or Timebase()
+        self._clock_table = False  # the schema is ready for _follow_clock
         self.max_messages = max_messages
         self.retry = retry
         self.retention = retention
@@ -250,6 +313,8 @@ class _Store:
         conn = self._db
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
+            if write and self._clock_table:
+                self._follow_clock(conn)
             yield conn
             conn.execute("COMMIT")
         except BaseException:
@@ -257,11 +322,36 @@ class _Store:
                 conn.execute("ROLLBACK")
             raise
 
+    def _follow_clock(self, conn: sqlite3.Connection) -> None:
+        """Keep every stored due time and age in the frame of the current wall clock.
+
+        Checked at the start of every write, by whichever process writes: when the wall clock has stepped
+        since the last write in this boot, unsent mails' due times and ages move with it, so a step (NTP
+        correcting a clock without RTC, now or between two runs) neither holds mail back nor expires it.
+        """
+        offset = self.time.wall() - self.time.mono()
+        boot = self.time.boot
+        row = conn.execute("SELECT boot, offset FROM clock").fetchone()
+        same_boot = row is not None and boot is not None and row["boot"] == boot
+        if same_boot and abs(offset - row["offset"]) < CLOCK_STEP:
+            return
+        if same_boot:
+            step = offset - row["offset"]
+            moved = conn.execute(
+                "UPDATE messages SET next_attempt_at = next_attempt_at + ?1, age_from = age_from + ?1 "
+                "WHERE state IN ('queued', 'sending')",
+                (step,),
+            ).rowcount
+            _LOGGER.warning("the system clock stepped by %+.0f s; %d unsent mail(s) keep their due times", step, moved)
+        conn.execute("INSERT OR REPLACE INTO clock (id, boot, offset) VALUES (1, ?, ?)", (boot, offset))
+
     # ---- lifecycle ---------------------------------------------------------------------------------------
     def open(self, synchronous: str, now: float) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        conn = self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        # The lock belongs to the file, not to the name it was opened by: a symlink is the same outbox.
+        real = self.path.resolve()
+        self._lock_fd = os.open(f"{real}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        conn = self._conn = sqlite3.connect(real, isolation_level=None, timeout=self.busy_timeout)
         conn.row_factory = sqlite3.Row
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
@@ -277,7 +367,11 @@ class _Store:
             if version == 0:
                 for statement in _statements(_SCHEMA):
                     conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if version < 2:
+                for statement in _statements(_MIGRATE_2):
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._clock_table = True
         self.take_ownership(now)
         self.prune(now)
 
@@ -289,15 +383,14 @@ class _Store:
             return False
         self.owner = True
         with self._transaction() as conn:
-            recovered = conn.execute(
-                "UPDATE messages SET state = 'queued', verify = 1, updated_at = ? WHERE state = 'sending'", (now,)
-            ).rowcount
-        if recovered:
+            posted = conn.execute("SELECT COUNT(*) FROM messages WHERE state = 'sending' AND verify = 1").fetchone()[0]
+            conn.execute("UPDATE messages SET state = 'queued', updated_at = ? WHERE state = 'sending'", (now,))
+        if posted:
             _LOGGER.warning(
                 "outbox %s: %d message(s) were being sent when the previous run stopped; their status is "
                 "checked with ACS before any resend",
                 self.path,
-                recovered,
+                posted,
             )
         return True
 
@@ -318,8 +411,8 @@ class _Store:
     def _rows(self, messages: Sequence[EmailMessage], source: str, now: float) -> list[tuple[Any, ...]]:
         rows = []
         for message in messages:
-            payload = json.dumps(message.to_acs_payload(self.limits), separators=(",", ":"))
-            size = len(payload.encode())
+            payload = message.to_acs_json(self.limits)
+            size = len(payload)  # ASCII
             rows.append((message.message_id, message.subject, message.recipient_count, size, now, source, payload))
         return rows
 
@@ -359,7 +452,8 @@ class _Store:
     def claim(self, limit: int, now: float) -> list[ClaimedMessage]:
         with self._transaction() as conn:
             rows = conn.execute(
-                "SELECT id, attempts, verify, created_at, payload FROM messages INDEXED BY messages_due "
+                "SELECT id, attempts, verify, created_at, posted_at, posted_mono, posted_boot, payload "
+                "FROM messages INDEXED BY messages_due "
                 "WHERE state = 'queued' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
                 (now, limit),
             ).fetchall()
@@ -370,28 +464,41 @@ class _Store:
         return [
             ClaimedMessage(
                 id=row["id"],
-                payload=json.loads(row["payload"]),
+                body=row["payload"],
                 attempts=row["attempts"],
                 verify=bool(row["verify"]),
                 created_at=row["created_at"],
+                posted=_stamp(row["posted_at"], row["posted_mono"], row["posted_boot"]),
             )
             for row in rows
         ]
 
-    def _update_one(self, id: str, sql: str, params: tuple[Any, ...]) -> None:
+    def _update_sending(self, id: str, sql: str, params: tuple[Any, ...]) -> None:
+        """``sql`` must end in ``WHERE id = ? AND state = 'sending'``; an unknown id raises KeyError."""
         with self._transaction() as conn:
-            if conn.execute(sql, params).rowcount == 0:
+            if conn.execute(sql, params).rowcount == 0 and self._state(conn, id) is None:
                 raise KeyError(id)
 
+    @staticmethod
+    def _state(conn: sqlite3.Connection, id: str) -> State | None:
+        row = conn.execute("SELECT state FROM messages WHERE id = ?", (id,)).fetchone()
+        return None if row is None else State(row[0])
+
     def mark_sent(self, id: str, now: float) -> None:
-        self._update_one(id, "UPDATE messages SET state = 'sent', verify = 0, updated_at = ? WHERE id = ?", (now, id))
+        self._update_sending(
+            id,
+            "UPDATE messages SET state = 'sent', verify = 0, updated_at = ? WHERE id = ? AND state = 'sending'",
+            (now, id),
+        )
         self._marks_since_prune += 1
         if self._marks_since_prune >= _PRUNE_EVERY:
             self.prune(now)
 
     def mark_dead(self, id: str, reason: str, now: float) -> None:
-        self._update_one(
-            id, "UPDATE messages SET state = 'dead', last_error = ?, updated_at = ? WHERE id = ?", (reason, now, id)
+        self._update_sending(
+            id,
+            "UPDATE messages SET state = 'dead', last_error = ?, updated_at = ? WHERE id = ? AND state = 'sending'",
+            (reason, now, id),
         )
 
     def mark_retry(
@@ -399,9 +506,11 @@ class _Store:
     ) -> State:
         policy = self.retry
         with self._transaction() as conn:
-            row = conn.execute("SELECT attempts, age_from FROM messages WHERE id = ?", (id,)).fetchone()
+            row = conn.execute("SELECT state, attempts, age_from FROM messages WHERE id = ?", (id,)).fetchone()
             if row is None:
                 raise KeyError(id)
+            if row["state"] != State.SENDING:  # settled meanwhile (e.g. sent, then the task was cancelled)
+                return State(row["state"])
             attempts = row["attempts"] + int(count_attempt)
             age = now - row["age_from"]
             state, next_at, last_error = State.QUEUED, now, error
@@ -460,15 +569,45 @@ class _Store:
             _LOGGER.debug("outbox %s: pruned %d sent message(s)", self.path, count)
         return count
 
-    def record_requests(self, kind: str, times: Sequence[float]) -> None:
+    def request_started(self, kind: str, start: Stamp, until: Stamp, message_id: str | None) -> int:
+        """Count a request before it is made, as if it ended at ``until``; a POST also marks its message."""
         with self._transaction() as conn:
-            conn.executemany("INSERT INTO requests (kind, at) VALUES (?, ?)", [(kind, t) for t in times])
+            rowid = conn.execute(
+                "INSERT INTO requests (kind, at, mono, boot) VALUES (?, ?, ?, ?)", (kind, *_columns(until))
+            ).lastrowid
+            if message_id is not None:
+                conn.execute(
+                    "UPDATE messages SET posted_at = ?, posted_mono = ?, posted_boot = ?, verify = 1 "
+                    "WHERE id = ? AND state = 'sending'",
+                    (*_columns(start), message_id),
+                )
+        assert rowid is not None
+        return rowid
 
-    def request_history(self, kind: str, since: float) -> list[float]:
+    def request_finished(self, rowid: int, kind: str, at: Stamp, forget_before: Stamp) -> None:
+        """The request ended at ``at``; requests of ``kind`` that ended before ``forget_before`` are dropped."""
         with self._transaction() as conn:
-            conn.execute("DELETE FROM requests WHERE kind = ? AND at < ?", (kind, since))
-            rows = conn.execute("SELECT at FROM requests WHERE kind = ? ORDER BY at", (kind,)).fetchall()
-        return [row[0] for row in rows]
+            conn.execute("UPDATE requests SET at = ?, mono = ?, boot = ? WHERE rowid = ?", (*_columns(at), rowid))
+            conn.execute(
+                "DELETE FROM requests WHERE kind = ? AND CASE WHEN boot = ? AND mono IS NOT NULL "
+                "THEN mono < ? ELSE at < ? END",
+                (kind, forget_before.boot, forget_before.mono, forget_before.wall),
+            )
+
+    def request_history(self, kind: str) -> list[Stamp]:
+        rows = self._db.execute("SELECT at, mono, boot FROM requests WHERE kind = ?", (kind,)).fetchall()
+        return [Stamp(row[0], row[1], row[2]) for row in rows]
+
+    def save_block(self, kind: str, until: Stamp, seconds: float) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO blocks (kind, until, mono, boot, seconds) VALUES (?, ?, ?, ?, ?)",
+                (kind, *_columns(until), seconds),
+            )
+
+    def blocks(self) -> dict[str, tuple[Stamp, float]]:
+        rows = self._db.execute("SELECT kind, until, mono, boot, seconds FROM blocks").fetchall()
+        return {row[0]: (Stamp(row[1], row[2], row[3]), row[4]) for row in rows}
 
     # ---- reads -------------------------------------------------------------------------------------------
     def next_due_at(self) -> float | None:
@@ -498,7 +637,7 @@ class Outbox:
     """Durable, bounded message store between the sources and the dispatcher.
 
     Several Outbox objects (or processes, such as the CLI next to a running bridge) may open the same file.
-    Only one holds the owner lock (``<path>.lock``), recovers rows left in ``sending`` and delivers: the
+    Only one holds the owner lock (``<resolved path>.lock``), recovers rows left in ``sending`` and delivers: the
     others must not take back messages that a live dispatcher is sending. When the owner closes or dies,
     another can :meth:`take_ownership`.
     """
@@ -513,13 +652,22 @@ class Outbox:
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         clock: Callable[[], float] = time.time,
         limits: MessageLimits = DEFAULT_LIMITS,
+        busy_timeout: float = 30.0,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
+        """``clock`` is the wall clock; ``monotonic`` (default: time.monotonic with the real wall clock, and
+        ``clock`` itself with an injected one, which then never steps) tells its steps from time passing."""
         if max_messages < 1:
             raise ValueError("max_messages must be at least 1")
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError("synchronous must be FULL or NORMAL")
         self.path = Path(path)
-        self._store = _Store(self.path, max_messages, retry, retention, limits)
+        mono = monotonic or (time.monotonic if clock is time.time else clock)
+        # An injected clock standing in for both is no clock of this boot: it must not shift real ones' times.
+        timebase = Timebase(wall=clock, mono=mono, boot=None if mono is clock else BOOT_ID)
+        self._store = _Store(
+            self.path, max_messages, retry, retention, limits, busy_timeout=busy_timeout, timebase=timebase
+        )
         self._synchronous = synchronous
         self._clock = clock
         self._work = asyncio.Event()
@@ -579,10 +727,10 @@ class Outbox:
         await self.close()
 
     def _call(self, fn: Callable[[*_Ts], _T], *args: *_Ts) -> asyncio.Future[_T]:
-        """Run ``fn`` on the worker thread that owns the connection."""
+        """Run ``fn`` on the worker thread that owns the connection; storage failures raise OutboxError."""
         if self._executor is None:
             raise AcsEmailError(f"outbox {self.path} is not open")
-        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return asyncio.get_running_loop().run_in_executor(self._executor, _guarded(self.path, fn), *args)
 
     # ---- enqueue (group commit) --------------------------------------------------------------------------
     async def enqueue(self, message: EmailMessage, *, source: str = "") -> str:
@@ -664,7 +812,7 @@ class Outbox:
             raise
 
     async def mark_sent(self, id: str) -> None:
-        """ACS accepted the message. Raises KeyError if the id is unknown."""
+        """ACS accepted the message (a no-op unless it is ``sending``). Raises KeyError if the id is unknown."""
         await self._call(self._store.mark_sent, id, self._clock())
 
     async def mark_retry(
@@ -678,6 +826,7 @@ class Outbox:
     ) -> State:
         """Back to ``queued`` for a later try, or ``dead`` once out of attempts or too old; returns which.
 
+        Only a message in ``sending`` changes; any other is left as it is and its state returned.
         ``retry_after`` (the service's Retry-After) replaces the backoff delay; ``count_attempt=False`` is for
         failures that are not the message's fault (throttling). Raises KeyError if the id is unknown.
         """
@@ -694,7 +843,7 @@ class Outbox:
         return state
 
     async def mark_dead(self, id: str, reason: str) -> None:
-        """Give up on the message now (a permanent error); it stays listable and requeueable."""
+        """Give up on a ``sending`` message now (a permanent error); it stays listable and requeueable."""
         await self._call(self._store.mark_dead, id, reason, self._clock())
 
     async def release(self, ids: Sequence[str]) -> None:
@@ -725,14 +874,27 @@ class Outbox:
         return await self._call(self._store.prune, self._clock())
 
     # ---- rate-limiter memory -----------------------------------------------------------------------------
-    async def record_requests(self, kind: str, times: Sequence[float]) -> None:
-        """Remember completion times of ACS requests (``send``/``poll``) so quotas survive a restart."""
-        if times:
-            await self._call(self._store.record_requests, kind, times)
+    async def request_started(self, kind: str, start: Stamp, until: Stamp, message_id: str | None = None) -> int:
+        """Remember an ACS request (``send``/``poll``) before it is made, as ending at ``until`` (the latest
+        it can end). With ``message_id``, its row gets ``verify`` and the POST's start time in the same
+        commit. Returns the handle for :meth:`request_finished`."""
+        return await self._call(self._store.request_started, kind, start, until, message_id)
 
-    async def request_history(self, kind: str, since: float) -> builtins.list[float]:
-        """Remembered completion times at or after ``since``, ascending; older ones are dropped."""
-        return await self._call(self._store.request_history, kind, since)
+    async def request_finished(self, handle: int, kind: str, at: Stamp, forget_before: Stamp) -> None:
+        """The request ended at ``at``; forgets requests of ``kind`` that ended before ``forget_before``."""
+        await self._call(self._store.request_finished, handle, kind, at, forget_before)
+
+    async def request_history(self, kind: str) -> builtins.list[Stamp]:
+        """When remembered requests of ``kind`` ended (or will have ended, for one still in flight)."""
+        return await self._call(self._store.request_history, kind)
+
+    async def save_block(self, kind: str, until: Stamp, seconds: float) -> None:
+        """Remember that no ``kind`` request may start before ``until`` (a Retry-After ``seconds`` long)."""
+        await self._call(self._store.save_block, kind, until, seconds)
+
+    async def blocks(self) -> dict[str, tuple[Stamp, float]]:
+        """Remembered blocks per kind: (until, their length when set)."""
+        return await self._call(self._store.blocks)
 
     # ---- inspection --------------------------------------------------------------------------------------
     async def get(self, id: str) -> OutboxEntry | None:

@@ -23,14 +23,13 @@ from azure.communication.email.aio import EmailClient
 from azure.core.credentials import AzureKeyCredential
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
-    AzureError,
     ClientAuthenticationError,
     HttpResponseError,
     ServiceRequestError,
     ServiceRequestTimeoutError,
 )
 from azure.core.pipeline.transport import AioHttpTransport
-from azure.core.rest import HttpRequest
+from azure.core.rest import AsyncHttpResponse, HttpRequest
 from azure.identity.aio import ClientSecretCredential
 
 from .errors import ConfigError
@@ -155,7 +154,11 @@ class AcsTransport:
     async def _ready_client(self) -> EmailClient:
         async with self._building:
             if self._client is None:
-                self._client = await self._build_client()
+                try:
+                    self._client = await self._build_client()
+                except BaseException:
+                    await self.close()  # no half-built client keeps an HTTP session open
+                    raise
             return self._client
 
     async def _build_client(self) -> EmailClient:
@@ -176,9 +179,14 @@ class AcsTransport:
             if creds.authority:
                 identity_kwargs["authority"] = creds.authority
                 identity_kwargs["disable_instance_discovery"] = True
-            self._token_credential = ClientSecretCredential(
-                creds.tenant_id, creds.client_id, creds.client_secret, **identity_kwargs
-            )
+            # Entra's 5xx and 429 are the dispatcher's to retry, like ACS's (its own retries would hide them).
+            identity_kwargs["retry_total"] = 0
+            try:
+                self._token_credential = ClientSecretCredential(
+                    creds.tenant_id, creds.client_id, creds.client_secret, **identity_kwargs
+                )
+            except ValueError as err:  # e.g. a malformed tenant id: only a config change can help
+                raise ConfigError(f"invalid service principal: {str(err).splitlines()[0]}") from None
             credential = self._token_credential
         return EmailClient(
             self.endpoint,
@@ -215,36 +223,66 @@ class AcsTransport:
             text = text.replace(secret, "***")
         return text
 
-    async def send(self, payload: dict[str, Any], operation_id: str) -> Outcome:
-        """POST one mail; never raises for service or network trouble, returns the classified outcome."""
-        try:
-            async with asyncio.timeout(self._timeout * 2):
-                poller = await (await self._ready_client()).begin_send(
-                    payload, operation_id=operation_id, polling=False
-                )
-        except Exception as err:
-            return self._classify(err)
-        return Outcome(OutcomeKind.SENT, status=poller.status())
+    async def send(self, payload: dict[str, Any] | str, operation_id: str) -> Outcome:
+        """POST one mail; never raises for service or network trouble, returns the classified outcome.
+
+        ``payload`` may be the request body already serialised (as the outbox stores it): it then goes out
+        as it is, where the SDK's ``begin_send`` would serialise megabytes of attachments on the event loop.
+        """
+        body = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+        request = HttpRequest(
+            "POST",
+            "/emails:send",
+            params={"api-version": self._api_version},
+            headers={"Operation-Id": operation_id, "Content-Type": "application/json", "Accept": "application/json"},
+            content=body,
+        )
+        response = await self._request(request)
+        if isinstance(response, Outcome):
+            return response
+        if response.status_code == 202:
+            return Outcome(OutcomeKind.SENT, status=self._json_status(response.text()))
+        return self._classify(self._error(response))
 
     async def status(self, operation_id: str) -> Outcome:
         """Ask ACS whether an operation exists; SENT unless it is unknown (NOT_FOUND) or ended Failed."""
         request = HttpRequest(
             "GET", f"/emails/operations/{quote(operation_id, safe='')}", params={"api-version": self._api_version}
         )
+        response = await self._request(request)
+        if isinstance(response, Outcome):
+            return response
+        code = response.status_code
+        if code == 200:
+            return self._operation_outcome(response.text())
+        if code == 404:
+            return Outcome(OutcomeKind.NOT_FOUND, "ACS has no such operation")
+        return self._classify(self._error(response))
+
+    async def _request(self, request: HttpRequest) -> AsyncHttpResponse | Outcome:
+        """The answer to ``request`` (read in full), or the outcome of not getting one."""
         try:
             async with asyncio.timeout(self._timeout * 2):
                 response = await (await self._ready_client()).send_request(request)
                 await response.read()
         except Exception as err:
             return self._classify(err)
-        code = response.status_code
-        if code == 200:
-            return self._operation_outcome(response.text())
-        if code == 404:
-            return Outcome(OutcomeKind.NOT_FOUND, "ACS has no such operation")
-        error = HttpResponseError(response=response)
-        error.status_code = code
-        return self._classify(error)
+        return response
+
+    @staticmethod
+    def _error(response: AsyncHttpResponse) -> HttpResponseError:
+        # 401 as the SDK maps it: Entra's or ACS's refusal of the credentials.
+        error_type = ClientAuthenticationError if response.status_code == 401 else HttpResponseError
+        error = error_type(response=response)
+        error.status_code = response.status_code
+        return error
+
+    @staticmethod
+    def _json_status(body: str) -> str | None:
+        try:
+            return str(json.loads(body)["status"])
+        except (ValueError, KeyError, TypeError):
+            return None
 
     def _operation_outcome(self, body: str) -> Outcome:
         try:
@@ -266,6 +304,8 @@ class AcsTransport:
         detail = self._redact(_describe(err))
         if isinstance(err, ClientAuthenticationError):
             status = err.status_code
+            if (status or 0) in (408, 429) or (status or 0) >= 500:
+                return Outcome(OutcomeKind.TRANSIENT, detail)  # Entra is busy or down; the POST never left
             if (
                 status is None
                 and err.response is None
@@ -291,9 +331,9 @@ class AcsTransport:
             isinstance(err, ServiceRequestError) and isinstance(err.inner_exception, aiohttp.ClientConnectorError)
         ):
             return Outcome(OutcomeKind.TRANSIENT, detail)  # never connected: the POST cannot have arrived
-        if isinstance(err, AzureError | TimeoutError | OSError | aiohttp.ClientError):
-            return Outcome(OutcomeKind.TRANSIENT, detail, ambiguous=True)
-        raise err
+        # Anything else (AzureError, OSError, aiohttp trouble, or an error nobody foresaw) may have happened
+        # after the POST left: try again later, with a status check first.
+        return Outcome(OutcomeKind.TRANSIENT, detail, ambiguous=True)
 
 
 def _causes(err: BaseException) -> list[BaseException]:
