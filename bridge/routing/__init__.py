@@ -1,18 +1,19 @@
 """MQTT routes: topic filters, conditions, templates, flood control and device presets (issue 8).
 
-The MQTT source hands each message to :meth:`Router.handle` as an :class:`Event` and acknowledges it once the
-returned :class:`Outcome` is in (unless ``outcome.retry``).
+The MQTT source calls the :class:`Router` with each ``InboundEvent`` (bridge/mqtt/events.py) and acknowledges
+the message once the returned ``Outcome`` is durable.
 """
 
-from .event import Event, Outcome, OutcomeKind, RouteResult
+from .event import OutcomeKind, RouteResult
 from .router import Router, engine_router, quota_probe
 from .routes import RoutingConfig, routing_from_config
-from .schema import ROUTING_SCHEMA, describe
+from .schema import PRESETS_SECTION, ROUTES_SECTION, ROUTING_SCHEMA, ROUTING_SECTION, describe
 
 __all__ = [
+    "PRESETS_SECTION",
+    "ROUTES_SECTION",
     "ROUTING_SCHEMA",
-    "Event",
-    "Outcome",
+    "ROUTING_SECTION",
     "OutcomeKind",
     "RouteResult",
     "Router",

@@ -15,7 +15,7 @@ from acs_email_core.errors import AcsEmailError
 from acs_email_core.message import DEFAULT_LIMITS, Attachment, EmailMessage, MessageLimits, parse_addresses
 from acs_email_core.templates import TemplateRenderer
 
-from .event import Event
+from ..mqtt.events import InboundEvent
 from .payload import MISSING, PayloadError, decode, lookup, split_path
 from .routes import AttachmentSpec, Route
 from .tmpl import Tmpl
@@ -42,7 +42,7 @@ class Parsed:
     text: str | None
 
 
-def parse(event: Event, route: Route) -> Parsed:
+def parse(event: InboundEvent, route: Route) -> Parsed:
     """Size check and decoding; PayloadError says what is wrong."""
     if len(event.payload) > route.max_payload:
         raise PayloadError(
@@ -67,17 +67,20 @@ def latest_value(latest: Latest) -> Callable[[str], Any]:
     return get
 
 
-def variables(event: Event, route: Route, parsed: Parsed, renderer: TemplateRenderer, latest: Latest) -> dict[str, Any]:
+def variables(
+    event: InboundEvent, route: Route, parsed: Parsed, renderer: TemplateRenderer, latest: Latest
+) -> dict[str, Any]:
     """What templates see; ``vars:`` of the route are rendered in order and added."""
     result: dict[str, Any] = {
         "topic": event.topic,
         "topic_parts": event.topic.split("/"),
         "payload": parsed.value,
         "raw": parsed.text,
-        "time": renderer.to_datetime(event.received),
-        "received": event.received,
+        "time": renderer.to_datetime(event.received_at),
+        "received": event.received_at,
         "qos": event.qos,
-        "retained": event.retained,
+        "retained": event.retain,
+        "event_id": event.event_id,
         "route": route.name,
         "latest": latest_value(latest),
         "previous": None,

@@ -49,7 +49,8 @@ def digest_mail(
         lines.append("")
         rows.append(
             f'<tr><td style="white-space:nowrap;vertical-align:top">{when:%Y-%m-%d %H:%M:%S}</td>'
-            f'<td><b>{escape(event.subject)}</b><pre style="margin:0;white-space:pre-wrap">{escape(body)}</pre></td></tr>'
+            f"<td><b>{escape(event.subject)}</b>"
+            f'<pre style="margin:0;white-space:pre-wrap">{escape(body)}</pre></td></tr>'
         )
     html = f'<p>{escape(subject)}</p>\n<table cellpadding="4">\n' + "\n".join(rows) + "\n</table>\n"
     return Rendered(recipients, subject, "\n".join(lines), html, "normal", ())

@@ -131,7 +131,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "companions": ["apcupsd/+/bcharge", "apcupsd/+/timeleft"],
         "vars": {
             "ups": "{{ topic_parts[1] }}",
-            "charge": "{% set c = latest(topic_parts[0] ~ '/' ~ ups ~ '/bcharge') %}{{ c | int if c is number else '' }}",
+            "charge": "{% set c = latest(topic_parts[0] ~ '/' ~ ups ~ '/bcharge') %}"
+            "{{ c | int if c is number else '' }}",
             "runtime": "{% set t = latest(topic_parts[0] ~ '/' ~ ups ~ '/timeleft') %}"
             "{% if t is number %}{{ t | round(1) }} min{% endif %}",
         },

@@ -1,14 +1,15 @@
-"""The router: one MQTT event in, mails (or digest entries, or counted drops) durably out.
+"""The router: one MQTT event in; mails out (the MQTT source commits them), or digest entries, or counted drops.
 
-``handle`` returns only once the outbox and the router's state store hold what it decided, so the source
-may acknowledge the message then. Crash safety without duplicates rests on three rules:
+The source calls the router per event and acknowledges the message once the outcome is durable: mails are
+committed by the source to the outbox, anything the router keeps (flood-control memory, held events,
+companion snapshots) is on disk in its state store before it returns. A message the broker delivers again
+keeps its ``event_id``, so:
 
-* before a mail is queued, its message id is written to a journal under the event's hash; when the broker
-  redelivers the event (MQTT DUP flag), the mail is rebuilt with the same id, which the outbox ignores if it
-  already holds it;
-* routes with flood state (change-only, dedup, cooldown, collapse) handle one event at a time, and write that
-  state only after the outbox has the mail, so a crash can only make the router decide the same thing again;
-* held events (digests, collapsed events) have ids derived from the event, and a digest mail's id from its
+* mails get ``event.mail_id(i)`` ids (``i`` = the route's position), which the outbox stores once;
+* routes with flood state (change-only, dedup, cooldown, collapse) record their decision per event id with
+  that state; a redelivered event gets the recorded decision again (its mail rebuilt with the same id)
+  instead of a fresh one that the already-updated state would turn into a drop;
+* held events (digests, collapse groups) have ids derived from the event id, and a digest mail's id from its
   first event, so holding or flushing twice stores or sends once.
 """
 
@@ -17,12 +18,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import hashlib
-import json
 import logging
+import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,10 +32,11 @@ from acs_email_core.engine import Engine
 from acs_email_core.errors import AcsEmailError, OutboxFullError, TemplateError, ValidationError
 from acs_email_core.message import DEFAULT_LIMITS, EmailMessage, MessageLimits
 
+from ..mqtt.events import IGNORED, Disposition, InboundEvent, Outcome
 from . import compose
-from .compose import ComposeError, Parsed, Recipients, Rendered
+from .compose import ComposeError, Recipients, Rendered
 from .digest import HeldEvent, digest_mail
-from .event import Event, Outcome, OutcomeKind, RouteResult
+from .event import OutcomeKind, RouteResult
 from .payload import PayloadError
 from .routes import Route, RoutingConfig
 from .store import Statement, StateStore
@@ -43,12 +44,10 @@ from .topics import matches
 
 _LOGGER = logging.getLogger(__name__)
 _NAMESPACE = uuid.UUID("5f0c43a2-8f0e-4d7c-9a57-3c1f2b6e9d10")
-_JOURNAL_RECENT = 10_000  # event hashes kept in memory for redeliveries; older ones are looked up on disk
-JOURNAL_RETENTION = 7 * 86400.0
+_RECENT = 10_000  # decisions of recent events kept in memory for quick redeliveries
+DECISION_RETENTION = 7 * 86400.0
 PRUNE_EVERY = 600.0
-FAILED_KEPT = 1000
 COMPANIONS = "(companions)"
-NO_ROUTE = "(none)"
 
 Submit = Callable[[EmailMessage, str], Awaitable[str]]
 QuotaProbe = Callable[[], Awaitable[bool]]
@@ -66,17 +65,24 @@ class _Group:
 
 @dataclass
 class _Work:
-    """What one event does to the router's state, applied after its mails are in the outbox."""
+    """What one event does: mails for the source, state statements, memory updates applied with them."""
 
     statements: list[Statement] = field(default_factory=list)
     memory: list[Callable[[], None]] = field(default_factory=list)
-    held: dict[str, str] = field(default_factory=dict)  # route → held event id, journaled with the event
+    mails: list[EmailMessage] = field(default_factory=list)
 
 
 @dataclass
-class _Mail:
+class _Step:
+    """One event on one route."""
+
     route: Route
-    message: EmailMessage
+    event: InboundEvent
+    now: float
+    work: _Work
+    message_id: str  # the id its mail gets (stable across redeliveries)
+    held_id: str  # the id it gets when held for a digest or a collapsed mail
+    context: dict[str, Any] = field(default_factory=dict)
 
 
 class Router:
@@ -104,8 +110,7 @@ class Router:
         self._flood: dict[tuple[str, str, str], tuple[str | None, float]] = {}
         self._companions: dict[str, bytes] = {}
         self._groups: dict[tuple[str, str, str], _Group] = {}
-        self._journal: collections.OrderedDict[bytes, dict[str, str]] = collections.OrderedDict()
-        self._inflight: dict[bytes, asyncio.Future[None]] = {}
+        self._recent: collections.OrderedDict[str, dict[str, tuple[str, str]]] = collections.OrderedDict()
         self._counters: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.quota_short = False
         self._timer: asyncio.Task[None] | None = None
@@ -137,19 +142,24 @@ class Router:
             self._timer = None
         await self._store.close()
 
-    def reload(self, config: RoutingConfig) -> None:
-        """Use new routes from now on; held events of removed routes wait on disk until the route returns."""
+    async def reload(self, config: Any) -> None:
+        """Take new routes (a RoutingConfig, or the service's BridgeConfig); held events of removed routes wait."""
+        if not isinstance(config, RoutingConfig):
+            from .service import routing_of  # noqa: PLC0415 - the service glue imports this module
+
+            config = await asyncio.to_thread(routing_of, config)
         gone = {g.route for g in self._groups.values()} - {r.name for r in config.routes}
         if gone:
             _LOGGER.warning("router: held events of removed route(s) %s stay on disk", ", ".join(sorted(gone)))
         self.config = config
         self._wake.set()
 
-    def subscriptions(self) -> list[str]:
+    def topics(self) -> list[str]:
+        """Filters to subscribe to: every route's and every companion topic."""
         return self.config.subscriptions()
 
     def counters(self) -> dict[tuple[str, str, str], int]:
-        """(route, outcome kind, rule or reason class) → events, since start; for metrics."""
+        """(route, outcome, rule) → events since start, for metrics and tests."""
         return dict(self._counters)
 
     def held(self) -> int:
@@ -157,96 +167,66 @@ class Router:
         return sum(len(g.events) for g in self._groups.values())
 
     # ---- events --------------------------------------------------------------------------------------------
-    async def handle(self, event: Event) -> Outcome:
-        """Decide and store durably; never raises for bad input (the outcome says failed, with the reason)."""
-        key = hashlib.sha256(event.topic.encode() + b"\0" + event.payload).digest()[:16]
-        forced: dict[str, str] = {}
-        if event.duplicate:
-            if key in self._inflight:
-                await asyncio.shield(self._inflight[key])
-            forced = await self._journal_ids(key)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = done
-        try:
-            outcome = await self._handle(event, key, forced)
-        finally:
-            del self._inflight[key]
-            done.set_result(None)
-        for result in outcome.results:
-            rule = result.rule or ""
-            self._counters[(result.route, result.kind.value, rule)] += 1
-        return outcome
-
-    async def _handle(self, event: Event, key: bytes, forced: dict[str, str]) -> Outcome:
+    async def __call__(self, event: InboundEvent) -> Outcome:
+        """Decide, and store what the router keeps; bad input gives a failed outcome, never an exception."""
         now = self._clock()
         work = _Work()
         results: list[RouteResult] = []
         if any(matches(f, event.topic) for f in self.config.companion_filters):
             results.append(self._store_companion(event, now, work))
-        routes = [r for r in self.config.routes if r.accepts(event.topic)]
-        locks = [self._locks.setdefault(r.name, asyncio.Lock()) for r in routes if _stateful(r)]
-        mails: list[_Mail] = []
+        routes = [(i, r) for i, r in enumerate(self.config.routes) if r.accepts(event.topic)]
+        stateful = [r for _i, r in routes if _stateful(r)]
+        recorded = await self._recorded(event) if stateful and event.duplicate else {}
+        decisions: dict[str, tuple[str, str]] = {}
         async with contextlib.AsyncExitStack() as stack:
-            for lock in locks:  # in route order, so two events never wait on each other's locks
-                await stack.enter_async_context(lock)
-            for route in routes:
-                result = await self._route(route, event, key, now, forced, work, mails)
-                if result is not None:
-                    results.append(result)
-            try:
-                ids = await self._queue(key, mails)
-            except (OutboxFullError, OSError, AcsEmailError) as err:
-                return self._transient(event, results, mails, err)
-            for mail in mails:
-                results.append(RouteResult(mail.route.name, OutcomeKind.MAILED, message_ids=(ids[mail.route.name],)))
-            if work.held:
-                ids = {**ids, **work.held}
-                self._remember(key, ids)
-                work.statements.append(_journal(key, ids, self._clock()))
+            for route in stateful:  # in route order, so two events never wait on each other's locks
+                await stack.enter_async_context(self._locks.setdefault(route.name, asyncio.Lock()))
+            for index, route in routes:
+                step = _Step(
+                    route,
+                    event,
+                    now,
+                    work,
+                    event.mail_id(index),
+                    str(uuid.uuid5(_NAMESPACE, f"{event.event_id}/{route.name}")),
+                )
+                result = await self._route(step, recorded.get(route.name))
+                results.append(result)
+                if _stateful(route) and result.kind is not OutcomeKind.FAILED:
+                    decisions[route.name] = (result.kind.value, result.rule or "")
+                    work.statements.append(
+                        (
+                            "INSERT OR REPLACE INTO decided (event_id, route, kind, rule, at) VALUES (?, ?, ?, ?, ?)",
+                            (event.event_id, route.name, result.kind.value, result.rule or "", now),
+                        )
+                    )
+            if decisions:
+                self._remember(event.event_id, decisions)
             for apply in work.memory:
                 apply()
-            try:
-                await self._store.write(work.statements)
-            except Exception as err:  # disk full, I/O error: the broker must deliver the event again
-                return self._transient(event, results, [], err)
-        if not results:
-            results.append(RouteResult(NO_ROUTE, OutcomeKind.DROPPED, "no-route"))
-        return Outcome(tuple(results))
+            await self._store.write(work.statements)
+        for result in results:
+            self._counters[(result.route, result.kind.value, result.rule or "")] += 1
+        return _outcome(results, work.mails)
 
-    def _transient(self, event: Event, results: list[RouteResult], mails: list[_Mail], err: Exception) -> Outcome:
-        _LOGGER.warning("event on %s not stored, to be delivered again: %s", event.topic, err)
-        failed = [RouteResult(m.route.name, OutcomeKind.FAILED, "transient", reason=str(err)) for m in mails]
-        return Outcome(
-            tuple(results + failed) or (RouteResult(NO_ROUTE, OutcomeKind.FAILED, "transient", reason=str(err)),),
-            retry=True,
-        )
+    def _remember(self, event_id: str, decisions: dict[str, tuple[str, str]]) -> None:
+        self._recent[event_id] = decisions
+        while len(self._recent) > _RECENT:
+            self._recent.popitem(last=False)
 
-    async def _queue(self, key: bytes, mails: list[_Mail]) -> dict[str, str]:
-        """Journal the ids first, then queue: a redelivered event reuses them and the outbox ignores repeats."""
-        if not mails:
-            return {}
-        ids = {m.route.name: m.message.message_id for m in mails}
-        await self._store.write([_journal(key, ids, self._clock())])
-        self._remember(key, ids)
-        await asyncio.gather(*(self._submit(m.message, f"mqtt:{m.route.name}") for m in mails))
-        return ids
+    async def _recorded(self, event: InboundEvent) -> dict[str, tuple[str, str]]:
+        if event.event_id in self._recent:
+            return self._recent[event.event_id]
+        rows = await self._store.query("SELECT route, kind, rule FROM decided WHERE event_id = ?", (event.event_id,))
+        return {row["route"]: (row["kind"], row["rule"]) for row in rows}
 
-    def _remember(self, key: bytes, ids: dict[str, str]) -> None:
-        self._journal[key] = ids
-        self._journal.move_to_end(key)
-        while len(self._journal) > _JOURNAL_RECENT:
-            self._journal.popitem(last=False)
-
-    async def _journal_ids(self, key: bytes) -> dict[str, str]:
-        if key in self._journal:
-            return self._journal[key]
-        rows = await self._store.query("SELECT ids FROM journal WHERE key = ?", (key,))
-        return dict(json.loads(rows[0]["ids"])) if rows else {}
-
-    def _store_companion(self, event: Event, now: float, work: _Work) -> RouteResult:
+    def _store_companion(self, event: InboundEvent, now: float, work: _Work) -> RouteResult:
         if len(event.payload) > self.config.companion_max_payload:
-            reason = f"payload of {len(event.payload):,} bytes is over the {self.config.companion_max_payload:,} byte companion limit"
-            self._log_failure(COMPANIONS, event, reason, work)
+            reason = (
+                f"payload of {len(event.payload):,} bytes is over the "
+                f"{self.config.companion_max_payload:,} byte companion limit"
+            )
+            _LOGGER.warning("companion topic %s: %s", event.topic, reason)
             return RouteResult(COMPANIONS, OutcomeKind.FAILED, "bad-input", reason=reason)
         self._companions[event.topic] = event.payload
         work.statements.append(
@@ -255,55 +235,34 @@ class Router:
                 (event.topic, event.payload, now),
             )
         )
-        return RouteResult(COMPANIONS, OutcomeKind.STORED)
+        return RouteResult(COMPANIONS, OutcomeKind.STORED, "companion")
 
     def _latest(self, topic: str) -> bytes | None:
         return self._companions.get(topic)
 
-    def _log_failure(self, route: str, event: Event, reason: str, work: _Work) -> None:
-        _LOGGER.warning("route %s: event on %s failed: %s", route, event.topic, reason)
-        work.statements.append(
-            (
-                "INSERT INTO failed (at, route, topic, reason, payload) VALUES (?, ?, ?, ?, ?)",
-                (self._clock(), route, event.topic, reason, event.payload[:65536]),
-            )
-        )
-
     # ---- one route -----------------------------------------------------------------------------------------
-    async def _route(
-        self,
-        route: Route,
-        event: Event,
-        key: bytes,
-        now: float,
-        forced: dict[str, str],
-        work: _Work,
-        mails: list[_Mail],
-    ) -> RouteResult | None:
-        """The route's decision; None when it mails (the caller reports it once the outbox has it)."""
+    async def _route(self, step: _Step, recorded: tuple[str, str] | None) -> RouteResult:
+        route, event = step.route, step.event
         try:
             parsed = compose.parse(event, route)
-            context = compose.variables(event, route, parsed, self.config.renderer, self._latest)
-            if not all(condition.holds(context) for condition in route.when):
+            step.context = compose.variables(event, route, parsed, self.config.renderer, self._latest)
+            if not all(condition.holds(step.context) for condition in route.when):
                 return RouteResult(route.name, OutcomeKind.DROPPED, "when")
-            return await self._flood_control(route, event, key, now, context, parsed, forced, work, mails)
+            if recorded is not None:
+                return await self._replay(step, OutcomeKind(recorded[0]), recorded[1])
+            return await self._flood_control(step)
         except _BAD_INPUT as err:
-            self._log_failure(route.name, event, str(err), work)
+            _LOGGER.warning("route %s: event on %s failed: %s", route.name, event.topic, err)
             return RouteResult(route.name, OutcomeKind.FAILED, "bad-input", reason=str(err))
 
-    async def _flood_control(
-        self,
-        route: Route,
-        event: Event,
-        key: bytes,
-        now: float,
-        context: dict[str, Any],
-        parsed: Parsed,
-        forced: dict[str, str],
-        work: _Work,
-        mails: list[_Mail],
-    ) -> RouteResult | None:
-        name = route.name
+    async def _replay(self, step: _Step, kind: OutcomeKind, rule: str) -> RouteResult:
+        """A redelivered event gets the decision recorded the first time (its mail rebuilt with the same id)."""
+        if kind is OutcomeKind.MAILED:
+            return await self._mail(step)
+        return RouteResult(step.route.name, kind, rule or None)
+
+    async def _flood_control(self, step: _Step) -> RouteResult:
+        route, context, now, name = step.route, step.context, step.now, step.route.name
         if route.change_only:
             change_key = route.change_only.key.render(context)
             value = route.change_only.value.render(context)
@@ -311,21 +270,20 @@ class Router:
             context["previous"], context["value"] = previous, value
             if value == previous:
                 return RouteResult(name, OutcomeKind.DROPPED, "change_only")
-            self._set(work, name, "change", change_key, value, now)
+            self._set(step.work, (name, "change", change_key), value, now)
         if route.dedup:
             dedup_key = route.dedup.key.render(context)
             seen = self._flood.get((name, "dedup", dedup_key))
             if seen is not None and now - seen[1] < route.dedup.window:
                 return RouteResult(name, OutcomeKind.DROPPED, "dedup")
-            self._set(work, name, "dedup", dedup_key, None, now)
+            self._set(step.work, (name, "dedup", dedup_key), None, now)
         if route.collapse:
-            return await self._collapse(route, event, now, context, forced, work)
-        return await self._deliver(route, event, key, now, context, forced, work, mails)
+            return await self._collapse(step)
+        return await self._deliver(step)
 
-    async def _collapse(
-        self, route: Route, event: Event, now: float, context: dict[str, Any], forced: dict[str, str], work: _Work
-    ) -> RouteResult:
+    async def _collapse(self, step: _Step) -> RouteResult:
         """Hold the latest event per key until ``until`` holds or ``max_wait`` passed; later ones are dropped."""
+        route, context, now = step.route, step.context, step.now
         assert route.collapse is not None
         collapse_key = route.collapse.key.render(context)
         if not collapse_key:
@@ -338,60 +296,48 @@ class Router:
         finish = route.collapse.until is not None and route.collapse.until.holds(context)
         group = self._groups.get((route.name, "collapse", collapse_key))
         due = now if finish else (group.due_at if group else now + route.collapse.max_wait)
-        held = self._held(route, "collapse", collapse_key, due, event, rendered, forced, work, keep_payload=True)
+        held = self._held(step, "collapse", collapse_key, due, rendered, keep_payload=True)
         if group is not None:
-            work.statements.append(
+            step.work.statements.append(
                 ("DELETE FROM held WHERE route = ? AND kind = 'collapse' AND grp = ?", (route.name, collapse_key))
             )
-        work.statements.extend(_insert_held(route.name, held))
-        work.memory.append(lambda: self._replace_group(route.name, "collapse", collapse_key, due, held))
+        step.work.statements.append(_insert_held(route.name, held))
+        step.work.memory.append(lambda: self._replace_group(route.name, "collapse", collapse_key, due, held))
         return RouteResult(route.name, OutcomeKind.DIGESTED, "collapse")
 
-    async def _deliver(
-        self,
-        route: Route,
-        event: Event,
-        key: bytes,
-        now: float,
-        context: dict[str, Any],
-        forced: dict[str, str],
-        work: _Work,
-        mails: list[_Mail],
-    ) -> RouteResult | None:
+    async def _deliver(self, step: _Step) -> RouteResult:
         """Cooldown, quiet hours, digests, then the mail itself."""
-        name = route.name
+        route, context, now, name = step.route, step.context, step.now, step.route.name
         if route.cooldown:
             cooldown_key = route.cooldown.key.render(context)
             last = self._flood.get((name, "cooldown", cooldown_key))
             if last is not None and now - last[1] < route.cooldown.window:
                 return RouteResult(name, OutcomeKind.DROPPED, "cooldown")
         hold = self._hold_kind(route, now)
-        attachments = () if hold else await compose.attachments(route, context, self._latest, self._limits)
-        rendered = compose.render(route, context, attachments)
-        if hold is not None:
-            kind, due = hold
-            grp = rendered.recipients.key()
-            group = self._groups.get((name, kind, grp))
-            if group is not None:
-                due = group.due_at
-            if (
-                kind == "digest"
-                and route.digest
-                and group is not None
-                and len(group.events) + 1 >= route.digest.max_events
-            ):
+        if hold is None:
+            result = await self._mail(step)
+            if route.cooldown:
+                self._set(step.work, (name, "cooldown", route.cooldown.key.render(context)), None, now)
+            return result
+        kind, due = hold
+        rendered = compose.render(route, context)
+        grp = rendered.recipients.key()
+        group = self._groups.get((name, kind, grp))
+        if group is not None:
+            due = group.due_at
+            if kind == "digest" and route.digest and len(group.events) + 1 >= route.digest.max_events:
                 due = now
-            held = self._held(route, kind, grp, due, event, rendered, forced, work, keep_payload=False)
-            work.statements.extend(_insert_held(name, held))
-            work.memory.append(lambda: self._add_to_group(name, kind, grp, due, held))
-            return RouteResult(name, OutcomeKind.DIGESTED, {"quiet": "quiet_hours"}.get(kind, kind))
-        if route.cooldown:
-            self._set(work, name, "cooldown", route.cooldown.key.render(context), None, now)
-        message_id = forced.get(name) or str(uuid.uuid4())
-        mails.append(
-            _Mail(route, compose.build(rendered, sender=self._sender, message_id=message_id, limits=self._limits))
-        )
-        return None
+        held = self._held(step, kind, grp, due, rendered, keep_payload=False)
+        step.work.statements.append(_insert_held(name, held))
+        step.work.memory.append(lambda: self._add_to_group(name, kind, grp, due, held))
+        return RouteResult(name, OutcomeKind.DIGESTED, {"quiet": "quiet_hours"}.get(kind, kind))
+
+    async def _mail(self, step: _Step) -> RouteResult:
+        attachments = await compose.attachments(step.route, step.context, self._latest, self._limits)
+        rendered = compose.render(step.route, step.context, attachments)
+        message = compose.build(rendered, sender=self._sender, message_id=step.message_id, limits=self._limits)
+        step.work.mails.append(message)
+        return RouteResult(step.route.name, OutcomeKind.MAILED, message_ids=(message.message_id,))
 
     def _hold_kind(self, route: Route, now: float) -> tuple[str, float] | None:
         """('quiet'|'digest'|'quota', due time) when the event waits for a digest, else None."""
@@ -406,43 +352,29 @@ class Router:
         return None
 
     def _held(
-        self,
-        route: Route,
-        kind: str,
-        grp: str,
-        due: float,
-        event: Event,
-        rendered: Rendered,
-        forced: dict[str, str],
-        work: _Work,
-        *,
-        keep_payload: bool,
+        self, step: _Step, kind: str, grp: str, due: float, rendered: Rendered, *, keep_payload: bool
     ) -> HeldEvent:
-        # A redelivered event gets the id journaled the first time, so holding it again stores it once.
-        held_id = work.held[route.name] = forced.get(route.name) or str(uuid.uuid4())
         text = rendered.text if rendered.text is not None else _strip_html(rendered.html or "")
+        event = step.event
         return HeldEvent(
-            id=held_id,
+            id=step.held_id,
             kind=kind,
             grp=grp,
             due_at=due,
-            at=self._clock(),
+            at=event.received_at,
             topic=event.topic,
             payload=event.payload if keep_payload else b"",
             subject=rendered.subject,
             text=text,
             qos=event.qos,
-            retained=event.retained,
+            retained=event.retain,
         )
 
-    def _set(self, work: _Work, route: str, kind: str, key: str, value: str | None, now: float) -> None:
+    def _set(self, work: _Work, key: tuple[str, str, str], value: str | None, now: float) -> None:
         work.statements.append(
-            (
-                "INSERT OR REPLACE INTO flood (route, kind, key, value, at) VALUES (?, ?, ?, ?, ?)",
-                (route, kind, key, value, now),
-            )
+            ("INSERT OR REPLACE INTO flood (route, kind, key, value, at) VALUES (?, ?, ?, ?, ?)", (*key, value, now))
         )
-        work.memory.append(lambda: self._flood.__setitem__((route, kind, key), (value, now)))
+        work.memory.append(lambda: self._flood.__setitem__(key, (value, now)))
 
     def _add_to_group(self, route: str, kind: str, grp: str, due: float, held: HeldEvent) -> None:
         group = self._groups.setdefault((route, kind, grp), _Group(route, kind, grp, due))
@@ -456,11 +388,9 @@ class Router:
         self._wake.set()
 
     def _local(self, when: float) -> datetime:
-        return (
-            datetime.fromtimestamp(when, self.config.timezone)
-            if self.config.timezone
-            else datetime.fromtimestamp(when).astimezone()
-        )
+        if self.config.timezone is not None:
+            return datetime.fromtimestamp(when, self.config.timezone)
+        return datetime.fromtimestamp(when).astimezone()
 
     # ---- timers --------------------------------------------------------------------------------------------
     async def flush_due(self) -> list[str]:
@@ -468,7 +398,7 @@ class Router:
         now = self._clock()
         sent: list[str] = []
         for group_key, group in list(self._groups.items()):
-            if group.due_at > now or self._groups.get(group_key) is not group:
+            if group.due_at > now:
                 continue
             route = next((r for r in self.config.routes if r.name == group.route), None)
             if route is None:
@@ -479,75 +409,63 @@ class Router:
                 try:
                     sent.extend(await self._flush(route, group, now))
                 except (OutboxFullError, OSError, AcsEmailError) as err:
-                    if isinstance(err, _BAD_INPUT):
-                        raise
                     _LOGGER.warning("route %s: %s mail not queued yet, retried later: %s", route.name, group.kind, err)
         return sent
 
     async def _flush(self, route: Route, group: _Group, now: float) -> list[str]:
         delete = ("DELETE FROM held WHERE route = ? AND kind = ? AND grp = ?", (route.name, group.kind, group.grp))
+        flush_id = str(uuid.uuid5(_NAMESPACE, f"{route.name}/{group.kind}/{group.grp}/{group.events[0].id}"))
         if group.kind == "collapse":
-            return await self._flush_collapse(route, group, now, delete)
+            return await self._flush_collapse(route, group, now, delete, flush_id)
         local = [self._local(e.at) for e in group.events]
         rendered = digest_mail(route.name, group.kind, Recipients.from_key(group.grp), group.events, local)
-        message_id = str(uuid.uuid5(_NAMESPACE, f"{route.name}\0{group.kind}\0{group.grp}\0{group.events[0].id}"))
-        message = compose.build(rendered, sender=self._sender, message_id=message_id, limits=self._limits)
+        message = compose.build(rendered, sender=self._sender, message_id=flush_id, limits=self._limits)
         await self._submit(message, f"mqtt:{route.name}:{group.kind}")
         await self._store.write([delete])
         del self._groups[(group.route, group.kind, group.grp)]
-        self._count(route.name, OutcomeKind.MAILED, group.kind)
-        return [message_id]
+        self._counters[(route.name, "mailed", group.kind)] += 1
+        return [flush_id]
 
-    async def _flush_collapse(self, route: Route, group: _Group, now: float, delete: Statement) -> list[str]:
+    async def _flush_collapse(
+        self, route: Route, group: _Group, now: float, delete: Statement, flush_id: str
+    ) -> list[str]:
         """The latest event of the group goes on as if it had just arrived: cooldown, quiet hours, digest, mail."""
-        assert route.collapse is not None
         held = group.events[-1]
-        event = Event(held.topic, held.payload, held.qos, held.retained, held.at)
-        key = hashlib.sha256(event.topic.encode() + b"\0" + event.payload).digest()[:16]
+        event = InboundEvent(held.topic, held.payload, held.qos, held.retained, held.at, held.id)
         work = _Work(statements=[delete])
-        self._set(work, route.name, "collapsed", group.grp, None, now)
-        mails: list[_Mail] = []
-        forced = {route.name: str(uuid.uuid5(_NAMESPACE, f"{route.name}\0collapse\0{group.grp}\0{group.events[0].id}"))}
+        self._set(work, (route.name, "collapsed", group.grp), None, now)
+        step = _Step(route, event, now, work, flush_id, str(uuid.uuid5(_NAMESPACE, f"{flush_id}/held")))
         try:
-            parsed = compose.parse(event, route)
-            context = compose.variables(event, route, parsed, self.config.renderer, self._latest)
-            result = await self._deliver(route, event, key, now, context, forced, work, mails)
+            step.context = compose.variables(
+                event, route, compose.parse(event, route), self.config.renderer, self._latest
+            )
+            result = await self._deliver(step)
         except _BAD_INPUT as err:
-            self._log_failure(route.name, event, str(err), work)
+            _LOGGER.warning("route %s: collapsed event on %s failed: %s", route.name, event.topic, err)
             result = RouteResult(route.name, OutcomeKind.FAILED, "bad-input", reason=str(err))
-        for mail in mails:
-            await self._submit(mail.message, f"mqtt:{route.name}")
+        for message in work.mails:
+            await self._submit(message, f"mqtt:{route.name}")
         for apply in work.memory:
             apply()
         await self._store.write(work.statements)
         if self._groups.get((group.route, group.kind, group.grp)) is group:
             del self._groups[(group.route, group.kind, group.grp)]
-        if result is not None:
-            self._count(route.name, result.kind, result.rule or "")
-            return []
-        self._count(route.name, OutcomeKind.MAILED, "collapse")
-        return [m.message.message_id for m in mails]
-
-    def _count(self, route: str, kind: OutcomeKind, rule: str) -> None:
-        self._counters[(route, f"{kind.value}", rule)] += 1
+        self._counters[(route.name, result.kind.value, "collapse")] += 1
+        return [m.message_id for m in work.mails]
 
     async def refresh_quota(self) -> None:
-        """Ask the probe whether the quota is short (digest instead of mailing while it is)."""
+        """Ask the probe whether the quota is short (routes then collect digests instead of mailing)."""
         if self._quota_probe is None:
             return
         short = await self._quota_probe()
         if short != self.quota_short:
-            _LOGGER.info(
-                "router: quota %s; routes with quota_digest %s",
-                "short" if short else "recovered",
-                "collect digests" if short else "mail directly again",
-            )
+            _LOGGER.warning("router: ACS quota %s", "short: collecting digests" if short else "recovered")
         self.quota_short = short
 
     async def prune(self) -> None:
-        """Forget flood state whose window is over, journal entries past retention, old failed events."""
+        """Forget flood state whose window is over and decisions past retention."""
         now = self._clock()
-        windows = {}
+        windows: dict[tuple[str, str], float] = {}
         for route in self.config.routes:
             if route.dedup:
                 windows[(route.name, "dedup")] = route.dedup.window
@@ -556,13 +474,12 @@ class Router:
             if route.collapse:
                 windows[(route.name, "collapsed")] = route.collapse.keep
         expired = [
-            k for k, (_v, at) in self._flood.items() if (k[0], k[1]) in windows and now - at >= windows[(k[0], k[1])]
+            k for k, (_v, at) in self._flood.items() if (k[0], k[1]) in windows and now - at >= windows[k[0], k[1]]
         ]
         statements: list[Statement] = [
             ("DELETE FROM flood WHERE route = ? AND kind = ? AND key = ?", k) for k in expired
         ]
-        statements.append(("DELETE FROM journal WHERE at < ?", (now - JOURNAL_RETENTION,)))
-        statements.append(("DELETE FROM failed WHERE id <= (SELECT MAX(id) FROM failed) - ?", (FAILED_KEPT,)))
+        statements.append(("DELETE FROM decided WHERE at < ?", (now - DECISION_RETENTION,)))
         await self._store.write(statements)
         for k in expired:
             self._flood.pop(k, None)
@@ -583,24 +500,27 @@ class Router:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
-    async def failed_events(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The most recent failed events, kept for inspection (payload capped at 64 KiB)."""
-        rows = await self._store.query(
-            "SELECT at, route, topic, reason, payload FROM failed ORDER BY id DESC LIMIT ?", (limit,)
-        )
-        return [dict(row) for row in rows]
 
-
-def _journal(key: bytes, ids: dict[str, str], now: float) -> Statement:
-    return ("INSERT OR REPLACE INTO journal (key, ids, done, at) VALUES (?, ?, 0, ?)", (key, json.dumps(ids), now))
+def _outcome(results: list[RouteResult], mails: list[EmailMessage]) -> Outcome:
+    """One disposition for the source: mailed, else failed, digested, dropped; no route at all is ignored."""
+    if mails:
+        return Outcome.mailed(mails, route=",".join(r.route for r in results if r.kind is OutcomeKind.MAILED))
+    for kind in (OutcomeKind.FAILED, OutcomeKind.DIGESTED, OutcomeKind.DROPPED, OutcomeKind.STORED):
+        for r in results:
+            if r.kind is kind:
+                if kind is OutcomeKind.FAILED:
+                    return Outcome.failed(r.reason or "failed", route=r.route)
+                disposition = Disposition.DROPPED if kind is OutcomeKind.DROPPED else Disposition.DIGESTED
+                return Outcome(disposition, route=r.route, rule=r.rule)
+    return IGNORED
 
 
 def _stateful(route: Route) -> bool:
     return bool(route.change_only or route.dedup or route.cooldown or route.collapse)
 
 
-def _insert_held(route: str, held: HeldEvent) -> Iterable[Statement]:
-    yield (
+def _insert_held(route: str, held: HeldEvent) -> Statement:
+    return (
         "INSERT OR IGNORE INTO held (id, route, kind, grp, due_at, at, topic, payload, subject, text, qos, retained) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
@@ -636,10 +556,11 @@ def _held_from_row(row: Any) -> HeldEvent:
     )
 
 
-def _strip_html(html: str) -> str:
-    import re  # noqa: PLC0415 - only for routes with an HTML body and no text body
+_TAGS = re.compile(r"<[^>]+>")
 
-    return re.sub(r"<[^>]+>", "", html).strip()
+
+def _strip_html(html: str) -> str:
+    return _TAGS.sub("", html).strip()
 
 
 def quota_probe(engine: Engine) -> QuotaProbe:
@@ -653,13 +574,12 @@ def quota_probe(engine: Engine) -> QuotaProbe:
 
 
 def engine_router(config: RoutingConfig, engine: Engine, *, clock: Callable[[], float] = time.time) -> Router:
-    """A router that queues into ``engine``; its state file sits next to the outbox unless configured."""
-    outbox = engine.settings.outbox_path
+    """A router whose digests go into ``engine``; its state file sits next to the outbox unless configured."""
     return Router(
         config,
         submit=lambda message, source: engine.submit(message, source=source),
         sender=engine.settings.sender,
-        state_path=config.state_path or outbox.with_suffix(".routes.db"),
+        state_path=config.state_path or engine.settings.outbox_path.with_suffix(".routes.db"),
         clock=clock,
         quota_probe=quota_probe(engine),
         limits=engine.settings.limits,

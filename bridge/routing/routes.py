@@ -172,7 +172,7 @@ class RoutingConfig:
 
 
 def routing_from_config(config: dict[str, Any], *, base_dir: Path) -> RoutingConfig:
-    """Validate the sections, expand presets and compile every template; ConfigError names the key path.
+    """Validate the ``routes``/``presets``/``routing`` sections and compile them; ConfigError names the key path.
 
     Reads template files, so call it before the event loop runs or in a thread.
     """
@@ -180,7 +180,13 @@ def routing_from_config(config: dict[str, Any], *, base_dir: Path) -> RoutingCon
         data = ROUTING_SCHEMA(config)
     except vol.Invalid as err:
         raise ConfigError(f"invalid configuration:\n{describe(err, config)}") from None
-    options = data["routing"]
+    return compile_routing(data["routes"], data["presets"], data["routing"], base_dir=base_dir)
+
+
+def compile_routing(
+    routes_section: list[dict[str, Any]], presets: list[dict[str, Any]], options: dict[str, Any], *, base_dir: Path
+) -> RoutingConfig:
+    """Compile already validated sections (as ROUTES_SECTION, PRESETS_SECTION and ROUTING_SECTION return them)."""
     timezone: tzinfo | None = None
     if "timezone" in options:
         try:
@@ -190,10 +196,9 @@ def routing_from_config(config: dict[str, Any], *, base_dir: Path) -> RoutingCon
     renderer = TemplateRenderer(timezone=timezone)
     templates_dir = _resolve(base_dir, options.get("templates_dir", "."))
     global_dirs = tuple(_resolve(base_dir, d) for d in options["allowed_dirs"])
-    raw_routes = [*data["routes"], *data["presets"]]
     routes: list[Route] = []
     seen: set[str] = set()
-    for raw in raw_routes:
+    for raw in [*routes_section, *presets]:
         where = f"presets.{raw['preset']}" if raw.get("preset") else f"routes ({raw['name']})"
         if raw["name"] in seen:
             raise ConfigError(f"{where}: a route named {raw['name']!r} exists already; give it another name")

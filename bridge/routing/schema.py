@@ -82,10 +82,10 @@ def _one_operator(condition: dict[str, Any]) -> dict[str, Any]:
     return condition
 
 
+_CONDITION_KEYS: dict[Any, Any] = {vol.Required("path"): vol.All(str, vol.Length(min=1))}
+_CONDITION_KEYS.update({vol.Optional(op): object for op in OPERATORS})
 CONDITION = vol.All(
-    vol.Schema(
-        {vol.Required("path"): vol.All(str, vol.Length(min=1)), **{vol.Optional(op): object for op in OPERATORS}}
-    ),
+    vol.Schema(_CONDITION_KEYS),
     _one_operator,
 )
 
@@ -235,11 +235,16 @@ ROUTING_OPTIONS = vol.Schema(
     }
 )
 
+# One schema per top-level section, for the service's SECTIONS (file and line in its errors).
+ROUTES_SECTION = vol.All(lambda v: v or [], [ROUTE])
+PRESETS_SECTION = _presets
+ROUTING_SECTION = vol.All(lambda v: v or {}, ROUTING_OPTIONS)
+
 ROUTING_SCHEMA = vol.Schema(
     {
-        vol.Optional("routes", default=[]): vol.All(lambda v: v or [], [ROUTE]),
-        vol.Optional("presets", default=[]): _presets,
-        vol.Optional("routing", default={}): ROUTING_OPTIONS,
+        vol.Optional("routes", default=[]): ROUTES_SECTION,
+        vol.Optional("presets", default=[]): PRESETS_SECTION,
+        vol.Optional("routing", default={}): ROUTING_SECTION,
     },
     extra=vol.ALLOW_EXTRA,
 )

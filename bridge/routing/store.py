@@ -1,8 +1,8 @@
 """The router's durable state in SQLite, next to the outbox: what must survive a crash to keep promises.
 
 Flood-control memory (dedup keys, cooldowns, last values), companion snapshots, events held for digests or
-collapsed mails, a journal of handled events (so a message the broker redelivers after a crash is not
-mailed twice) and failed events kept for inspection. Every write is a list of SQL statements committed by
+collapsed mails, and the decisions of routes with such state per event id (so a message the broker
+redelivers after a crash gets the same decision). Every write is a list of SQL statements committed by
 one worker thread; writes that arrive while a commit runs share the next transaction (group commit), and
 each caller returns only once its own statements are on disk. Writes commit in the order they were made.
 """
@@ -29,11 +29,9 @@ _SCHEMA = (
     "grp TEXT NOT NULL, due_at REAL NOT NULL, at REAL NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL, "
     "subject TEXT NOT NULL, text TEXT, qos INTEGER NOT NULL, retained INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS held_group ON held (route, kind, grp, at)",
-    "CREATE TABLE IF NOT EXISTS journal (key BLOB PRIMARY KEY, ids TEXT NOT NULL, done INTEGER NOT NULL, "
-    "at REAL NOT NULL) WITHOUT ROWID",
-    "CREATE INDEX IF NOT EXISTS journal_at ON journal (at)",
-    "CREATE TABLE IF NOT EXISTS failed (id INTEGER PRIMARY KEY, at REAL NOT NULL, route TEXT NOT NULL, "
-    "topic TEXT NOT NULL, reason TEXT NOT NULL, payload BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS decided (event_id TEXT NOT NULL, route TEXT NOT NULL, kind TEXT NOT NULL, "
+    "rule TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (event_id, route)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS decided_at ON decided (at)",
 )
 
 
@@ -91,8 +89,8 @@ class StateStore:
             for statement in _SCHEMA:
                 conn.execute(statement)
         return Snapshot(
-            flood=[tuple(r) for r in conn.execute("SELECT route, kind, key, value, at FROM flood")],  # type: ignore[misc]
-            companions=[tuple(r) for r in conn.execute("SELECT topic, payload, at FROM companions")],  # type: ignore[misc]
+            flood=[tuple(r) for r in conn.execute("SELECT route, kind, key, value, at FROM flood")],
+            companions=[tuple(r) for r in conn.execute("SELECT topic, payload, at FROM companions")],
             held=conn.execute("SELECT * FROM held ORDER BY at, rowid").fetchall(),
         )
 

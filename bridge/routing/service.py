@@ -1,0 +1,41 @@
+"""Glue to the bridge service: the config sections routes add, and the router factory ``run`` uses."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from acs_email_core.engine import Engine
+
+from ..mqtt.events import NoRoutes
+from ..mqtt.events import Router as RouterProtocol
+from .router import engine_router
+from .routes import RoutingConfig, compile_routing
+from .schema import PRESETS_SECTION, ROUTES_SECTION, ROUTING_SECTION
+
+if TYPE_CHECKING:
+    from ..config import BridgeConfig, SectionSchema
+    from ..metrics import Metrics
+
+SECTIONS: dict[str, SectionSchema] = {
+    "routes": ROUTES_SECTION,
+    "presets": PRESETS_SECTION,
+    "routing": ROUTING_SECTION,
+}
+
+
+def routing_of(config: BridgeConfig) -> RoutingConfig:
+    """The compiled routes of a loaded bridge config (reads template files: call it off the event loop)."""
+    sections = config.sections
+    return compile_routing(
+        sections.get("routes", []),
+        sections.get("presets", []),
+        sections.get("routing") or ROUTING_SECTION({}),
+        base_dir=config.base_dir,
+    )
+
+
+def create_router(config: BridgeConfig, engine: Engine, _metrics: Metrics) -> RouterProtocol:
+    """The service's ROUTER factory; without routes or presets only the send topic works."""
+    if not config.sections.get("routes") and not config.sections.get("presets"):
+        return NoRoutes()
+    return engine_router(routing_of(config), engine)
