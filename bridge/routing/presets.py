@@ -63,12 +63,12 @@ def _zigbee(field: str, on: str, off: str, priority: str) -> dict[str, Any]:
         "when": [{"path": field, "exists": True}],
         "vars": {
             "device": "{{ topic_parts[1] }}",
-            "headline": f"{{{{ '{on}' if value == 'True' else '{off}' }}}} {{{{ device }}}}",
+            "headline": f"{{{{ '{on}' if payload.{field} else '{off}' }}}} {{{{ device }}}}",
         },
         "change_only": {"key": "{{ topic }}", "value": f"{{{{ payload.{field} }}}}", "initial": "False"},
         "subject": "{{ headline }}",
         "text": _Z2M_TEXT,
-        "priority": f"{{{{ '{priority}' if value == 'True' else 'normal' }}}}",
+        "priority": f"{{{{ '{priority}' if payload.{field} else 'normal' }}}}",
     }
 
 
