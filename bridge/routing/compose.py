@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from acs_email_core.errors import AcsEmailError
+from acs_email_core.errors import AcsEmailError, ValidationError
 from acs_email_core.message import DEFAULT_LIMITS, Attachment, EmailMessage, MessageLimits, parse_addresses
 from acs_email_core.templates import TemplateRenderer
 
@@ -92,12 +92,16 @@ def variables(
     return result
 
 
-def _render_list(templates: tuple[Tmpl, ...], context: Mapping[str, Any]) -> list[str]:
-    return [
-        a.address if not a.display_name else f"{a.display_name} <{a.address}>"
-        for t in templates
-        for a in parse_addresses(t.render(context) or None)
-    ]
+def _render_list(field: str, templates: tuple[Tmpl, ...], context: Mapping[str, Any]) -> list[str]:
+    result = []
+    for template in templates:
+        text = template.render(context)
+        try:
+            addresses = parse_addresses(text or None)
+        except ValidationError as err:
+            raise ComposeError(f"{field} rendered {text!r}: {err.reason}") from None
+        result.extend(a.address if not a.display_name else f"{a.display_name} <{a.address}>" for a in addresses)
+    return result
 
 
 @dataclass(frozen=True)
@@ -119,10 +123,10 @@ class Recipients:
 
 def recipients(route: Route, context: Mapping[str, Any]) -> Recipients:
     result = Recipients(
-        tuple(_render_list(route.to, context)),
-        tuple(_render_list(route.cc, context)),
-        tuple(_render_list(route.bcc, context)),
-        tuple(_render_list(route.reply_to, context)),
+        tuple(_render_list("to", route.to, context)),
+        tuple(_render_list("cc", route.cc, context)),
+        tuple(_render_list("bcc", route.bcc, context)),
+        tuple(_render_list("reply_to", route.reply_to, context)),
     )
     if not result.to:
         raise ComposeError("the 'to' templates rendered no recipient")
