@@ -9,10 +9,10 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import JPEG, MakeRouter
 
 from acs_email_bridge.mqtt.events import Disposition
 from acs_email_bridge.routing.topics import matches
-from conftest import JPEG, MakeRouter
 
 TO = "ops@example.com"
 
@@ -43,7 +43,8 @@ async def test_nested_payload_topic_parts_and_time_in_templates(make_router: Mak
                     "name": "octo",
                     "topic": "octoPrint/event/+",
                     "to": TO,
-                    "subject": "{{ topic_parts[2] }}: {{ payload.job.file.name }} ({{ payload.job['progress'].pct }} %)",
+                    "subject": "{{ topic_parts[2] }}: {{ payload.job.file.name }}"
+                    " ({{ payload.job['progress'].pct }} %)",
                     "text": "{{ payload.job.file.name | upper }} at {{ time | datetime('%H:%M') }} raw={{ raw }}",
                 }
             ]
