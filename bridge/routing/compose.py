@@ -93,7 +93,7 @@ def variables(
 
 
 def _render_list(field: str, templates: tuple[Tmpl, ...], context: Mapping[str, Any]) -> list[str]:
-    result = []
+    result: list[str] = []
     for template in templates:
         text = template.render(context)
         try:
@@ -159,7 +159,9 @@ def render(route: Route, context: dict[str, Any], attachments: tuple[Attachment,
     )
 
 
-def build(rendered: Rendered, *, sender: str, message_id: str, limits: MessageLimits = DEFAULT_LIMITS) -> EmailMessage:
+def build(
+    rendered: Rendered, *, sender: str, message_id: str | None, limits: MessageLimits = DEFAULT_LIMITS
+) -> EmailMessage:
     r = rendered.recipients
     return EmailMessage.build(
         sender=sender,

@@ -95,7 +95,9 @@ class PathCondition:
         return bool({"gt": left > right, "ge": left >= right, "lt": left < right, "le": left <= right}[op])
 
     def explain(self) -> str:
-        return f"payload.{self.path} {self.operator} {self.operand!r}"
+        if self.operator == "exists":
+            return f"payload.{self.path} {'exists' if self.operand else 'is missing'}"
+        return f"payload.{self.path} {self.operator.replace('_', ' ')} {self.operand!r}"
 
 
 class ExpressionCondition:

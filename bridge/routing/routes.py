@@ -27,6 +27,18 @@ DEFAULT_TEXT = (
 )
 
 
+def _short(text: str, limit: int = 90) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class RouteError(ConfigError):
+    """A route that validated but cannot compile (template syntax, unreadable file); ``path`` locates it."""
+
+    def __init__(self, path: tuple[str, str | int], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 @dataclass(frozen=True)
 class KeyedWindow:
     """Dedup or cooldown: events with the same rendered key within ``window`` seconds."""
@@ -118,18 +130,20 @@ class Route:
     def accepts(self, topic: str) -> bool:
         return any(matches(f, topic) for f in self.filters)
 
-    def explain(self) -> list[str]:
+    def explain(self) -> list[str]:  # noqa: PLR0912 - one line per feature
         """What the route does, in words, for ``acs-email-bridge check``."""
         lines = [f"topics: {', '.join(self.filters)}" + (f" (preset {self.preset})" if self.preset else "")]
         if self.when:
             lines.append("only when: " + " and ".join(c.explain() for c in self.when))
         recipients = ", ".join(t.source for t in self.to)
         lines.append(f"mails {recipients}" + (f", cc {', '.join(t.source for t in self.cc)}" if self.cc else ""))
-        lines.append(f"subject: {self.subject.source}")
+        lines.append(f"subject: {_short(self.subject.source)}")
         for spec in self.attachments:
             lines.append(f"attaches {spec.source} {spec.ref.source}" + (" inline" if spec.inline else ""))
         if self.change_only:
-            lines.append(f"only when {self.change_only.value.source} changes (per {self.change_only.key.source})")
+            lines.append(
+                f"only when {_short(self.change_only.value.source)} changes (per {self.change_only.key.source})"
+            )
         if self.dedup:
             lines.append(f"drops repeats of {self.dedup.key.source} within {self.dedup.window:g} s")
         if self.collapse:
@@ -198,17 +212,20 @@ def compile_routing(
     global_dirs = tuple(_resolve(base_dir, d) for d in options["allowed_dirs"])
     routes: list[Route] = []
     seen: set[str] = set()
-    for raw in [*routes_section, *presets]:
-        where = f"presets.{raw['preset']}" if raw.get("preset") else f"routes ({raw['name']})"
+    entries = [(("routes", i), raw) for i, raw in enumerate(routes_section)] + [
+        (("presets", raw["preset"]), raw) for raw in presets
+    ]
+    for path, raw in entries:
+        where = f"presets.{raw['preset']}" if raw.get("preset") else f"routes[{path[1]}] ({raw['name']})"
         if raw["name"] in seen:
-            raise ConfigError(f"{where}: a route named {raw['name']!r} exists already; give it another name")
+            raise RouteError(path, f"{where}: a route named {raw['name']!r} exists already; give it another name")
         seen.add(raw["name"])
         if not raw.get("enabled", True):
             continue
         try:
             routes.append(_compile(raw, renderer, templates_dir, global_dirs, options["max_payload"]))
         except (TemplateError, ConfigError, vol.Invalid) as err:
-            raise ConfigError(f"{where}: {err}") from None
+            raise RouteError(path, f"{where}: {err}") from None
     companions = tuple(dict.fromkeys(f for r in routes for f in r.companions))
     state_path = _resolve(base_dir, options["state_path"]) if "state_path" in options else None
     return RoutingConfig(

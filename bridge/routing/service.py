@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from acs_email_core.engine import Engine
+from acs_email_core.errors import ConfigError
 
 from ..mqtt.events import NoRoutes
 from ..mqtt.events import Router as RouterProtocol
 from .router import engine_router
-from .routes import RoutingConfig, compile_routing
+from .routes import RouteError, RoutingConfig, compile_routing
 from .schema import PRESETS_SECTION, ROUTES_SECTION, ROUTING_SECTION
 
 if TYPE_CHECKING:
@@ -25,13 +26,19 @@ SECTIONS: dict[str, SectionSchema] = {
 
 def routing_of(config: BridgeConfig) -> RoutingConfig:
     """The compiled routes of a loaded bridge config (reads template files: call it off the event loop)."""
+    from ..config import line_of  # noqa: PLC0415 - bridge.config is only needed here
+
     sections = config.sections
-    return compile_routing(
-        sections.get("routes", []),
-        sections.get("presets", []),
-        sections.get("routing") or ROUTING_SECTION({}),
-        base_dir=config.base_dir,
-    )
+    try:
+        return compile_routing(
+            sections.get("routes", []),
+            sections.get("presets", []),
+            sections.get("routing") or ROUTING_SECTION({}),
+            base_dir=config.base_dir,
+        )
+    except RouteError as err:
+        line = line_of(config.raw, err.path)
+        raise ConfigError(f"{config.path}" + (f", line {line}" if line else "") + f": {err}") from None
 
 
 def create_router(config: BridgeConfig, engine: Engine, _metrics: Metrics) -> RouterProtocol:
