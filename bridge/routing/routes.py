@@ -130,7 +130,7 @@ class Route:
     def accepts(self, topic: str) -> bool:
         return any(matches(f, topic) for f in self.filters)
 
-    def explain(self) -> list[str]:  # noqa: PLR0912 - one line per feature
+    def explain(self) -> list[str]:
         """What the route does, in words, for ``acs-email-bridge check``."""
         lines = [f"topics: {', '.join(self.filters)}" + (f" (preset {self.preset})" if self.preset else "")]
         if self.when:
