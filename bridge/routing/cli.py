@@ -107,6 +107,7 @@ async def _show(
     if failing:
         print(f"dropped by 'when': {'; '.join(failing)}")
         return 1
+    compose.add_vars(route, context)
     if route.change_only:
         context["previous"] = route.change_only.initial
         context["value"] = route.change_only.value.render(context)

@@ -70,7 +70,7 @@ def latest_value(latest: Latest) -> Callable[[str], Any]:
 def variables(
     event: InboundEvent, route: Route, parsed: Parsed, renderer: TemplateRenderer, latest: Latest
 ) -> dict[str, Any]:
-    """What templates see; ``vars:`` of the route are rendered in order and added."""
+    """What ``when`` and templates see (``vars:`` are added by :func:`add_vars` once ``when`` holds)."""
     result: dict[str, Any] = {
         "topic": event.topic,
         "topic_parts": event.topic.split("/"),
@@ -87,9 +87,13 @@ def variables(
         "value": None,
         "attachments": [],
     }
-    for name, template in route.variables:
-        result[name] = template.render(result)
     return result
+
+
+def add_vars(route: Route, context: dict[str, Any]) -> None:
+    """Render the route's ``vars:`` in order (each may use the ones before it)."""
+    for name, template in route.variables:
+        context[name] = template.render(context)
 
 
 def _render_list(field: str, templates: tuple[Tmpl, ...], context: Mapping[str, Any]) -> list[str]:

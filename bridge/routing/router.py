@@ -248,6 +248,7 @@ class Router:
             step.context = compose.variables(event, route, parsed, self.config.renderer, self._latest)
             if not all(condition.holds(step.context) for condition in route.when):
                 return RouteResult(route.name, OutcomeKind.DROPPED, "when")
+            compose.add_vars(route, step.context)
             if recorded is not None:
                 return await self._replay(step, OutcomeKind(recorded[0]), recorded[1])
             return await self._flood_control(step)
@@ -439,6 +440,7 @@ class Router:
             step.context = compose.variables(
                 event, route, compose.parse(event, route), self.config.renderer, self._latest
             )
+            compose.add_vars(route, step.context)
             result = await self._deliver(step)
         except _BAD_INPUT as err:
             _LOGGER.warning("route %s: collapsed event on %s failed: %s", route.name, event.topic, err)

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import JPEG, MakeRouter
+from conftest import FIXTURES, JPEG, MakeRouter
 
 from acs_email_bridge.mqtt.events import Disposition
 from acs_email_bridge.routing.topics import matches
@@ -205,3 +205,22 @@ async def test_attachments_base64_file_and_companion(make_router: MakeRouter, ev
         assert "outside the allowed directories" in outcome.reason
     bad = await h.send(event("docs/a", json.dumps({"image": "%%% not base64"})))
     assert "not valid base64" in bad.reason
+
+
+async def test_a_sensor_of_another_kind_is_dropped_by_when_not_failed(make_router: MakeRouter, event) -> None:
+    h = await make_router(
+        {
+            "presets": {
+                "zigbee2mqtt_leak": {"to": TO},
+                "zigbee2mqtt_smoke": {"to": TO},
+                "zigbee2mqtt_battery": {"to": TO},
+            }
+        }
+    )
+    smoke = (FIXTURES / "z2m-smoke.json").read_bytes()
+    outcome = await h.send(event("zigbee2mqtt/hallway", smoke))
+    assert outcome.route == "zigbee2mqtt_smoke"
+    counters = h.router.counters()
+    assert counters[("zigbee2mqtt_leak", "dropped", "when")] == 1
+    assert counters[("zigbee2mqtt_battery", "dropped", "change_only")] == 1  # battery_low false, as assumed at start
+    assert not any(kind == "failed" for _route, kind, _rule in counters)
