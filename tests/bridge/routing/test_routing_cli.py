@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES, JPEG
 
 from acs_email_bridge.cli import main
-from conftest import FIXTURES, JPEG
 
 HEADER = """\
 acs:
