@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from acs_email_core.engine import Engine
@@ -9,6 +11,7 @@ from acs_email_core.errors import ConfigError
 
 from ..mqtt.events import NoRoutes
 from ..mqtt.events import Router as RouterProtocol
+from .metrics import RouteCollector
 from .router import engine_router
 from .routes import RouteError, RoutingConfig, compile_routing
 from .schema import PRESETS_SECTION, ROUTES_SECTION, ROUTING_SECTION
@@ -41,8 +44,12 @@ def routing_of(config: BridgeConfig) -> RoutingConfig:
         raise ConfigError(f"{config.path}" + (f", line {line}" if line else "") + f": {err}") from None
 
 
-def create_router(config: BridgeConfig, engine: Engine, _metrics: Metrics) -> RouterProtocol:
-    """The service's ROUTER factory; without routes or presets only the send topic works."""
+def create_router(
+    config: BridgeConfig, engine: Engine, metrics: Metrics, *, clock: Callable[[], float] = time.time
+) -> RouterProtocol:
+    """The service's ROUTER factory (its figures registered with ``metrics``); no routes: only the send topic."""
     if not config.sections.get("routes") and not config.sections.get("presets"):
         return NoRoutes()
-    return engine_router(routing_of(config), engine)
+    router = engine_router(routing_of(config), engine, clock=clock)
+    metrics.registry.register(RouteCollector(router))
+    return router

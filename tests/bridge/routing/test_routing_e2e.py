@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import shutil
 import socket
@@ -21,8 +22,7 @@ from conftest import FIXTURES, JPEG, SENDER, T0, Clock
 
 from acs_email_bridge.emulator import Emulator
 from acs_email_bridge.emulator.mailbox import ReceivedMail
-from acs_email_bridge.routing import engine_router
-from acs_email_bridge.routing.service import routing_of
+from acs_email_bridge.routing.service import create_router
 from acs_email_bridge.service import Service, read_config
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -135,9 +135,7 @@ async def bridge(
             path = tmp_path / "bridge.yaml"
             path.write_text(yaml.safe_dump(config), encoding="utf-8")
             loaded = read_config(path)
-            service = Service(
-                loaded, router=lambda cfg, engine, _m: engine_router(routing_of(cfg), engine, clock=clock)
-            )
+            service = Service(loaded, router=functools.partial(create_router, clock=clock))
             await service.start()
             stack.push_async_callback(service.stop)
             ready = Bridge(service, emulator, clock)
@@ -168,6 +166,9 @@ async def test_frigate_snapshot_and_event_lifecycle(bridge: StartBridge, publish
     assert "Zones:   yard, driveway, porch" in _text(mail)
     assert [(a.name, a.content_id, a.content) for a in mail.attachments()] == [("snapshot.jpg", "snapshot.jpg", JPEG)]
     assert b.router.counters()[("frigate", "digested", "collapse")] == 3
+    exposition = b.service.metrics.exposition().decode()
+    assert 'acs_email_route_events_total{outcome="digested",route="frigate",rule="collapse"} 3.0' in exposition
+    assert 'acs_email_route_events_total{outcome="mailed",route="frigate",rule="collapse"} 1.0' in exposition
 
 
 async def test_ups_leak_and_scanner_presets(bridge: StartBridge, publish: Publish, tmp_path: Path) -> None:
@@ -255,3 +256,23 @@ async def test_flood_control_modes(bridge: StartBridge, publish: Publish) -> Non
     digests = sorted(m.subject.split(" (")[0] for m in mails[5:])  # (times of arrival)
     assert digests == ["Digest: 3 events from digest", "While you were away: 2 events from quiet"]
     assert "q1" in _text(next(m for m in mails if "quiet" in m.subject))
+
+
+async def test_sighup_reload_adds_a_route_without_losing_held_events(
+    bridge: StartBridge, publish: Publish, tmp_path: Path
+) -> None:
+    b = await bridge({"routes": [{"name": "held", "topic": "r/held", "to": "a@example.com", "digest": "1h"}]})
+    await publish("r/held", "kept across the reload")
+    await b.handled("held", "digested", "digest")
+    path = tmp_path / "bridge.yaml"
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["routes"].append({"name": "new", "topic": "r/new", "to": "b@example.com"})
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert await b.service.reload()
+    assert "r/new" in b.router.topics()
+    await publish("r/new", "hello")
+    [mail] = await b.mails(1)
+    assert (mail.subject, mail.recipients("to")) == ("r/new", ["b@example.com"])
+    b.clock.advance(3600)
+    mails = await b.mails(2)
+    assert mails[1].subject == "r/held" and "kept across the reload" in _text(mails[1])

@@ -8,6 +8,10 @@ from pathlib import Path
 from conftest import T0, Clock, MakeRouter
 
 from acs_email_bridge.mqtt.events import Disposition
+from acs_email_bridge.routing import Router, quota_probe, routing_from_config
+from acs_email_core.engine import Engine
+from acs_email_core.message import EmailMessage
+from acs_email_core.quota import Quota, Window
 
 TO = "ops@example.com"
 
@@ -205,3 +209,46 @@ async def test_a_redelivered_event_gets_its_first_decision_and_mail_id(
     assert [m.message_id for m in again.mails] == ids  # the outbox stores them once
     later = await second.send(event("ups", "OB"))  # a new message with the same value: change-only drops it
     assert later.route == "plain"
+
+
+async def test_quota_probe_reports_short_when_the_queue_uses_up_the_quota(
+    tmp_path: Path, emulator, engine_settings
+) -> None:
+
+    quota = Quota(send=(Window(2, 60.0),), poll=(Window(10, 60.0),))
+    settings = engine_settings(emulator, tmp_path / "outbox.db", "a@example.com", quota=quota)
+    engine = Engine(settings)
+    await engine.start(deliver=False)
+    try:
+        probe = quota_probe(engine)
+        mail = {"sender": "a@example.com", "to": TO, "subject": "s", "text": "t"}
+        assert await probe() is False
+        await engine.submit(EmailMessage.build(**mail))
+        assert await probe() is False
+        await engine.submit(EmailMessage.build(**mail))
+        assert await probe() is True  # two queued, two sends left: the next mail would wait
+    finally:
+        await engine.stop()
+
+
+async def test_refresh_quota_switches_routes_to_digests_and_back(tmp_path: Path, clock: Clock, event) -> None:
+
+    short = [True]
+
+    async def probe() -> bool:
+        return short[0]
+
+    async def submit(message, source: str) -> str:
+        return message.message_id
+
+    routing = routing_from_config({"routes": [{"name": "r", "topic": "t", "to": TO}]}, base_dir=tmp_path)
+    router = Router(routing, submit=submit, sender=TO, state_path=tmp_path / "s.db", clock=clock, quota_probe=probe)
+    await router.start(timers=False)
+    try:
+        await router.refresh_quota()
+        assert (await router(event("t", "1"))).rule == "quota"
+        short[0] = False
+        await router.refresh_quota()
+        assert (await router(event("t", "2"))).disposition is Disposition.MAILED
+    finally:
+        await router.stop()
