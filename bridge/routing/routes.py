@@ -161,6 +161,8 @@ class Route:
             lines.append(f"quiet {start[0]:02d}:{start[1]:02d}-{end[0]:02d}:{end[1]:02d}, then one morning digest")
         if self.quota_digest:
             lines.append("collects events into a digest while the ACS quota is short")
+        if self.attachments and (self.digest or self.quiet_hours or self.quota_digest):
+            lines.append("note: digest mails list the events without their attachments")
         return lines
 
 
