@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -12,7 +14,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from acs_email_core.errors import AcsEmailError, ValidationError
-from acs_email_core.message import DEFAULT_LIMITS, Attachment, EmailMessage, MessageLimits, parse_addresses
+from acs_email_core.message import (
+    DEFAULT_LIMITS,
+    Attachment,
+    EmailAddress,
+    EmailMessage,
+    MessageLimits,
+    parse_addresses,
+)
 from acs_email_core.templates import TemplateRenderer
 
 from ..mqtt.events import InboundEvent
@@ -42,14 +51,21 @@ class Parsed:
     text: str | None
 
 
-def parse(event: InboundEvent, route: Route) -> Parsed:
-    """Size check and decoding; PayloadError says what is wrong."""
+def parse(event: InboundEvent, route: Route, decoded: dict[str, Parsed] | None = None) -> Parsed:
+    """Size check and decoding (once per format when ``decoded`` is shared); PayloadError says what is wrong.
+
+    Routes may share the decoded value: templates run in an immutable sandbox.
+    """
     if len(event.payload) > route.max_payload:
         raise PayloadError(
             f"payload of {len(event.payload):,} bytes is over this route's {route.max_payload:,} byte limit"
         )
-    value, text = decode(event.payload, route.fmt)
-    return Parsed(value, text)
+    if decoded is not None and route.fmt in decoded:
+        return decoded[route.fmt]
+    parsed = Parsed(*decode(event.payload, route.fmt))
+    if decoded is not None:
+        decoded[route.fmt] = parsed
+    return parsed
 
 
 def latest_value(latest: Latest) -> Callable[[str], Any]:
@@ -96,41 +112,47 @@ def add_vars(route: Route, context: dict[str, Any]) -> None:
         context[name] = template.render(context)
 
 
-def _render_list(field: str, templates: tuple[Tmpl, ...], context: Mapping[str, Any]) -> list[str]:
-    result: list[str] = []
+@functools.lru_cache(maxsize=1024)
+def _addresses(text: str) -> tuple[EmailAddress, ...]:
+    """Parsed once per distinct text: most routes render the same recipients for every event."""
+    return parse_addresses(text or None)
+
+
+def _render_list(field: str, templates: tuple[Tmpl, ...], context: Mapping[str, Any]) -> tuple[EmailAddress, ...]:
+    result: list[EmailAddress] = []
     for template in templates:
         text = template.render(context)
         try:
-            addresses = parse_addresses(text or None)
+            result.extend(_addresses(text))
         except ValidationError as err:
             raise ComposeError(f"{field} rendered {text!r}: {err.reason}") from None
-        result.extend(a.address if not a.display_name else f"{a.display_name} <{a.address}>" for a in addresses)
-    return result
+    return tuple(result)
 
 
 @dataclass(frozen=True)
 class Recipients:
-    to: tuple[str, ...]
-    cc: tuple[str, ...]
-    bcc: tuple[str, ...]
-    reply_to: tuple[str, ...]
+    to: tuple[EmailAddress, ...]
+    cc: tuple[EmailAddress, ...]
+    bcc: tuple[EmailAddress, ...]
+    reply_to: tuple[EmailAddress, ...]
 
     def key(self) -> str:
         """Digest group: events for the same recipients share one digest mail."""
-        return "|".join(",".join(part) for part in (self.to, self.cc, self.bcc, self.reply_to))
+        parts = (self.to, self.cc, self.bcc, self.reply_to)
+        return json.dumps([[[a.address, a.display_name] for a in part] for part in parts])
 
     @classmethod
     def from_key(cls, key: str) -> Recipients:
-        to, cc, bcc, reply_to = (tuple(p for p in part.split(",") if p) for part in key.split("|"))
+        to, cc, bcc, reply_to = (tuple(EmailAddress(a, n) for a, n in part) for part in json.loads(key))
         return cls(to, cc, bcc, reply_to)
 
 
 def recipients(route: Route, context: Mapping[str, Any]) -> Recipients:
     result = Recipients(
-        tuple(_render_list("to", route.to, context)),
-        tuple(_render_list("cc", route.cc, context)),
-        tuple(_render_list("bcc", route.bcc, context)),
-        tuple(_render_list("reply_to", route.reply_to, context)),
+        _render_list("to", route.to, context),
+        _render_list("cc", route.cc, context),
+        _render_list("bcc", route.bcc, context),
+        _render_list("reply_to", route.reply_to, context),
     )
     if not result.to:
         raise ComposeError("the 'to' templates rendered no recipient")
@@ -169,10 +191,10 @@ def build(
     r = rendered.recipients
     return EmailMessage.build(
         sender=sender,
-        to=list(r.to),
-        cc=list(r.cc) or None,
-        bcc=list(r.bcc) or None,
-        reply_to=list(r.reply_to) or None,
+        to=r.to,
+        cc=r.cc,
+        bcc=r.bcc,
+        reply_to=r.reply_to,
         subject=rendered.subject,
         text=rendered.text,
         html=rendered.html,

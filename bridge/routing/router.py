@@ -6,9 +6,10 @@ companion snapshots) is on disk in its state store before it returns. A message 
 keeps its ``event_id``, so:
 
 * mails get ``event.mail_id(i)`` ids (``i`` = the route's position), which the outbox stores once;
-* routes with flood state (change-only, dedup, cooldown, collapse) record their decision per event id with
-  that state; a redelivered event gets the recorded decision again (its mail rebuilt with the same id)
-  instead of a fresh one that the already-updated state would turn into a drop;
+* routes with flood state (change-only, dedup, cooldown, collapse) record a decision that changed that state
+  (a mail, a held event) per event id, with the state; a redelivered event gets the recorded decision again
+  (its mail rebuilt with the same id) instead of a fresh one that the updated state would turn into a drop.
+  Drops change no state, so deciding them again gives the same drop;
 * held events (digests, collapse groups) have ids derived from the event id, and a digest mail's id from its
   first event, so holding or flushing twice stores or sends once.
 """
@@ -70,6 +71,7 @@ class _Work:
     statements: list[Statement] = field(default_factory=list)
     memory: list[Callable[[], None]] = field(default_factory=list)
     mails: list[EmailMessage] = field(default_factory=list)
+    decoded: dict[str, compose.Parsed] = field(default_factory=dict)  # the payload per format, shared by routes
 
 
 @dataclass
@@ -98,6 +100,7 @@ class Router:
         clock: Callable[[], float] = time.time,
         quota_probe: QuotaProbe | None = None,
         limits: MessageLimits = DEFAULT_LIMITS,
+        synchronous: str = "FULL",
     ) -> None:
         self.config = config
         self._submit = submit
@@ -105,7 +108,7 @@ class Router:
         self._clock = clock
         self._quota_probe = quota_probe
         self._limits = limits
-        self._store = StateStore(state_path)
+        self._store = StateStore(state_path, synchronous=synchronous)
         self._locks: dict[str, asyncio.Lock] = {}
         self._flood: dict[tuple[str, str, str], tuple[str | None, float]] = {}
         self._companions: dict[str, bytes] = {}
@@ -192,7 +195,7 @@ class Router:
                 )
                 result = await self._route(step, recorded.get(route.name))
                 results.append(result)
-                if _stateful(route) and result.kind is not OutcomeKind.FAILED:
+                if _stateful(route) and result.kind in (OutcomeKind.MAILED, OutcomeKind.DIGESTED):
                     decisions[route.name] = (result.kind.value, result.rule or "")
                     work.statements.append(
                         (
@@ -244,7 +247,7 @@ class Router:
     async def _route(self, step: _Step, recorded: tuple[str, str] | None) -> RouteResult:
         route, event = step.route, step.event
         try:
-            parsed = compose.parse(event, route)
+            parsed = compose.parse(event, route, step.work.decoded)
             step.context = compose.variables(event, route, parsed, self.config.renderer, self._latest)
             if not all(condition.holds(step.context) for condition in route.when):
                 return RouteResult(route.name, OutcomeKind.DROPPED, "when")
@@ -585,4 +588,5 @@ def engine_router(config: RoutingConfig, engine: Engine, *, clock: Callable[[], 
         clock=clock,
         quota_probe=quota_probe(engine),
         limits=engine.settings.limits,
+        synchronous=engine.settings.synchronous,
     )

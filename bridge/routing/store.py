@@ -53,8 +53,11 @@ class _Pending:
 class StateStore:
     """One SQLite file, one worker thread; ``write`` is the group-committed way in."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError("synchronous must be FULL or NORMAL")
         self.path = path
+        self._synchronous = synchronous
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[_Pending] = []
@@ -84,7 +87,7 @@ class StateStore:
         conn = self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")  # the outbox's setting: NORMAL survives kill -9
         with self._transaction():
             for statement in _SCHEMA:
                 conn.execute(statement)
