@@ -28,12 +28,16 @@ def free_port() -> int:
 
 
 class Mosquitto:
-    """One broker process; ``settings`` are extra mosquitto.conf lines (e.g. ``max_queued_messages 0``)."""
+    """One broker process; ``settings`` are extra mosquitto.conf lines (e.g. ``max_queued_messages 0``).
+
+    They follow the ``listener`` line, so listener options (``certfile``…) apply to it.
+    """
 
     def __init__(self, directory: Path, settings: Sequence[str] = ()) -> None:
         self.directory = directory
         self.port = free_port()
         self.settings = list(settings)
+        self.client_args: list[str] = []  # extra mosquitto_pub options: TLS files, -u/-P
         self.process: asyncio.subprocess.Process | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -43,9 +47,10 @@ class Mosquitto:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def _write_config(self) -> Path:
+        own = {line.split()[0] for line in self.settings if line.strip()}
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            *([] if "allow_anonymous" in own else ["allow_anonymous true"]),
             "persistence true",
             f"persistence_location {self.directory}/",
             f"log_dest file {self.directory}/mosquitto.log",
@@ -94,7 +99,7 @@ class Mosquitto:
 
     async def pub(self, args: Sequence[str], stdin: bytes) -> None:
         process = await asyncio.create_subprocess_exec(
-            MOSQUITTO_PUB, "-h", "127.0.0.1", "-p", str(self.port), *args,
+            MOSQUITTO_PUB, "-h", "127.0.0.1", "-p", str(self.port), *self.client_args, *args,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         out, err = await process.communicate(stdin)

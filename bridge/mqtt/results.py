@@ -31,7 +31,7 @@ class Results:
         self._link = link
         self._journal = journal
         self._engine = engine
-        self._topic = topic
+        self.topic = topic
         self._cursor = 0  # journal rowid of the newest request watched so far
         self._watching: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -40,7 +40,7 @@ class Results:
     def pending(self, event: InboundEvent, message_id: str | None) -> PendingResult:
         """Where and how to answer this request."""
         return PendingResult(
-            message_id or "", event.response_topic or self._topic, request_id(event), event.correlation_data
+            message_id or "", event.response_topic or self.topic, request_id(event), event.correlation_data
         )
 
     def publish(self, result: PendingResult, state: str, reason: str | None = None) -> None:

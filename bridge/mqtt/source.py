@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -34,7 +35,12 @@ from .send import build_mail
 
 _LOGGER = logging.getLogger(__name__)
 SOURCE = "mqtt"
-HOLD_BACKOFF = (0.5, 30.0)  # seconds: first and longest wait while the outbox refuses a batch
+HOLD_BACKOFF = (0.5, 30.0)
+# Settings used when the connection opens (or by the journal): a reload keeps them until the next restart.
+CONNECTION_FIELDS = (
+    "host", "port", "protocol", "client_id", "username", "password", "tls", "keepalive", "session_expiry",
+    "receive_maximum", "inbox_bytes", "reconnect_min", "reconnect_max", "base_topic", "state_file",
+)  # fmt: skip  # seconds: first and longest wait while the outbox refuses a batch
 
 
 @dataclass(slots=True)
@@ -111,9 +117,16 @@ class MqttSource:
         await self.journal.close()
 
     async def reload(self, config: BridgeConfig) -> None:
+        """Routes, the send and result topics, limits and discovery change now; the connection at a restart."""
         new = mqtt_settings(config)
-        if new is not None and new != self.settings:
-            _LOGGER.warning("mqtt connection settings change at the next restart; routes change now")
+        if new is not None:
+            kept = {name: getattr(self.settings, name) for name in CONNECTION_FIELDS}
+            if any(getattr(new, name) != value for name, value in kept.items()):
+                changed = ", ".join(n for n, v in kept.items() if getattr(new, n) != v)
+                _LOGGER.warning("mqtt: %s change at the next restart; routes and topics change now", changed)
+            self.settings = dataclasses.replace(new, **kept)
+            self._state.settings = self.settings
+            self._results.topic = self.settings.result_topic
         self._config = config
         await self.link.set_filters(self._filters())
         await self.journal.set_meta("filters", json.dumps(self._filters()))
