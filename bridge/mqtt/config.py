@@ -60,7 +60,7 @@ TLS_SCHEMA = vol.Schema(
 MQTT_SCHEMA = vol.Schema(
     {
         vol.Optional("host", default="127.0.0.1"): str,
-        vol.Optional("port"): vol.All(int, vol.Range(min=1, max=65535)),  # default 1883, 8883 with tls
+        vol.Optional("port"): vol.All(vol.Coerce(int), vol.Range(min=1, max=65535)),  # 1883, 8883 with tls
         vol.Optional("protocol", default="5"): _protocol,
         vol.Optional("client_id", default="acs-email-bridge"): vol.All(str, vol.Length(min=1, max=65535)),
         vol.Optional("username"): str,
