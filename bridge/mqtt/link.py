@@ -53,6 +53,8 @@ class Received:
     user_properties: tuple[tuple[str, str], ...] = ()
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    event_id: str | None = None  # set by the source (journal) once, kept if its batch is retried
+    seq: int | None = None  # the journal row
 
 
 @dataclass(frozen=True, slots=True)

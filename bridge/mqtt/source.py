@@ -219,30 +219,31 @@ class MqttSource:
                 delay = min(delay * 2, HOLD_BACKOFF[1])
 
     async def _identify(self, batch: list[Received]) -> list[_Item]:
-        """Event ids: from the journal for QoS 1 (stable across redelivery), fresh for QoS 0."""
-        durable = [r for r in batch if r.qos]
-        assigned = iter(
-            await self.journal.assign(
-                [Incoming(digest(r.topic, r.payload), r.dup, r.received_at, r.epoch) for r in durable],
-                self._confirmable(time.time()),
-            )
+        """Event ids: from the journal for QoS 1 (stable across redelivery), fresh for QoS 0.
+
+        The ids stay with the messages: a batch retried after an error keeps them (no second mail).
+        """
+        new = [r for r in batch if r.event_id is None]
+        durable = [r for r in new if r.qos]
+        assigned = await self.journal.assign(
+            [Incoming(digest(r.topic, r.payload), r.dup, r.received_at, r.epoch) for r in durable],
+            self._confirmable(time.time()),
         )
-        items = []
         redelivered = 0
-        for r in batch:
-            seq = None
-            if r.qos:
-                a = next(assigned)
-                event_id, seq = a.event_id, a.seq
-                redelivered += a.redelivered
-            else:
-                event_id = str(uuid.uuid4())
+        for r, a in zip(durable, assigned, strict=True):
+            r.event_id, r.seq = a.event_id, a.seq
+            redelivered += a.redelivered
+        for r in new:
+            if r.event_id is None:  # QoS 0: never redelivered
+                r.event_id = str(uuid.uuid4())
                 self._qos0(r.topic)
+        items = []
+        for r in batch:
             event = InboundEvent(
-                r.topic, r.payload, r.qos, r.retain, r.received_at, event_id, r.dup,
+                r.topic, r.payload, r.qos, r.retain, r.received_at, r.event_id or "", r.dup,
                 r.user_properties, r.response_topic, r.correlation_data,
             )  # fmt: skip
-            items.append(_Item(r, event, seq))
+            items.append(_Item(r, event, r.seq))
         if redelivered:
             _LOGGER.info("MQTT: %d redelivered message(s) recognised: same event ids, no second mail", redelivered)
             self._metrics.mqtt_redelivered.inc(redelivered)
