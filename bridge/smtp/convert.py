@@ -1,0 +1,169 @@
+"""MIME as devices send it → the core's EmailMessage, as ACS will deliver it.
+
+* Recipients come from the envelope (RCPT TO), never from headers: devices omit Bcc headers, and a header
+  naming someone the device did not RCPT must not make the relay write to them. Envelope recipients named
+  in To/Cc keep that role and display name; the others become Bcc.
+* The From becomes the verified ACS sender; the device's From (or its Reply-To) is kept as Reply-To, named
+  by the policy's ``display_name``, else the From's display name, else the device name.
+* The first text/plain and text/html parts are the body; every other leaf is an attachment, inline when it
+  has a Content-ID. RFC 2047/2231 encoded subjects and file names are decoded by ``email.policy.default``.
+* A part whose declared type ACS refuses (``application/octet-stream`` is common) is typed by its file name.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from collections.abc import Sequence
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage as MimeMessage
+from email.message import Message
+from email.parser import BytesParser
+from email.utils import getaddresses
+
+from acs_email_core.errors import ValidationError
+from acs_email_core.message import Attachment, EmailAddress, EmailMessage, MessageLimits, Priority
+from acs_email_core.mime import guess_type, is_allowed
+
+_PRIORITY = {"1": Priority.HIGH, "2": Priority.HIGH, "4": Priority.LOW, "5": Priority.LOW}
+_IMPORTANCE = {"high": Priority.HIGH, "low": Priority.LOW}
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+
+
+def _one_line(value: object) -> str:
+    return _LINE_BREAKS.sub(" ", str(value)).strip()
+
+
+def _header_addresses(message: Message, name: str) -> list[EmailAddress]:
+    """Addresses of every ``name`` header; malformed entries are skipped (the envelope decides anyway)."""
+    result = []
+    for value in message.get_all(name) or ():
+        addresses = getattr(value, "addresses", None)
+        pairs: list[tuple[str, str]]
+        if addresses is not None:
+            pairs = [(a.display_name, a.addr_spec) for a in addresses if isinstance(a, Address)]
+        else:
+            pairs = getaddresses([str(value)])
+        for display, addr in pairs:
+            try:
+                result.append(EmailAddress(addr, _one_line(display) or None))
+            except ValidationError:
+                continue
+    return result
+
+
+def _recipients(
+    message: Message, rcpt_tos: Sequence[str], sender: str
+) -> tuple[list[EmailAddress], list[EmailAddress], list[EmailAddress]]:
+    remaining = {a.lower(): a for a in rcpt_tos}  # insertion order = envelope order
+    roles: list[list[EmailAddress]] = [[], []]
+    for role, header in zip(roles, ("to", "cc"), strict=True):
+        for address in _header_addresses(message, header):
+            if remaining.pop(address.address.lower(), None) is not None:
+                role.append(address)
+    to, cc = roles
+    bcc = [EmailAddress(a) for a in remaining.values()]
+    if not to:
+        # ACS needs a To. Naming one Bcc recipient there would show that address to the others:
+        # address it to the relay's own sender instead ("undisclosed recipients").
+        to = [EmailAddress(sender)]
+    return to, cc, bcc
+
+
+def _reply_to(message: Message, mail_from: str, display_name: str | None, device: str) -> list[EmailAddress]:
+    explicit = _header_addresses(message, "reply-to")
+    if explicit:
+        return explicit
+    author = next(iter(_header_addresses(message, "from")), None)
+    if author is None:
+        return [EmailAddress(mail_from, display_name or device)]
+    return [EmailAddress(author.address, display_name or author.display_name or device)]
+
+
+def _priority(message: Message) -> Priority:
+    x_priority = str(message.get("x-priority", "")).strip()[:1]
+    if x_priority in _PRIORITY:
+        return _PRIORITY[x_priority]
+    return _IMPORTANCE.get(str(message.get("importance", "")).strip().lower(), Priority.NORMAL)
+
+
+def _text(part: MimeMessage) -> str:
+    try:
+        content = part.get_content()
+    except (LookupError, UnicodeError):  # unknown or lying charset: keep what can be read
+        payload = part.get_payload(decode=True)
+        content = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else ""
+    return content if isinstance(content, str) else ""
+
+
+def _attachment(part: MimeMessage, index: int) -> Attachment | None:
+    data = part.get_payload(decode=True)
+    if not isinstance(data, bytes) or not data:
+        return None
+    declared = part.get_content_type()
+    content_id = str(part.get("content-id", "")).strip().strip("<>").strip() or None
+    name = _one_line(part.get_filename() or "")
+    if not name:
+        extension = mimetypes.guess_extension(declared) or ".bin"
+        name = f"{content_id or f'attachment-{index}'}{extension}"
+    content_type = declared if is_allowed(declared) else guess_type(name)
+    if content_type is None:
+        raise ValidationError(f"attachment {name!r}", f"type {declared} is not one ACS Email accepts")
+    return Attachment(name, data, content_type, content_id)
+
+
+def _body(message: MimeMessage) -> tuple[str | None, str | None, list[Attachment]]:
+    texts: list[str] = []
+    htmls: list[str] = []
+    attachments: list[Attachment] = []
+    for index, part in enumerate(message.walk()):
+        if part.is_multipart():
+            continue
+        content_type = part.get_content_type()
+        is_body = (
+            part.get_content_disposition() != "attachment" and not part.get_filename() and "content-id" not in part
+        )
+        if is_body and content_type == "text/plain":
+            texts.append(_text(part))
+        elif is_body and content_type == "text/html":
+            htmls.append(_text(part))
+        else:
+            attachment = _attachment(part, index)
+            if attachment is not None:
+                attachments.append(attachment)
+    html = "\n".join(htmls) if htmls else None
+    text = "\n\n".join(texts) if texts else None
+    if text is None and html is None:
+        text = ""  # a scan with nothing but the attachment
+    return text, html, attachments
+
+
+def to_email_message(
+    raw: bytes,
+    *,
+    mail_from: str,
+    rcpt_tos: Sequence[str],
+    sender: str,
+    device: str,
+    display_name: str | None = None,
+    limits: MessageLimits,
+) -> EmailMessage:
+    """Convert one received mail (CPU-bound for big attachments: run it in a thread)."""
+    message = BytesParser(policy=policy.default).parsebytes(raw)
+    assert isinstance(message, MimeMessage)  # policy.default always builds this class
+    to, cc, bcc = _recipients(message, rcpt_tos, sender)
+    text, html, attachments = _body(message)
+    return EmailMessage.build(
+        sender=sender,
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        reply_to=_reply_to(message, mail_from, display_name, device),
+        subject=_one_line(message.get("subject", "")),
+        text=text,
+        html=html,
+        attachments=attachments,
+        priority=_priority(message),
+        limits=limits,
+    )
