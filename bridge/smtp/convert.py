@@ -2,7 +2,8 @@
 
 * Recipients come from the envelope (RCPT TO), never from headers: devices omit Bcc headers, and a header
   naming someone the device did not RCPT must not make the relay write to them. Envelope recipients named
-  in To/Cc keep that role and display name; the others become Bcc.
+  in To/Cc keep that role and display name; the others become Bcc (all To when the device wrote neither
+  a To nor a Cc header).
 * The From becomes the verified ACS sender; the device's From (or its Reply-To) is kept as Reply-To, named
   by the policy's ``display_name``, else the From's display name, else the device name.
 * The first text/plain and text/html parts are the body; every other leaf is an attachment, inline when it
@@ -63,12 +64,14 @@ def _recipients(
             if remaining.pop(address.address.lower(), None) is not None:
                 role.append(address)
     to, cc = roles
-    bcc = [EmailAddress(a) for a in remaining.values()]
+    rest = [EmailAddress(a) for a in remaining.values()]
+    if "to" not in message and "cc" not in message:
+        return rest, [], []  # the device wrote no recipient headers (UPS cards, scripts): nothing to hide
     if not to:
         # ACS needs a To. Naming one Bcc recipient there would show that address to the others:
         # address it to the relay's own sender instead ("undisclosed recipients").
         to = [EmailAddress(sender)]
-    return to, cc, bcc
+    return to, cc, rest
 
 
 def _reply_to(message: Message, mail_from: str, display_name: str | None, device: str) -> list[EmailAddress]:
@@ -94,7 +97,7 @@ def _text(part: MimeMessage) -> str:
     except (LookupError, UnicodeError):  # unknown or lying charset: keep what can be read
         payload = part.get_payload(decode=True)
         content = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else ""
-    return content if isinstance(content, str) else ""
+    return content.replace("\r\n", "\n") if isinstance(content, str) else ""  # CRLF or bare LF alike
 
 
 def _attachment(part: MimeMessage, index: int) -> Attachment | None:

@@ -32,7 +32,7 @@ def device_policies() -> dict[str, Any]:
     return {
         "scanner": {
             "recipients": ["example.com", "boss@other.example.org"],
-            "senders": ["scanner@office.lan", "*.office.lan"],
+            "senders": ["office.lan", "*.scans.example.net"],
             "per_minute": 100,
         },
         "ups": {"recipients": ["ops@example.com"], "auth": "none", "networks": ["127.0.0.1/32"]},
