@@ -107,7 +107,11 @@ class RelaySMTP(SMTP):
                 await self.push(await self._check_login(*credentials))
 
     async def _credentials(self, mechanism: str, initial: str) -> tuple[str, bytes] | None:
-        """Login and password, or None after replying to a malformed or aborted exchange."""
+        """Login and password, or None after replying (malformed, aborted, or clear text not allowed).
+
+        With LOGIN the device is known before its password is asked for: one that must use TLS is
+        refused before it sends the password in clear text.
+        """
 
         async def decode(value: str, challenge: str) -> bytes | None:
             if not value:
@@ -121,28 +125,40 @@ class RelaySMTP(SMTP):
 
         if mechanism == "PLAIN":
             blob = await decode(initial, "")
-            if blob is None:
-                return None
-            parts = blob.split(b"\0")
-            if len(parts) != 3:
+            parts = [] if blob is None else blob.split(b"\0")
+            if blob is not None and len(parts) != 3:
                 await self.push("501 5.5.2 Cannot split the PLAIN credentials")
+            if len(parts) != 3:
                 return None
-            login, password = parts[1], parts[2]
+            login, password = parts[1].decode("utf-8", errors="replace"), parts[2]
         else:
             name = await decode(initial, self.AuthLoginUsernameChallenge)
-            secret = None if name is None else await decode("", self.AuthLoginPasswordChallenge)
-            if name is None or secret is None:
+            if name is None:
                 return None
-            login, password = name, secret
-        return login.decode("utf-8", errors="replace"), password
+            login = name.decode("utf-8", errors="replace")
+            if refusal := self._clear_text_refusal(login):
+                await self.push(refusal)
+                return None
+            secret = await decode("", self.AuthLoginPasswordChallenge)
+            if secret is None:
+                return None
+            password = secret
+        if refusal := self._clear_text_refusal(login):
+            await self.push(refusal)
+            return None
+        return login, password
+
+    def _clear_text_refusal(self, login: str) -> str | None:
+        device = self.state.settings.devices.get(login)
+        if self.secure or (device is not None and device.insecure_auth):
+            return None
+        self.state.metrics.on_refused(login if device else UNKNOWN, "tls")
+        return ENCRYPTION_REQUIRED
 
     async def _check_login(self, login: str, password: bytes) -> str:
         assert self.session is not None
         state, peer = self.state, self.peer_ip
         device = state.settings.devices.get(login)
-        if not self.secure and not (device is not None and device.insecure_auth):
-            state.metrics.on_refused(login if device else UNKNOWN, "tls")
-            return ENCRYPTION_REQUIRED
         if not await asyncio.to_thread(state.store.verify, login, password):
             label = login if device else UNKNOWN
             state.metrics.on_auth_failure(label)

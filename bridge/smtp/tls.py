@@ -11,6 +11,7 @@ import datetime
 import ipaddress
 import os
 import ssl
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +92,9 @@ def load_certificate(settings: SmtpSettings) -> Certificate:
 def server_context(certificate: Certificate, minimum: ssl.TLSVersion) -> ssl.SSLContext:
     """A server context; below TLS 1.2 OpenSSL 3 also needs security level 0 for the old ciphers."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = minimum
+    with warnings.catch_warnings():  # Python deprecates TLS 1.0/1.1; some printers speak nothing else
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = minimum
     if minimum < ssl.TLSVersion.TLSv1_2:
         context.set_ciphers("DEFAULT:@SECLEVEL=0")
     try:

@@ -6,8 +6,10 @@ Clients are real (smtplib, swaks) and run in threads or subprocesses, never on t
 from __future__ import annotations
 
 import asyncio
+import itertools
 import smtplib
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -88,13 +90,22 @@ RelayFactory = Callable[..., Awaitable[RelayEnv]]
 async def make_relay(
     tmp_path: Path, emulator: Emulator, engine_settings: Callable[..., Any]
 ) -> AsyncIterator[RelayFactory]:
-    """``make(smtp={...overrides}, engine={...overrides}, devices=...)``: engine + relay, all ports free."""
+    """``make(smtp={...}, engine={...}, deliver=True, clock=...)``: engine + relay on free ports.
+
+    ``smtp`` overrides keys of the ``smtp:`` section, ``engine`` fields of the engine settings.
+    """
+    numbers = itertools.count()
     async with AsyncExitStack() as stack:
 
         async def make(
-            *, smtp: dict[str, Any] | None = None, engine: dict[str, Any] | None = None, deliver: bool = True
+            *,
+            smtp: dict[str, Any] | None = None,
+            engine: dict[str, Any] | None = None,
+            deliver: bool = True,
+            clock: Callable[[], float] = time.monotonic,
         ) -> RelayEnv:
-            settings = engine_settings(emulator, tmp_path / "outbox.db", SENDER, **(engine or {}))
+            directory = tmp_path / f"relay{next(numbers)}"  # one outbox and accounts file each
+            settings = engine_settings(emulator, directory / "outbox.db", SENDER, **(engine or {}))
             section: dict[str, Any] = {
                 "hostname": "relay.test",
                 "listen": "127.0.0.1",
@@ -105,7 +116,7 @@ async def make_relay(
                 "devices": device_policies(),
             }
             section.update(smtp or {})
-            smtp_settings = smtp_settings_from_config({"smtp": section}, settings, base_dir=tmp_path)
+            smtp_settings = smtp_settings_from_config({"smtp": section}, settings, base_dir=directory)
             assert smtp_settings is not None
             store = DeviceStore(smtp_settings.accounts_path)
             passwords = {
@@ -117,7 +128,7 @@ async def make_relay(
             await eng.start(deliver=deliver)
             stack.push_async_callback(eng.stop)
             registry = CollectorRegistry()
-            relay = SmtpRelay(smtp_settings, eng, registry=registry)
+            relay = SmtpRelay(smtp_settings, eng, registry=registry, clock=clock)
             await relay.start()
             stack.push_async_callback(relay.stop)
             return RelayEnv(emulator, eng, relay, registry, passwords)
@@ -128,3 +139,18 @@ async def make_relay(
 @pytest.fixture
 async def relay_env(make_relay: RelayFactory) -> RelayEnv:
     return await make_relay()
+
+
+class FakeClock:
+    """A monotonic clock the test moves (rate limits, lockouts)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

@@ -88,7 +88,8 @@ async def test_swaks_starttls_login_with_html_and_attachment(relay_env, tmp_path
         "--from", "nas@office.lan", "--to", "alice@example.com,bob@example.com",
         "--header", "Subject: NAS report", "--header", "From: NAS <nas@office.lan>",
         "--header", "To: alice@example.com",
-        "--attach-type", "text/plain", "--attach-body", "Report attached.", "--attach-type", "text/html", "--attach-body", "<h1>Report</h1>",
+        "--attach-type", "text/plain", "--attach-body", "Report attached.",
+        "--attach-type", "text/html", "--attach-body", "<h1>Report</h1>",
         "--attach-type", "application/octet-stream", "--attach", f"@{report}",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
