@@ -1,4 +1,4 @@
-"""``acs-email-bridge``: send one mail, inspect the outbox, run the ACS emulator or the demo.
+"""``acs-email-bridge``: run the bridge, send one mail, inspect the outbox, run the ACS emulator or the demo.
 
 Exit codes of ``send``: 0 sent, 1 dead (refused by ACS or gave up), 2 bad input or configuration,
 3 still queued when ``--timeout`` ran out (it stays in the outbox and is sent by the next run), 4 ACS refused
@@ -57,6 +57,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "--state", choices=[s.value for s in State], help="list: only this state; purge: dead (default) or sent"
     )
     queue.add_argument("--limit", type=int, default=100)
+
+    run = sub.add_parser("run", help="run the bridge: engine, MQTT and other sources (SIGHUP reloads routes)")
+    run.add_argument("--config", "-c", required=True, help="YAML config file")
 
     emulator = sub.add_parser("emulator", help="run the local ACS Email emulator")
     emulator_cli.configure_parser(emulator)
@@ -197,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.verbose:  # our own steps only: the Azure SDK's request dumps stay at WARNING
+    if args.verbose or args.command == "run":  # our own steps only: the Azure SDK's request dumps stay at WARNING
         for name in ("acs_email_core", "acs_email_bridge"):
             logging.getLogger(name).setLevel(logging.INFO)
     try:
@@ -209,6 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .demo import run_demo  # noqa: PLC0415 - keeps the usual commands' start-up light
 
             return asyncio.run(run_demo(Path(args.dir).resolve()))
+        if args.command == "run":
+            from .service import run_service  # noqa: PLC0415 - paho, prometheus only for the service
+
+            return asyncio.run(run_service(args.config))
         if args.command == "send":
             return asyncio.run(_send(args))
         return asyncio.run(_queue(args))

@@ -1,0 +1,375 @@
+"""The MQTT source: events in, mails durably in the outbox, then (and only then) the PUBACK.
+
+Ingest runs in batches (group commit): whatever arrived while the previous batch was being committed forms
+the next one. Per batch: one journal commit (event ids that survive redelivery), the router per event in
+arrival order, one outbox commit for all their mails, failed events kept, then the acks in arrival order.
+A full outbox holds the batch (nothing acked, the broker's in-flight window fills, it stops sending) and
+retries with backoff; bad input is logged, counted, kept and acked, so it never blocks the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from acs_email_core.errors import OutboxFullError, ValidationError
+from acs_email_core.outbox import State
+
+from ..config import BridgeConfig
+from ..sources import BridgeContext
+from .config import MqttSettings, mqtt_settings
+from .discovery import StatePublisher
+from .events import BadEvent, Disposition, InboundEvent, Outcome
+from .journal import FailedEvent, Incoming, Journal, PendingResult, digest
+from .link import ConnectionState, MqttLink, Received
+from .send import build_mail, request_id
+
+_LOGGER = logging.getLogger(__name__)
+SOURCE = "mqtt"
+HOLD_BACKOFF = (0.5, 30.0)  # seconds: first and longest wait while the outbox refuses a batch
+
+
+@dataclass(slots=True)
+class _Item:
+    """One message on its way through a batch."""
+
+    received: Received
+    event: InboundEvent
+    seq: int | None  # journal row (QoS 1 only)
+    outcome: Outcome = field(default_factory=lambda: Outcome(Disposition.IGNORED))
+
+
+def _properties(received: Received) -> tuple[tuple[tuple[str, str], ...], str | None, bytes | None]:
+    props = received.properties
+    if props is None:
+        return (), None, None
+    user = tuple((str(k), str(v)) for k, v in getattr(props, "UserProperty", None) or ())
+    return user, getattr(props, "ResponseTopic", None), getattr(props, "CorrelationData", None)
+
+
+class MqttSource:
+    """See the module docstring; created by ``create_mqtt_source`` when the config has an ``mqtt`` section."""
+
+    name = SOURCE
+
+    def __init__(self, settings: MqttSettings, context: BridgeContext, config: BridgeConfig) -> None:
+        self.settings = settings
+        self._context = context
+        self._engine = context.engine
+        self._metrics = context.metrics
+        self._router = context.router
+        self._config = config
+        self.journal = Journal(settings.state_file, synchronous=config.engine.synchronous)
+        self.link = MqttLink(settings, on_messages=self._wake, on_state=self._state_changed)
+        self._state = StatePublisher(settings, self.link, context)
+        self._work = asyncio.Event()
+        self._stopping = False
+        self._consumer: asyncio.Task[None] | None = None
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._acked: deque[tuple[int, int, float]] = deque()  # (epoch, highest seq, when) awaiting confirmation
+        self._confirm_after = 2.0 * settings.keepalive
+        self._qos0_topics: set[str] = set()
+        self._connected_once = False
+        self.ingested = 0  # events fully handled (acked or not needing it); for benchmarks and tests
+        context.health[SOURCE] = self._health
+
+    # ---- lifecycle -----------------------------------------------------------------------------------------
+    def _filters(self) -> list[str]:
+        filters = list(self._router.topics())
+        if self.settings.send_topic:
+            filters.append(self.settings.send_topic)
+        return list(dict.fromkeys(filters))
+
+    async def start(self) -> None:
+        await self.journal.open()
+        self._consumer = asyncio.create_task(self._consume(), name="acs-email-mqtt ingest")
+        for pending in await self.journal.pending_results():
+            self._watch(pending)
+        await self.link.start(self._filters())
+        self._state.start()
+        s = self.settings
+        _LOGGER.info("MQTT: connecting to %s:%s as %s (MQTT %s)", s.host, s.port, s.client_id, s.protocol)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._work.set()
+        if self._consumer is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._consumer
+            self._consumer = None
+        await self._state.stop()
+        confirmed = max((seq for epoch, seq, _at in self._acked if epoch == self.link.epoch), default=None)
+        connected = self.link.connected
+        await self.link.stop()
+        for task in list(self._watchers):
+            task.cancel()
+        if self._watchers:
+            await asyncio.wait(set(self._watchers))
+        if confirmed is not None and connected:  # a clean DISCONNECT follows the PUBACKs: the broker has them
+            await self.journal.confirm(confirmed)
+        await self.journal.close()
+
+    async def reload(self, config: BridgeConfig) -> None:
+        new = mqtt_settings(config)
+        if new is not None and new != self.settings:
+            _LOGGER.warning("mqtt connection settings change at the next restart; routes change now")
+        self._config = config
+        self.link.set_filters(self._filters())
+        await self.journal.set_meta("filters", json.dumps(self._filters()))
+
+    def _health(self) -> str | None:
+        if not self.link.connected:
+            return f"not connected to the MQTT broker {self.settings.host}:{self.settings.port}"
+        return None
+
+    # ---- connection events ---------------------------------------------------------------------------------
+    def _state_changed(self, state: ConnectionState) -> None:
+        self._metrics.mqtt_connected.set(int(state.connected))
+        if state.connected:
+            task = asyncio.create_task(self._on_connected(state), name="acs-email-mqtt connected")
+            self._watchers.add(task)
+            task.add_done_callback(self._watchers.discard)
+        elif state.reason:
+            _LOGGER.warning("MQTT: disconnected from %s (%s); reconnecting", self.settings.host, state.reason)
+            self._metrics.error(f"MQTT disconnected: {state.reason}")
+
+    async def _on_connected(self, state: ConnectionState) -> None:
+        s = self.settings
+        known = await self.journal.get_meta("session")
+        session = f"{s.host}:{s.port}/{s.client_id}"
+        if state.session_present:
+            _LOGGER.info("MQTT: connected to %s:%s, session resumed", s.host, s.port)
+        elif known == session or self._connected_once:
+            _LOGGER.warning(
+                "MQTT: the broker %s:%s had lost the session of %s: messages published while the bridge was away "
+                "are gone (session expired, broker restarted without persistence, or another client used this id)",
+                s.host, s.port, s.client_id,
+            )  # fmt: skip
+            self._metrics.mqtt_session_lost.inc()
+            self._metrics.error("MQTT session lost by the broker")
+        else:
+            _LOGGER.info("MQTT: connected to %s:%s, new session", s.host, s.port)
+        self._connected_once = True
+        await self.journal.set_meta("session", session)
+        previous = await self.journal.get_meta("filters")
+        current = self._filters()
+        if previous and state.session_present:  # subscriptions of an earlier config still live in the session
+            stale = [f for f in json.loads(previous) if f not in current]
+            if stale:
+                _LOGGER.info("MQTT: unsubscribing filters no longer configured: %s", ", ".join(stale))
+                self.link.unsubscribe(stale)
+        await self.journal.set_meta("filters", json.dumps(current))
+        self._state.connected()
+
+    # ---- ingest --------------------------------------------------------------------------------------------
+    def _wake(self) -> None:
+        self._work.set()
+
+    async def _consume(self) -> None:
+        inbox = self.link.inbox
+        while not self._stopping:
+            await self._work.wait()
+            self._work.clear()
+            while inbox and not self._stopping:
+                batch = [inbox.popleft() for _ in range(min(len(inbox), self.settings.batch_size))]
+                try:
+                    await self._process(batch)
+                except Exception:  # a disk error, say: nothing acked, the broker redelivers; keep the source alive
+                    _LOGGER.exception("MQTT: a batch of %d events could not be stored; retrying", len(batch))
+                    self._metrics.error("MQTT batch could not be stored")
+                    inbox.extendleft(reversed(batch))
+                    await asyncio.sleep(HOLD_BACKOFF[0])
+
+    def _confirmable(self, now: float) -> int | None:
+        """The highest journal row whose PUBACK has surely reached the broker (see journal)."""
+        upto = None
+        epoch = self.link.epoch
+        while self._acked and (self._acked[0][0] != epoch or self._acked[0][2] <= now - self._confirm_after):
+            acked_epoch, seq, _at = self._acked.popleft()
+            if acked_epoch == epoch and self.link.connected:
+                upto = seq
+        return upto
+
+    async def _process(self, batch: list[Received]) -> None:
+        items = await self._identify(batch)
+        for item in items:
+            item.outcome = await self._decide(item.event)
+        pending = items
+        delay = HOLD_BACKOFF[0]
+        while pending:
+            done, pending = await self._store(pending)
+            await self._finish(done)
+            if pending:
+                if self._stopping:
+                    return  # not acked: the broker delivers them again after the restart
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, HOLD_BACKOFF[1])
+
+    async def _identify(self, batch: list[Received]) -> list[_Item]:
+        """Event ids: from the journal for QoS 1 (stable across redelivery), fresh for QoS 0."""
+        durable = [r for r in batch if r.qos]
+        assigned = iter(
+            await self.journal.assign(
+                [Incoming(digest(r.topic, r.payload), r.dup, r.received_at, r.epoch) for r in durable],
+                self._confirmable(time.time()),
+            )
+        )
+        items = []
+        for r in batch:
+            seq = None
+            if r.qos:
+                a = next(assigned)
+                event_id, seq = a.event_id, a.seq
+            else:
+                event_id = str(uuid.uuid4())
+                self._qos0(r.topic)
+            user, response_topic, correlation = _properties(r)
+            event = InboundEvent(
+                r.topic, r.payload, r.qos, r.retain, r.received_at, event_id, r.dup, user, response_topic, correlation
+            )
+            items.append(_Item(r, event, seq))
+        return items
+
+    def _qos0(self, topic: str) -> None:
+        self._metrics.mqtt_qos0.inc()
+        if topic not in self._qos0_topics and len(self._qos0_topics) < 1000:
+            self._qos0_topics.add(topic)
+            _LOGGER.warning(
+                "MQTT: %s arrives at QoS 0: the broker keeps nothing for the bridge while it is away; "
+                "publish it at QoS 1 (or set queue_qos0_messages true in mosquitto.conf)",
+                topic,
+            )
+
+    async def _decide(self, event: InboundEvent) -> Outcome:
+        """The router's outcome, or the send topic's; bad input becomes a failed outcome, never an exception."""
+        send = event.topic == self.settings.send_topic
+        try:
+            if len(event.payload) > self.settings.max_payload:
+                raise BadEvent(
+                    f"payload of {len(event.payload):,} bytes is over max_payload ({self.settings.max_payload:,})"
+                )
+            if send:
+                return Outcome.mailed([build_mail(event, self._config.engine)], route="send")
+            return await self._router(event)
+        except BadEvent as err:
+            return Outcome.failed(err.reason, route=err.route or ("send" if send else None))
+        except Exception as err:  # a bug in a route must not stop the others
+            _LOGGER.exception("MQTT: routing the event on %s raised", event.topic)
+            return Outcome.failed(f"internal error: {type(err).__name__}: {err}", route="send" if send else None)
+
+    async def _store(self, items: Sequence[_Item]) -> tuple[list[_Item], list[_Item]]:
+        """Commit the mails of ``items`` (one outbox commit); returns (stored, held from the first outbox refusal)."""
+        with_mail = [item for item in items if item.outcome.mails]
+        results = await asyncio.gather(
+            *(self._engine.submit_many(item.outcome.mails, source=SOURCE) for item in with_mail),
+            return_exceptions=True,
+        )
+        errors = {id(item): r for item, r in zip(with_mail, results, strict=True) if isinstance(r, BaseException)}
+        for index, item in enumerate(items):
+            error = errors.get(id(item))
+            if error is None:
+                continue
+            if isinstance(error, ValidationError):
+                item.outcome = Outcome.failed(f"the mail is not valid: {error}", route=item.outcome.route)
+                continue
+            if isinstance(error, OutboxFullError):
+                _LOGGER.warning("MQTT: %s; holding %d event(s), the broker keeps the rest", error, len(items) - index)
+            else:
+                _LOGGER.error("MQTT: cannot store mail of the event on %s: %s", item.event.topic, error)
+            self._metrics.error(str(error))
+            return list(items[:index]), list(items[index:])
+        return list(items), []
+
+    async def _finish(self, items: list[_Item]) -> None:
+        """Keep failures and send results, PUBACK, count and log."""
+        if not items:
+            return
+        failed = [self._failed(i) for i in items if i.outcome.disposition is Disposition.FAILED]
+        sends = [i for i in items if i.outcome.route == "send" and i.outcome.mails]
+        results = [self._pending_result(i.event, i.outcome.mails[0].message_id) for i in sends]
+        await self.journal.record(failed, results, self.settings.failed_keep)
+        self.link.ack(i.received for i in items)
+        seqs = [i.seq for i in items if i.seq is not None]
+        if seqs:
+            self._acked.append((items[0].received.epoch, max(seqs), time.time()))
+        self._metrics.ingest_batches.inc()
+        for item in items:
+            self._account(item)
+        for result in results:
+            self._publish_result(result, State.QUEUED.value)
+            self._watch(result)
+        self.ingested += len(items)
+
+    @staticmethod
+    def _failed(item: _Item) -> FailedEvent:
+        e = item.event
+        return FailedEvent(
+            e.event_id, e.topic, item.outcome.reason, item.outcome.route, e.received_at, e.qos, e.retain, e.payload
+        )
+
+    def _account(self, item: _Item) -> None:
+        outcome = item.outcome
+        self._metrics.event(SOURCE, outcome.disposition.value, outcome.route, outcome.rule)
+        if outcome.mails:
+            self._metrics.mails_queued.labels(SOURCE).inc(len(outcome.mails))
+        if outcome.disposition is Disposition.FAILED:
+            _LOGGER.warning(
+                "MQTT: event on %s failed%s: %s (kept in %s)",
+                item.event.topic,
+                f" (route {outcome.route})" if outcome.route else "",
+                outcome.reason,
+                self.settings.state_file,
+            )
+            self._metrics.error(f"{item.event.topic}: {outcome.reason}")
+            if outcome.route == "send":
+                pending = self._pending_result(item.event, None)
+                self._publish_result(pending, Disposition.FAILED.value, outcome.reason)
+
+    # ---- send-topic results --------------------------------------------------------------------------------
+    def _pending_result(self, event: InboundEvent, message_id: str | None) -> PendingResult:
+        return PendingResult(
+            message_id or "",
+            event.response_topic or self.settings.result_topic,
+            request_id(event),
+            event.correlation_data,
+        )
+
+    def _publish_result(self, result: PendingResult, state: str, reason: str | None = None) -> None:
+        body: dict[str, Any] = {"id": result.request_id, "message_id": result.message_id or None, "state": state}
+        if reason:
+            body["reason"] = reason
+        props: dict[str, Any] = {}
+        if result.correlation is not None:
+            props["CorrelationData"] = result.correlation
+        self.link.publish(result.topic, json.dumps(body), qos=1, **props)
+
+    def _watch(self, result: PendingResult) -> None:
+        task = asyncio.create_task(self._await_result(result), name=f"acs-email-mqtt result {result.message_id}")
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    async def _await_result(self, result: PendingResult) -> None:
+        try:
+            state = await self._engine.wait_for(result.message_id)
+        except KeyError:  # purged meanwhile
+            state = None
+        reason = None
+        if state is State.DEAD:
+            entry = await self._engine.outbox.get(result.message_id)
+            reason = entry.last_error if entry else None
+        self._publish_result(result, state.value if state else "unknown", reason)
+        await self.journal.result_published(result.message_id)
+
+
+def create_mqtt_source(config: BridgeConfig, context: BridgeContext) -> MqttSource | None:
+    """The MQTT source, when the config has an ``mqtt`` section."""
+    settings = mqtt_settings(config)
+    return None if settings is None else MqttSource(settings, context, config)
