@@ -27,6 +27,8 @@ from .http import HTTP_SCHEMA, create_http
 from .metrics import Metrics
 from .mqtt import MQTT_SCHEMA, create_mqtt_source
 from .mqtt.events import NoRoutes, Router
+from .smtp.config import SMTP_SECTION
+from .smtp.source import create_smtp_source
 from .sources import BridgeContext, RouterFactory, Source, SourceFactory
 
 _LOGGER = logging.getLogger(__name__)
@@ -37,8 +39,8 @@ def _no_routes(_config: BridgeConfig, _engine: Engine, _metrics: Metrics) -> Rou
 
 
 # Config sections beyond the engine's, and the sources built from them.
-SECTIONS: dict[str, SectionSchema] = {"mqtt": MQTT_SCHEMA, "http": HTTP_SCHEMA}
-SOURCES: list[SourceFactory] = [create_mqtt_source, create_http]
+SECTIONS: dict[str, SectionSchema] = {"mqtt": MQTT_SCHEMA, "http": HTTP_SCHEMA, "smtp": SMTP_SECTION}
+SOURCES: list[SourceFactory] = [create_mqtt_source, create_smtp_source, create_http]
 ROUTER: RouterFactory = _no_routes
 
 

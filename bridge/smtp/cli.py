@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from acs_email_core.errors import ConfigError
 
-from ..config import load_settings
 from .accounts import DeviceRecord, DeviceStore
-from .config import DEVICE_NAME, SmtpSettings, smtp_settings_from_config
+from .config import DEVICE_NAME, SmtpSettings
+from .source import settings_of
 from .tls import load_certificate
 
 EXIT_OK, EXIT_INVALID = 0, 2
@@ -36,8 +35,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(path: str) -> SmtpSettings:
-    raw, engine = load_settings(path)
-    settings = smtp_settings_from_config(raw, engine, base_dir=Path(path).parent)
+    from ..service import read_config  # noqa: PLC0415 - the service imports this package
+
+    settings = settings_of(read_config(path))
     if settings is None:
         raise ConfigError(f"{path} has no smtp: section (the relay is off)")
     return settings

@@ -16,7 +16,7 @@ from typing import Any
 import voluptuous as vol
 
 from acs_email_core.config import EngineSettings, duration
-from acs_email_core.errors import ConfigError, ValidationError
+from acs_email_core.errors import ValidationError
 from acs_email_core.message import EmailAddress
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -156,41 +156,35 @@ class SmtpSettings:
     devices: dict[str, DevicePolicy] = field(default_factory=dict)
 
 
-def _describe(err: vol.Invalid) -> str:
-    errors = err.errors if isinstance(err, vol.MultipleInvalid) else [err]
-    return "; ".join(f"smtp.{'.'.join(str(p) for p in e.path) or ''}: {e.msg}".replace(".:", ":") for e in errors)
+def _cross_checks(data: dict[str, Any]) -> dict[str, Any]:
+    if data["plain_port"] is not None and not data["plain_networks"]:
+        raise vol.Invalid("required when plain_port is set", path=["plain_networks"])
+    if ("cert_file" in data) != ("key_file" in data):
+        raise vol.Invalid("give both cert_file and key_file, or neither", path=["cert_file"])
+    for name, device in data["devices"].items():
+        if device["auth"] == "none" and not device["networks"]:
+            raise vol.Invalid("required with auth: none", path=["devices", name, "networks"])
+    return data
 
 
-def smtp_settings_from_config(
-    config: dict[str, Any], engine: EngineSettings, *, base_dir: Path | None = None
-) -> SmtpSettings | None:
-    """The relay's settings, or None when the config has no ``smtp:`` section (relay off)."""
-    raw = config.get("smtp")
-    if raw is None:
-        return None
-    try:
-        data = SMTP_SCHEMA(raw or {})
-    except vol.Invalid as err:
-        raise ConfigError(f"invalid configuration: {_describe(err)}") from None
+# The ``smtp`` section as the bridge's config loader validates it (see bridge/service.py SECTIONS).
+SMTP_SECTION = vol.All(SMTP_SCHEMA, _cross_checks)
+
+
+def smtp_settings(data: dict[str, Any], engine: EngineSettings, base_dir: Path) -> SmtpSettings:
+    """Settings from a validated section: certificates relative to the config, state beside the outbox."""
 
     def beside_config(path: str) -> Path:
         p = Path(path).expanduser()
-        return p if p.is_absolute() or base_dir is None else base_dir / p
+        return p if p.is_absolute() else base_dir / p
 
     def beside_outbox(path: str) -> Path:
         # The relay's own state (accounts, generated certificate) lives with the mail it queued.
         p = Path(path).expanduser()
         return p if p.is_absolute() else engine.outbox_path.parent / p
 
-    if data["plain_port"] is not None and not data["plain_networks"]:
-        raise ConfigError("invalid configuration: smtp.plain_networks: required when plain_port is set")
-    if ("cert_file" in data) != ("key_file" in data):
-        raise ConfigError("invalid configuration: smtp: give both cert_file and key_file, or neither")
-    devices = {}
-    for name, d in data["devices"].items():
-        if d["auth"] == "none" and not d["networks"]:
-            raise ConfigError(f"invalid configuration: smtp.devices.{name}.networks: required with auth: none")
-        devices[name] = DevicePolicy(
+    devices = {
+        name: DevicePolicy(
             name=name,
             recipients=tuple(d["recipients"]),
             senders=tuple(d["senders"]),
@@ -202,6 +196,8 @@ def smtp_settings_from_config(
             per_minute=d["per_minute"],
             per_hour=d["per_hour"],
         )
+        for name, d in data["devices"].items()
+    }
     return SmtpSettings(
         accounts_path=beside_outbox(data["accounts_path"]),
         tls_dir=beside_outbox(data["tls_dir"]),

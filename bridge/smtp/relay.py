@@ -6,6 +6,7 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,7 @@ class RelayState:
     metrics: RelayMetrics
     lockout: Lockout
     rates: RateLimiter
+    on_accepted: Callable[[str], None] | None = None  # called with the device name after each 250
     sessions: set[RelaySMTP] = field(default_factory=set)
     _writes: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -91,6 +93,7 @@ class SmtpRelay:
         *,
         registry: CollectorRegistry | None = None,
         clock: Clock = time.monotonic,
+        on_accepted: Callable[[str], None] | None = None,
     ) -> None:
         self.state = RelayState(
             settings=settings,
@@ -99,6 +102,7 @@ class SmtpRelay:
             metrics=RelayMetrics(registry),
             lockout=Lockout(settings.lockout_attempts, settings.lockout_window, settings.lockout_duration, clock),
             rates=RateLimiter(clock),
+            on_accepted=on_accepted,
         )
         self.certificate: Certificate | None = None
         self.ports: dict[str, int] = {}

@@ -327,5 +327,7 @@ class RelayHandler:
         state.rates.record(device)
         state.metrics.on_accepted(device.name, len(raw))
         state.touch(device.name, server.peer_ip, accepted=1)
+        if state.on_accepted is not None:
+            state.on_accepted(device.name)
         _LOGGER.info("queued %s from %s (%d bytes)", message_id, device.name, len(raw))
         return f"250 2.0.0 Queued as {message_id}"

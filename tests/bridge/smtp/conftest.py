@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from acs_email_bridge.emulator import Emulator
 from acs_email_bridge.emulator.mailbox import ReceivedMail
 from acs_email_bridge.smtp.accounts import DeviceStore
-from acs_email_bridge.smtp.config import smtp_settings_from_config
+from acs_email_bridge.smtp.config import SMTP_SECTION, smtp_settings
 from acs_email_bridge.smtp.relay import SmtpRelay
 from acs_email_core.engine import Engine
 
@@ -116,19 +116,18 @@ async def make_relay(
                 "devices": device_policies(),
             }
             section.update(smtp or {})
-            smtp_settings = smtp_settings_from_config({"smtp": section}, settings, base_dir=directory)
-            assert smtp_settings is not None
-            store = DeviceStore(smtp_settings.accounts_path)
+            relay_settings = smtp_settings(SMTP_SECTION(section), settings, directory)
+            store = DeviceStore(relay_settings.accounts_path)
             passwords = {
                 name: await asyncio.to_thread(store.add, name, replace=True)
-                for name, device in smtp_settings.devices.items()
+                for name, device in relay_settings.devices.items()
                 if device.auth == "password"
             }
             eng = Engine(settings)
             await eng.start(deliver=deliver)
             stack.push_async_callback(eng.stop)
             registry = CollectorRegistry()
-            relay = SmtpRelay(smtp_settings, eng, registry=registry, clock=clock)
+            relay = SmtpRelay(relay_settings, eng, registry=registry, clock=clock)
             await relay.start()
             stack.push_async_callback(relay.stop)
             return RelayEnv(emulator, eng, relay, registry, passwords)
