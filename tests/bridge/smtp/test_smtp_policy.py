@@ -10,6 +10,7 @@ import ssl
 import pytest
 
 from acs_email_bridge.smtp.accounts import DeviceStore
+from acs_email_core.message import MessageLimits
 
 MAIL = b"From: scanner@office.lan\r\nTo: alice@example.com\r\nSubject: scan\r\n\r\nhello\r\n"
 
@@ -123,8 +124,6 @@ async def test_oversize_refused_by_size_parameter_and_after_data(make_relay) -> 
 
 
 async def test_message_over_the_acs_request_limit_after_base64_is_552(make_relay) -> None:
-    from acs_email_core.message import MessageLimits
-
     env = await make_relay(
         engine={"limits": MessageLimits(max_request_bytes=20_000)}, smtp={"max_message_size": 40_000}
     )
