@@ -21,6 +21,7 @@ from acs_email_core.outbox import State
 
 from .config import load_settings
 from .emulator import Emulator, Fault
+from .smtp.demo import scan_through_relay
 
 SENDER = "DoNotReply@demo.example.com"
 RECIPIENT = "Home Owner <owner@example.com>"
@@ -125,6 +126,8 @@ async def run_demo(directory: Path) -> int:
             for line in (await asyncio.to_thread(eml.read_text, encoding="utf-8")).splitlines()[:9]:
                 print(f"  | {line}")
             if not await _trouble(engine, emulator, settings.sender):
+                return 1
+            if not await scan_through_relay(directory, engine, "owner@example.com"):
                 return 1
     print(f"\nreceived mail: {directory / 'mail'}; outbox: acs-email-bridge queue list --config {config_path}")
     return 0

@@ -160,7 +160,9 @@ async def test_demo_delivers_sample_mail_and_rides_out_trouble(tmp_path: Path) -
     with contextlib.redirect_stdout(out):
         assert await run_demo(tmp_path) == 0
     emls = {path: path.read_text() for path in (tmp_path / "mail").glob("*.eml")}
-    assert len(emls) == 4  # the sample, then three alerts through a 503, a cut connection and a 429
+    assert len(emls) == 5  # the sample, three alerts through a 503, a cut connection and a 429, a scan by SMTP
+    (scan,) = [text for text in emls.values() if "scan0001.pdf" in text]
+    assert "Reply-To: Office scanner <scanner@office.lan>" in scan
     (sample,) = [path for path, text in emls.items() if "ups-load.csv" in text]
     assert "status-icon" in emls[sample]
     assert str(sample) in out.getvalue()
