@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import shutil
 import socket
 import ssl
 from email.message import EmailMessage
 from pathlib import Path
-
-import pytest
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 
@@ -78,7 +75,6 @@ async def test_implicit_tls_plain_auth_advertised_and_delivered(relay_env) -> No
     assert mail.recipients("to") == ["alice@example.com"]
 
 
-@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed (make deps)")
 async def test_swaks_starttls_login_with_html_and_attachment(relay_env, tmp_path: Path) -> None:
     report = tmp_path / "monthly-report.pdf"
     report.write_bytes(b"%PDF-1.7\n" + os.urandom(100_000))
