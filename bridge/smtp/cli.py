@@ -88,7 +88,7 @@ def _devices(settings: SmtpSettings) -> int:
         policy = settings.devices.get(name)
         login = "network" if policy is not None and policy.auth == "none" else "password"
         if login == "password" and not record.has_password:
-            login = "none"  # in the config but no account yet: `smtp device add`
+            login = "missing"  # in the config but no account yet: `smtp device add`
         print(
             f"{name:20}  {login:8}  {'yes' if policy else 'NO':6}  {_when(record.last_seen):19}  "
             f"{record.last_peer or '-':15}  {record.accepted:>5}"
