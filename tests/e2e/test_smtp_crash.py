@@ -19,29 +19,22 @@ from acs_email_bridge.smtp.accounts import DeviceStore
 from acs_email_core.outbox import Outbox
 
 from .conftest import SENDER
+from .test_crash import _write_config as write_engine_config
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 400
 
 
 def _write_config(directory: Path, emu: Emulator) -> Path:
-    config = {
-        "acs": {
-            "connection_string": emu.connection_string,
-            "sender": SENDER,
-            "ca_file": str(emu.ca_file),
-            "timeout": 2,
-        },
-        "quota": {"per_minute": 10_000, "per_hour": 100_000},
-        "outbox": {"path": "outbox.db", "retry_initial": 0.1, "retry_max": 0.3},
-        "smtp": {
-            "hostname": "relay.test",
-            "listen": "127.0.0.1",
-            "submission_port": 0,
-            "smtps_port": None,
-            "devices": {"scanner": {"recipients": ["example.com"]}},
-        },
+    """The crash test's engine config plus an ``smtp:`` section (only a STARTTLS listener, on a free port)."""
+    path = write_engine_config(directory, emu)
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["smtp"] = {
+        "hostname": "relay.test",
+        "listen": "127.0.0.1",
+        "submission_port": 0,
+        "smtps_port": None,
+        "devices": {"scanner": {"recipients": ["example.com"]}},
     }
-    path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
 

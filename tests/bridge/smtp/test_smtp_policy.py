@@ -23,6 +23,15 @@ def _login(client: smtplib.SMTP, env, user: str = "scanner", password: str | Non
     client.auth("LOGIN", client.auth_login, initial_response_ok=False)
 
 
+def _submit(env, data: bytes = MAIL) -> tuple[int, bytes]:
+    """Log in as the scanner and send ``data`` to alice; the DATA reply."""
+    with env.smtp() as client:
+        _login(client, env)
+        client.mail("scanner@office.lan")
+        client.rcpt("alice@example.com")
+        return client.data(data)
+
+
 async def _queued(env) -> int:
     stats = await env.engine.outbox.stats()
     return stats.queued + stats.sending + stats.sent
@@ -134,14 +143,7 @@ async def test_message_over_the_acs_request_limit_after_base64_is_552(make_relay
         b"Content-Transfer-Encoding: base64\r\n\r\n" + attachment + b"--b--\r\n"
     )
 
-    def attempt() -> tuple[int, bytes]:
-        with env.smtp() as client:
-            _login(client, env)
-            client.mail("scanner@office.lan")
-            client.rcpt("alice@example.com")
-            return client.data(mime)
-
-    code, message = await asyncio.to_thread(attempt)
+    code, message = await asyncio.to_thread(_submit, env, mime)
     assert code == 552 and b"Message too big for ACS Email" in message
     assert env.counter("acs_email_smtp_refused_total", device="scanner", reason="size") == 1
 
@@ -226,18 +228,11 @@ async def test_rate_limit_per_device_is_451_then_recovers(make_relay, clock) -> 
 async def test_outbox_full_is_452_and_storage_failure_451(make_relay) -> None:
     env = await make_relay(engine={"max_messages": 1}, deliver=False)
 
-    def send() -> tuple[int, bytes]:
-        with env.smtp() as client:
-            _login(client, env)
-            client.mail("scanner@office.lan")
-            client.rcpt("alice@example.com")
-            return client.data(MAIL)
-
-    assert (await asyncio.to_thread(send))[0] == 250
-    code, message = await asyncio.to_thread(send)
+    assert (await asyncio.to_thread(_submit, env))[0] == 250
+    code, message = await asyncio.to_thread(_submit, env)
     assert code == 452 and b"outbox is full" in message
     await env.engine.outbox.close()  # the outbox can no longer store anything
-    code, message = await asyncio.to_thread(send)
+    code, message = await asyncio.to_thread(_submit, env)
     assert code == 451 and b"try again later" in message
 
 
