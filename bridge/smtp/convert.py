@@ -33,7 +33,9 @@ _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
 
 
 def _one_line(value: object) -> str:
-    return _LINE_BREAKS.sub(" ", str(value)).strip()
+    """A header value on one line; raw 8-bit UTF-8 in headers (no RFC 2047) is read as UTF-8."""
+    text = str(value).encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+    return _LINE_BREAKS.sub(" ", text).strip()
 
 
 def _header_addresses(message: Message, name: str) -> list[EmailAddress]:
@@ -92,12 +94,17 @@ def _priority(message: Message) -> Priority:
 
 
 def _text(part: MimeMessage) -> str:
-    try:
-        content = part.get_content()
-    except (LookupError, UnicodeError):  # unknown or lying charset: keep what can be read
-        payload = part.get_payload(decode=True)
-        content = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else ""
-    return content.replace("\r\n", "\n") if isinstance(content, str) else ""  # CRLF or bare LF alike
+    """The part as text: its declared charset, else UTF-8 (devices send 8-bit text as "us-ascii"), else cp1252."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    for charset in (part.get_content_charset(), "utf-8"):
+        if charset:
+            try:
+                return payload.decode(charset).replace("\r\n", "\n")  # CRLF or bare LF alike
+            except (LookupError, UnicodeError):
+                continue
+    return payload.decode("cp1252", errors="replace").replace("\r\n", "\n")
 
 
 def _attachment(part: MimeMessage, index: int) -> Attachment | None:

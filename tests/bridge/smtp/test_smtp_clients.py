@@ -79,7 +79,7 @@ async def test_swaks_starttls_login_with_html_and_attachment(relay_env, tmp_path
     report = tmp_path / "monthly-report.pdf"
     report.write_bytes(b"%PDF-1.7\n" + os.urandom(100_000))
     process = await asyncio.create_subprocess_exec(
-        "swaks", "--server", f"127.0.0.1:{relay_env.port('submission')}", "--tls",
+        "swaks", "--server", f"127.0.0.1:{relay_env.port('submission')}", "--tls", "--pipeline",
         "--auth", "LOGIN", "--auth-user", "scanner", "--auth-password", relay_env.passwords["scanner"],
         "--from", "nas@office.lan", "--to", "alice@example.com,bob@example.com",
         "--header", "Subject: NAS report", "--header", "From: NAS <nas@office.lan>",
@@ -92,6 +92,7 @@ async def test_swaks_starttls_login_with_html_and_attachment(relay_env, tmp_path
     output, _ = await process.communicate()
     assert process.returncode == 0, output.decode()
     assert b"250 2.0.0 Queued as" in output
+    assert b"~> DATA\n<~  250 2.1.0 Sender OK" in output  # MAIL, RCPT, RCPT, DATA pipelined in one write
     [mail] = await relay_env.delivered(1)
     assert mail.subject == "NAS report"
     assert (mail.recipients("to"), mail.recipients("bcc")) == (["alice@example.com"], ["bob@example.com"])

@@ -129,3 +129,12 @@ def test_size_over_the_acs_limit_is_a_size_error() -> None:
     with pytest.raises(ValidationError) as info:
         convert(big, limits=MessageLimits(max_request_bytes=20_000))
     assert info.value.field == "size"
+
+
+def test_raw_8bit_utf8_headers_and_undeclared_8bit_body_are_read_as_utf8() -> None:
+    raw = "From: Jörg Büro <scanner@office.lan>\nTo: a@example.com\nSubject: Scan vom Büro\n\nGrüße\n".encode()
+    message = convert(raw, rcpt=["a@example.com"])
+    assert message.subject == "Scan vom Büro" and message.text == "Grüße\n"
+    assert [a.display_name for a in message.reply_to] == ["Jörg Büro"]
+    latin = convert(b"Subject: x\nContent-Type: text/plain; charset=us-ascii\n\nGr\xfc\xdfe\n")
+    assert latin.text == "Grüße\n"
