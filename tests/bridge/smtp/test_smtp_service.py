@@ -1,8 +1,9 @@
-"""The relay inside the bridge service without MQTT: /metrics per device, HA state figures, reload of policies."""
+"""The relay inside the bridge service without MQTT: /metrics per device, HA sensors and state, policy reload."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import smtplib
 import ssl
 from pathlib import Path
@@ -12,6 +13,8 @@ import aiohttp
 import yaml
 
 from acs_email_bridge.emulator import Emulator
+from acs_email_bridge.mqtt import MQTT_SCHEMA, mqtt_settings
+from acs_email_bridge.mqtt.discovery import StatePublisher
 from acs_email_bridge.service import Service, read_config
 from acs_email_bridge.smtp.accounts import DeviceStore
 from acs_email_bridge.smtp.source import SmtpSource
@@ -73,9 +76,16 @@ async def test_relay_in_the_service_counts_per_device_and_reloads_policies(tmp_p
         assert 'acs_email_smtp_refused_total{device="scanner",reason="recipient"} 1.0' in metrics
         assert 'acs_email_bridge_mails_queued_total{source="smtp"} 1.0' in metrics
 
-        state = service.context.state["smtp"]()
-        assert state == {"smtp_scanner_accepted": 1, "smtp_scanner_refused": 1}
-        assert {key for _component, key, _name, _extra in service.context.entities} >= set(state)
+        # What Home Assistant gets over MQTT discovery: one sensor per device and figure, and their values.
+        with_mqtt = dataclasses.replace(service.config, sections={**service.config.sections, "mqtt": MQTT_SCHEMA({})})
+        settings = mqtt_settings(with_mqtt)
+        assert settings is not None
+        publisher = StatePublisher(settings, link=None, context=service.context)
+        state = await publisher.state()
+        assert (state["smtp_scanner_accepted"], state["smtp_scanner_refused"]) == (1, 1)
+        sensors = {config["name"]: config for _topic, config in publisher.discovery_configs()}
+        assert sensors["SMTP scanner mails"]["value_template"] == "{{ value_json.smtp_scanner_accepted }}"
+        assert sensors["SMTP scanner refusals"]["value_template"] == "{{ value_json.smtp_scanner_refused }}"
 
         # A new policy applies on reload (SIGHUP), without restarting the listeners.
         _write(config, emulator, {"scanner": {"recipients": ["example.com", "partner.example"]}})
