@@ -73,6 +73,11 @@ class Metrics:
             "Events received at QoS 0 (lost while the bridge is down)",
             registry=self.registry,
         )
+        self.mqtt_redelivered = Counter(
+            "acs_email_bridge_mqtt_redelivered",
+            "Messages the broker sent again after a crash or disconnect, recognised as already handled",
+            registry=self.registry,
+        )
         self.ingest_batches = Counter(
             "acs_email_bridge_ingest_batches", "Outbox commits of MQTT events", registry=self.registry
         )

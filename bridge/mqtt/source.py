@@ -223,11 +223,13 @@ class MqttSource:
             )
         )
         items = []
+        redelivered = 0
         for r in batch:
             seq = None
             if r.qos:
                 a = next(assigned)
                 event_id, seq = a.event_id, a.seq
+                redelivered += a.redelivered
             else:
                 event_id = str(uuid.uuid4())
                 self._qos0(r.topic)
@@ -236,6 +238,9 @@ class MqttSource:
                 r.topic, r.payload, r.qos, r.retain, r.received_at, event_id, r.dup, user, response_topic, correlation
             )
             items.append(_Item(r, event, seq))
+        if redelivered:
+            _LOGGER.info("MQTT: %d redelivered message(s) recognised: same event ids, no second mail", redelivered)
+            self._metrics.mqtt_redelivered.inc(redelivered)
         return items
 
     def _qos0(self, topic: str) -> None:
