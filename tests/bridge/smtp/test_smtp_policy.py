@@ -272,3 +272,15 @@ async def test_minimum_tls_version_is_configurable_for_old_printers(make_relay) 
         await asyncio.to_thread(handshake, default)
     lenient = await make_relay(smtp={"min_tls_version": "1.0"})
     assert await asyncio.to_thread(handshake, lenient) in ("TLSv1", "TLSv1.1")
+
+
+async def test_a_device_limited_to_networks_cannot_log_in_from_elsewhere(make_relay) -> None:
+    env = await make_relay(smtp={"devices": {"scanner": {"recipients": ["example.com"], "networks": ["10.0.0.0/8"]}}})
+
+    def attempt() -> smtplib.SMTPAuthenticationError:
+        with env.smtp() as client, pytest.raises(smtplib.SMTPAuthenticationError) as info:
+            _login(client, env)  # the right password, from 127.0.0.1
+        return info.value
+
+    error = await asyncio.to_thread(attempt)
+    assert error.smtp_code == 535 and b"may not log in from 127.0.0.1" in error.smtp_error
