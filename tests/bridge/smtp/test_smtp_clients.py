@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
 import socket
 import ssl
 from email.message import EmailMessage
 from pathlib import Path
+
+import trustme
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 
@@ -191,3 +194,23 @@ async def test_multifunction_printer_bare_lf_lowercase_auth_3mb_pdf_no_bcc_heade
     [attachment] = mail.attachments()
     assert (attachment.name, attachment.content_type, attachment.content) == ("scan0042.pdf", "application/pdf", pdf)
     assert mail.payload["replyTo"] == [{"address": "scanner@office.lan", "displayName": "Scanner 3rd floor"}]
+
+
+async def test_certificate_from_files_is_used_and_its_fingerprint_reported(make_relay, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    issued = ca.issue_cert("relay.test", "127.0.0.1")
+    issued.cert_chain_pems[0].write_to_path(str(tmp_path / "relay.pem"))
+    issued.private_key_pem.write_to_path(str(tmp_path / "relay.key"))
+    env = await make_relay(smtp={"cert_file": str(tmp_path / "relay.pem"), "key_file": str(tmp_path / "relay.key")})
+    assert env.relay.certificate is not None and not env.relay.certificate.generated
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+
+    def handshake() -> bytes:
+        with env.smtp() as client:
+            client.starttls(context=context)  # verified against the trustme CA, host name included
+            return client.sock.getpeercert(binary_form=True) or b""
+
+    der = await asyncio.to_thread(handshake)
+    fingerprint = ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+    assert env.relay.certificate.sha256 == fingerprint
