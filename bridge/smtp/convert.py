@@ -17,11 +17,14 @@ import mimetypes
 import re
 from collections.abc import Sequence
 from email import policy
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from email.headerregistry import Address
 from email.message import EmailMessage as MimeMessage
 from email.message import Message
 from email.parser import BytesParser
 from email.utils import getaddresses
+from typing import Any
 
 from acs_email_core.errors import ValidationError
 from acs_email_core.message import Attachment, EmailAddress, EmailMessage, MessageLimits, Priority
@@ -38,16 +41,35 @@ def _one_line(value: object) -> str:
     return _LINE_BREAKS.sub(" ", text).strip()
 
 
+def _headers(message: Message, name: str) -> list[Any]:
+    """Every ``name`` header, parsed; raw when CPython's header parser chokes on a malformed one."""
+    try:
+        return list(message.get_all(name) or ())
+    except Exception:
+        return [value for key, value in message.raw_items() if key.lower() == name]
+
+
+def _get(message: Message, name: str) -> str:
+    return _one_line(next(iter(_headers(message, name)), ""))
+
+
+def _decoded(text: str) -> str:
+    try:
+        return str(make_header(decode_header(text)))
+    except (LookupError, UnicodeError, HeaderParseError):
+        return text
+
+
 def _header_addresses(message: Message, name: str) -> list[EmailAddress]:
     """Addresses of every ``name`` header; malformed entries are skipped (the envelope decides anyway)."""
     result = []
-    for value in message.get_all(name) or ():
+    for value in _headers(message, name):
         addresses = getattr(value, "addresses", None)
         pairs: list[tuple[str, str]]
         if addresses is not None:
             pairs = [(a.display_name, a.addr_spec) for a in addresses if isinstance(a, Address)]
         else:
-            pairs = getaddresses([str(value)])
+            pairs = [(_decoded(display), addr) for display, addr in getaddresses([str(value)])]
         for display, addr in pairs:
             try:
                 result.append(EmailAddress(addr, _one_line(display) or None))
@@ -87,10 +109,10 @@ def _reply_to(message: Message, mail_from: str, display_name: str | None, device
 
 
 def _priority(message: Message) -> Priority:
-    x_priority = str(message.get("x-priority", "")).strip()[:1]
+    x_priority = _get(message, "x-priority")[:1]
     if x_priority in _PRIORITY:
         return _PRIORITY[x_priority]
-    return _IMPORTANCE.get(str(message.get("importance", "")).strip().lower(), Priority.NORMAL)
+    return _IMPORTANCE.get(_get(message, "importance").lower(), Priority.NORMAL)
 
 
 def _text(part: MimeMessage) -> str:
@@ -112,7 +134,7 @@ def _attachment(part: MimeMessage, index: int) -> Attachment | None:
     if not isinstance(data, bytes) or not data:
         return None
     declared = part.get_content_type()
-    content_id = str(part.get("content-id", "")).strip().strip("<>").strip() or None
+    content_id = _get(part, "content-id").strip("<>").strip() or None
     name = _one_line(part.get_filename() or "")
     if not name:
         extension = mimetypes.guess_extension(declared) or ".bin"
@@ -130,18 +152,20 @@ def _body(message: MimeMessage) -> tuple[str | None, str | None, list[Attachment
     for index, part in enumerate(message.walk()):
         if part.is_multipart():
             continue
-        content_type = part.get_content_type()
-        is_body = (
-            part.get_content_disposition() != "attachment" and not part.get_filename() and "content-id" not in part
-        )
-        if is_body and content_type == "text/plain":
-            texts.append(_text(part))
-        elif is_body and content_type == "text/html":
-            htmls.append(_text(part))
-        else:
-            attachment = _attachment(part, index)
-            if attachment is not None:
+        try:
+            content_type = part.get_content_type()
+            filename = part.get_filename()
+            is_body = part.get_content_disposition() != "attachment" and not filename and "content-id" not in part
+            if is_body and content_type == "text/plain":
+                texts.append(_text(part))
+            elif is_body and content_type == "text/html":
+                htmls.append(_text(part))
+            elif (attachment := _attachment(part, index)) is not None:
                 attachments.append(attachment)
+        except ValidationError:
+            raise
+        except Exception as err:
+            raise ValidationError(f"MIME part {index}", f"cannot be read ({type(err).__name__})") from None
     html = "\n".join(htmls) if htmls else None
     text = "\n\n".join(texts) if texts else None
     if text is None and html is None:
@@ -170,7 +194,7 @@ def to_email_message(
         cc=cc,
         bcc=bcc,
         reply_to=_reply_to(message, mail_from, display_name, device),
-        subject=_one_line(message.get("subject", "")),
+        subject=_get(message, "subject"),
         text=text,
         html=html,
         attachments=attachments,

@@ -315,6 +315,9 @@ class RelayHandler:
             if err.field == "size":
                 return self._refuse(device.name, "size", f"552 5.3.4 Message too big for ACS Email: {err.reason}")
             return self._refuse(device.name, "content", f"554 5.6.0 Cannot relay this mail: {err}")
+        except Exception:  # a bug of ours or of the email package: the device must not retry it forever
+            _LOGGER.exception("could not convert a mail from %s", device.name)
+            return self._refuse(device.name, "content", "554 5.6.0 Cannot convert this mail (see the bridge log)")
         if refusal := state.rates.refuse(device):  # several mails in one session
             return self._refuse(device.name, "rate", refusal)
         try:

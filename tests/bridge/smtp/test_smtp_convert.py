@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from acs_email_bridge.smtp.convert import to_email_message
 from acs_email_core.errors import ValidationError
@@ -138,3 +140,35 @@ def test_raw_8bit_utf8_headers_and_undeclared_8bit_body_are_read_as_utf8() -> No
     assert [a.display_name for a in message.reply_to] == ["Jörg Büro"]
     latin = convert(b"Subject: x\nContent-Type: text/plain; charset=us-ascii\n\nGr\xfc\xdfe\n")
     assert latin.text == "Grüße\n"
+
+
+_HEADERS = st.sampled_from(
+    [
+        b"Subject: =?utf-8?q?broken",
+        b"Subject: =?unknown-charset?B?aGVsbG8=?=",
+        b"To: <<<@@>>>, ,;",
+        b"Cc: undisclosed-recipients:;",
+        b"From: \xff\xfe <x@",
+        b"Reply-To: =?utf-8?b?////?= <a@b>",
+        b"Content-Type: multipart/mixed",  # no boundary
+        b'Content-Type: multipart/mixed; boundary="Z"',
+        b'Content-Type: text/plain; charset="utf-8\x00"',
+        b"Content-Transfer-Encoding: base64",
+        b"Content-Transfer-Encoding: quoted-printable",
+        b"Content-Disposition: attachment; filename*=bogus''%ZZ.pdf",
+        b"Content-ID: <>",
+        b"X-Priority: \xff",
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(headers=st.lists(_HEADERS, max_size=6), body=st.binary(max_size=300))
+def test_any_input_converts_or_is_refused_with_a_validation_error(headers: list[bytes], body: bytes) -> None:
+    """Whatever a device sends, conversion gives a message or a ValidationError (a 5xx), never a crash."""
+    raw = b"\n".join([b"To: alice@example.com", *headers]) + b"\n\n" + body + b"\n--Z\n\n" + body + b"\n--Z--\n"
+    try:
+        message = convert(raw)
+    except ValidationError:
+        return
+    message.validate()
