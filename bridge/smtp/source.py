@@ -35,6 +35,7 @@ class SmtpSource:
             settings, context.engine, registry=context.metrics.registry, on_accepted=lambda _device: queued.inc()
         )
         context.state[SOURCE] = self.state
+        context.health[SOURCE] = self._health
         context.entities.extend(self._entities(settings))
 
     @staticmethod
@@ -54,6 +55,9 @@ class SmtpSource:
             result[_key(device, "accepted")] = figures["accepted"]
             result[_key(device, "refused")] = figures["refused"]
         return result
+
+    def _health(self) -> str | None:
+        return None if self.relay.ports else "the SMTP relay is not listening"
 
     async def start(self) -> None:
         await self.relay.start()

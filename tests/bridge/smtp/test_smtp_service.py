@@ -75,6 +75,8 @@ async def test_relay_in_the_service_counts_per_device_and_reloads_policies(tmp_p
         assert 'acs_email_smtp_accepted_total{device="scanner"} 1.0' in metrics
         assert 'acs_email_smtp_refused_total{device="scanner",reason="recipient"} 1.0' in metrics
         assert 'acs_email_bridge_mails_queued_total{source="smtp"} 1.0' in metrics
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{http.port}/healthz") as response:
+            assert response.status == 200, await response.text()
 
         # What Home Assistant gets over MQTT discovery: one sensor per device and figure, and their values.
         with_mqtt = dataclasses.replace(service.config, sections={**service.config.sections, "mqtt": MQTT_SCHEMA({})})
