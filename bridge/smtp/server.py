@@ -24,7 +24,7 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 from acs_email_core.errors import AcsEmailError, OutboxFullError, ValidationError
 from acs_email_core.message import EmailAddress
 
-from .config import DevicePolicy
+from .config import DevicePolicy, Network
 from .convert import to_email_message
 from .metrics import UNKNOWN
 from .policy import in_networks, refuse_recipient, refuse_sender
@@ -43,7 +43,7 @@ class Listener:
     name: str
     implicit_tls: bool = False
     starttls: bool = False
-    networks: tuple[Any, ...] = ()  # empty: any source address
+    networks: tuple[Network, ...] = ()  # empty: any source address
 
 
 class RelaySMTP(SMTP):
@@ -58,6 +58,10 @@ class RelaySMTP(SMTP):
         self.listener = listener
         self.device: DevicePolicy | None = None  # set by AUTH, or at MAIL for devices known by address
         self.in_data = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.device = None  # also after STARTTLS: nothing learnt in clear text carries over (RFC 3207)
 
     @property
     def secure(self) -> bool:
