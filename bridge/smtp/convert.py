@@ -30,6 +30,8 @@ from acs_email_core.errors import ValidationError
 from acs_email_core.message import Attachment, EmailAddress, EmailMessage, MessageLimits, Priority
 from acs_email_core.mime import guess_type, is_allowed
 
+from .policy import matches
+
 _PRIORITY = {"1": Priority.HIGH, "2": Priority.HIGH, "4": Priority.LOW, "5": Priority.LOW}
 _IMPORTANCE = {"high": Priority.HIGH, "low": Priority.LOW}
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
@@ -98,11 +100,15 @@ def _recipients(
     return to, cc, rest
 
 
-def _reply_to(message: Message, mail_from: str, display_name: str | None, device: str) -> list[EmailAddress]:
+def _reply_to(
+    message: Message, mail_from: str, display_name: str | None, device: str, senders: Sequence[str]
+) -> list[EmailAddress]:
+    author = next(iter(_header_addresses(message, "from")), None)
+    if author is not None and not matches(author.address, senders):
+        raise ValidationError("from", f"<{author.address}> is not a sender allowed for device {device!r}")
     explicit = _header_addresses(message, "reply-to")
     if explicit:
         return explicit
-    author = next(iter(_header_addresses(message, "from")), None)
     if author is None:
         return [EmailAddress(mail_from, display_name or device)]
     return [EmailAddress(author.address, display_name or author.display_name or device)]
@@ -181,9 +187,14 @@ def to_email_message(
     sender: str,
     device: str,
     display_name: str | None = None,
+    senders: Sequence[str] = ("*",),
     limits: MessageLimits,
 ) -> EmailMessage:
-    """Convert one received mail (CPU-bound for big attachments: run it in a thread)."""
+    """Convert one received mail (CPU-bound for big attachments: run it in a thread).
+
+    ``senders`` are the device's allowed sender patterns: a From header outside them is refused, so a
+    device cannot put someone else's address in the Reply-To of the mail it relays.
+    """
     message = BytesParser(policy=policy.default).parsebytes(raw)
     assert isinstance(message, MimeMessage)  # policy.default always builds this class
     to, cc, bcc = _recipients(message, rcpt_tos, sender)
@@ -193,7 +204,7 @@ def to_email_message(
         to=to,
         cc=cc,
         bcc=bcc,
-        reply_to=_reply_to(message, mail_from, display_name, device),
+        reply_to=_reply_to(message, mail_from, display_name, device, senders),
         subject=_get(message, "subject"),
         text=text,
         html=html,

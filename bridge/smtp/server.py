@@ -313,11 +313,14 @@ class RelayHandler:
                 sender=device.sender or state.sender,
                 device=device.name,
                 display_name=device.display_name,
+                senders=device.senders,
                 limits=state.limits,
             )
         except ValidationError as err:
             if err.field == "size":
                 return self._refuse(device.name, "size", f"552 5.3.4 Message too big for ACS Email: {err.reason}")
+            if err.field == "from":
+                return self._refuse(device.name, "sender", f"550 5.7.1 Header From {err.reason}")
             return self._refuse(device.name, "content", f"554 5.6.0 Cannot relay this mail: {err}")
         except Exception:  # a bug of ours or of the email package: the device must not retry it forever
             _LOGGER.exception("could not convert a mail from %s", device.name)

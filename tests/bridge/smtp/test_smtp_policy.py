@@ -108,6 +108,10 @@ async def test_sender_not_allowed_is_553(relay_env) -> None:
 
     error = await asyncio.to_thread(attempt)
     assert error.smtp_code == 553 and b"Sender <ceo@bank.example> is not allowed" in error.smtp_error
+    # An allowed envelope sender with someone else in the From header (it would become the Reply-To):
+    spoof = MAIL.replace(b"From: scanner@office.lan", b"From: CEO <ceo@bank.example>")
+    code, message = await asyncio.to_thread(_submit, relay_env, spoof)
+    assert code == 550 and b"Header From <ceo@bank.example> is not a sender allowed" in message
     assert await _queued(relay_env) == 0
 
 
