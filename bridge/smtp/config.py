@@ -70,24 +70,23 @@ def _port(value: Any) -> int | None:
     return int(vol.All(int, vol.Range(min=0, max=65535))(value))
 
 
-def _patterns(value: Any) -> list[str]:
-    items = value if isinstance(value, list) else [value]
-    return [address_pattern(v) for v in items]
+def _as_list(value: Any) -> list[Any]:
+    """One item or a list of them (``recipients: example.com`` is fine)."""
+    return list(value) if isinstance(value, list) else [value]
 
 
-def _networks(value: Any) -> list[Network]:
-    items = value if isinstance(value, list) else [value]
-    return [_network(v) for v in items]
+_PATTERNS = vol.All(_as_list, [address_pattern], vol.Length(min=1))
+_NETWORKS = vol.All(_as_list, [_network])
 
 
 DEVICE_SCHEMA = vol.Schema(
     {
-        vol.Required("recipients"): vol.All(_patterns, vol.Length(min=1)),
-        vol.Optional("senders", default=["*"]): vol.All(_patterns, vol.Length(min=1)),
+        vol.Required("recipients"): _PATTERNS,
+        vol.Optional("senders", default=["*"]): _PATTERNS,
         vol.Optional("sender"): _sender,
         vol.Optional("display_name"): vol.All(str, vol.Length(min=1, max=100)),
         vol.Optional("auth", default="password"): vol.In(["password", "none"]),
-        vol.Optional("networks", default=[]): _networks,
+        vol.Optional("networks", default=[]): _NETWORKS,
         vol.Optional("insecure_auth", default=False): bool,
         vol.Optional("per_minute", default=30): vol.All(int, vol.Range(min=1)),
         vol.Optional("per_hour", default=300): vol.All(int, vol.Range(min=1)),
@@ -101,7 +100,7 @@ SMTP_SCHEMA = vol.Schema(
         vol.Optional("submission_port", default=587): _port,
         vol.Optional("smtps_port", default=465): _port,
         vol.Optional("plain_port", default=None): _port,
-        vol.Optional("plain_networks", default=[]): _networks,
+        vol.Optional("plain_networks", default=[]): _NETWORKS,
         vol.Optional("cert_file"): str,
         vol.Optional("key_file"): str,
         vol.Optional("tls_dir", default="smtp_tls"): str,

@@ -93,3 +93,16 @@ def test_config_without_smtp_section_or_with_a_bad_one_is_a_clear_error(tmp_path
     assert main(["smtp", "devices", "-c", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "smtp.devices.scanner.recipients" in err
+
+
+def test_cross_field_config_errors_name_the_key(tmp_path: Path, capsys) -> None:
+    cases = {
+        "plain_networks": {"plain_port": 2525},
+        "cert_file": {"cert_file": "relay.pem"},
+        "devices.ups.networks": {"devices": {"ups": {"recipients": ["a@example.com"], "auth": "none"}}},
+        "devices.x.recipients.0": {"devices": {"x": {"recipients": ["not an address"]}}},
+        "min_tls_version": {"min_tls_version": "0.9"},
+    }
+    for key, smtp in cases.items():
+        assert main(["smtp", "devices", "-c", str(_config(tmp_path, smtp))]) == 2
+        assert f"smtp.{key}" in capsys.readouterr().err, key

@@ -288,3 +288,28 @@ async def test_a_device_limited_to_networks_cannot_log_in_from_elsewhere(make_re
 
     error = await asyncio.to_thread(attempt)
     assert error.smtp_code == 535 and b"may not log in from 127.0.0.1" in error.smtp_error
+
+
+async def test_auth_dialogue_errors_are_clear(relay_env) -> None:
+    def dialogue() -> list[int]:
+        with relay_env.smtp("smtps") as client:
+            client.ehlo()
+            codes = [client.docmd("AUTH", "CRAM-MD5")[0], client.docmd("AUTH", "PLAIN not-base64!")[0]]
+            codes.append(client.docmd("AUTH", "LOGIN")[0])  # 334 Username:
+            codes.append(client.docmd("*")[0])  # the client aborts the exchange
+            client.user, client.password = "scanner", relay_env.passwords["scanner"]
+            codes.append(client.auth("PLAIN", client.auth_plain)[0])
+            codes.append(client.docmd("AUTH", "PLAIN")[0])  # already authenticated
+            return codes
+
+    assert await asyncio.to_thread(dialogue) == [504, 501, 334, 501, 235, 503]
+
+
+async def test_lines_longer_than_the_protocol_limit_are_kept_whole(relay_env) -> None:
+    html = "<p>" + "x" * 20_000 + "</p>"  # some devices write HTML or base64 without line breaks
+    data = (
+        "From: scanner@office.lan\r\nTo: alice@example.com\r\nSubject: long\r\nContent-Type: text/html\r\n\r\n" + html
+    ).encode()
+    assert (await asyncio.to_thread(_submit, relay_env, data))[0] == 250
+    [mail] = await relay_env.delivered(1)
+    assert mail.payload["content"]["html"].strip() == html
