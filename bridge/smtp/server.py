@@ -2,7 +2,7 @@
 
 aiosmtpd is kept for the protocol; three commands are replaced:
 * EHLO (through the handler hook): PIPELINING and ENHANCEDSTATUSCODES added; AUTH advertised on TLS
-  (implicit TLS included, aiosmtpd#281) and in clear text only when some device is allowed to log in so.
+  (implicit TLS included, aiosmtpd#281), and in clear text only on the plain port when a device may use it.
 * AUTH: mechanism names in any case (aiosmtpd#542), ``Username:``/``Password:`` challenges (Xerox and
   others break on aiosmtpd's ``User Name\\0``), scrypt checked off the event loop, brute-force lockout.
 * DATA: bare LF line endings and a ``\\n.\\n`` terminator, as sent by old printers, instead of waiting
@@ -247,7 +247,9 @@ class RelayHandler:
         self, server: RelaySMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
-        if not server.secure and not self.state.insecure_auth_allowed:
+        # Clear-text AUTH is advertised on the plain port only (when a device may use it): on 587 a client
+        # must STARTTLS first. An old device that sends AUTH without looking is still served.
+        if not server.secure and not (server.listener.name == "plain" and self.state.insecure_auth_allowed):
             responses = [r for r in responses if not r.startswith("250-AUTH")]
         return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
 

@@ -53,7 +53,7 @@ async def test_auth_without_tls_is_not_offered_and_refused_with_538(make_relay) 
     env = await make_relay(smtp={"devices": {"scanner": {"recipients": ["example.com"]}}})
 
     def attempt() -> tuple[bool, tuple[int, bytes]]:
-        with env.smtp() as client:
+        with env.smtp() as client:  # port 587, no STARTTLS
             client.ehlo()
             advertised = client.has_extn("auth")
             return advertised, client.docmd("AUTH", "LOGIN " + base64.b64encode(b"scanner").decode())
@@ -61,6 +61,18 @@ async def test_auth_without_tls_is_not_offered_and_refused_with_538(make_relay) 
     advertised, (code, message) = await asyncio.to_thread(attempt)
     assert not advertised
     assert code == 538 and b"Encryption required" in message
+
+
+async def test_submission_port_never_offers_clear_text_auth(relay_env) -> None:
+    """Even with an ``insecure_auth`` device configured, 587 offers AUTH only after STARTTLS."""
+
+    def offered(listener: str) -> bool:
+        with relay_env.smtp(listener) as client:
+            client.ehlo()
+            return client.has_extn("auth")
+
+    assert not await asyncio.to_thread(offered, "submission")
+    assert await asyncio.to_thread(offered, "plain")
 
 
 async def test_plaintext_auth_only_for_devices_allowed_to(relay_env) -> None:
