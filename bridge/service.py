@@ -26,7 +26,8 @@ from .config import BridgeConfig, SectionSchema, load_config
 from .http import HTTP_SCHEMA, create_http
 from .metrics import Metrics
 from .mqtt import MQTT_SCHEMA, create_mqtt_source
-from .mqtt.events import NoRoutes, Router
+from .routing.service import SECTIONS as ROUTING_SECTIONS
+from .routing.service import create_router
 from .smtp.config import SMTP_SECTION
 from .smtp.source import create_smtp_source
 from .sources import BridgeContext, RouterFactory, Source, SourceFactory
@@ -34,14 +35,15 @@ from .sources import BridgeContext, RouterFactory, Source, SourceFactory
 _LOGGER = logging.getLogger(__name__)
 
 
-def _no_routes(_config: BridgeConfig, _engine: Engine, _metrics: Metrics) -> Router:
-    return NoRoutes()
-
-
 # Config sections beyond the engine's, and the sources built from them.
-SECTIONS: dict[str, SectionSchema] = {"mqtt": MQTT_SCHEMA, "http": HTTP_SCHEMA, "smtp": SMTP_SECTION}
+SECTIONS: dict[str, SectionSchema] = {
+    "mqtt": MQTT_SCHEMA,
+    "http": HTTP_SCHEMA,
+    "smtp": SMTP_SECTION,
+    **ROUTING_SECTIONS,
+}
 SOURCES: list[SourceFactory] = [create_mqtt_source, create_smtp_source, create_http]
-ROUTER: RouterFactory = _no_routes
+ROUTER: RouterFactory = create_router
 
 
 def read_config(path: str | Path, sections: Mapping[str, SectionSchema] | None = None) -> BridgeConfig:
