@@ -4,6 +4,8 @@ Run: ``python bench/bench_smtp.py [--dir DIR]`` (DIR: where the outbox goes; use
 The relay and the engine run in this process with the outbox at ``synchronous=FULL`` (each 250 waits for
 fsync); clients are separate processes so their memory and CPU are not counted as the relay's. Delivery is
 off: this measures what the relay accepts, not what ACS quotas allow. About 30 seconds; nothing is asserted.
+RSS above the first scenario's is glibc's per-thread malloc arenas (conversion runs in worker threads), not
+retained objects (tracemalloc: ~40 kB kept after 160 mails); ``MALLOC_ARENA_MAX=2`` keeps it lower.
 """
 
 from __future__ import annotations
