@@ -6,6 +6,7 @@ clear reply: 5xx when retrying cannot help, 4xx when it can.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import time
 from collections import deque
@@ -76,8 +77,16 @@ class RateLimiter:
                 )
         return None
 
-    def record(self, device: DevicePolicy) -> None:
-        self._accepted.setdefault(device.name, deque()).append(self._clock())
+    def record(self, device: DevicePolicy) -> float:
+        """Count one mail now; returns its slot for ``forget``."""
+        now = self._clock()
+        self._accepted.setdefault(device.name, deque()).append(now)
+        return now
+
+    def forget(self, device: DevicePolicy, slot: float) -> None:
+        """Un-count a mail that could not be queued after all."""
+        with contextlib.suppress(KeyError, ValueError):
+            self._accepted[device.name].remove(slot)
 
 
 class Lockout:

@@ -329,14 +329,17 @@ class RelayHandler:
             return self._refuse(device.name, "content", "554 5.6.0 Cannot convert this mail (see the bridge log)")
         if refusal := state.rates.refuse(device):  # several mails in one session
             return self._refuse(device.name, "rate", refusal)
+        # Counted before the await, so concurrent sessions of one device cannot all pass the check.
+        slot = state.rates.record(device)
         try:
             message_id = await state.engine.submit(message, source=f"smtp:{device.name}")
         except OutboxFullError:
+            state.rates.forget(device, slot)
             return self._refuse(device.name, "outbox", "452 4.3.1 The relay's outbox is full; try again later")
         except (AcsEmailError, OSError, sqlite3.Error) as err:
+            state.rates.forget(device, slot)
             _LOGGER.error("could not queue a mail from %s: %s", device.name, err)
             return self._refuse(device.name, "storage", "451 4.3.0 Could not store the mail; try again later")
-        state.rates.record(device)
         state.metrics.on_accepted(device.name, len(raw))
         state.touch(device.name, server.peer_ip, accepted=1)
         if state.on_accepted is not None:

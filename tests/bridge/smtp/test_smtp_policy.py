@@ -6,6 +6,7 @@ import asyncio
 import base64
 import smtplib
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -24,12 +25,15 @@ def _login(client: smtplib.SMTP, env, user: str = "scanner", password: str | Non
 
 
 def _submit(env, data: bytes = MAIL) -> tuple[int, bytes]:
-    """Log in as the scanner and send ``data`` to alice; the DATA reply."""
+    """Log in as the scanner and send ``data`` to alice; the first refusal, else the DATA reply."""
     with env.smtp() as client:
         _login(client, env)
-        client.mail("scanner@office.lan")
-        client.rcpt("alice@example.com")
-        return client.data(data)
+        code, message = client.mail("scanner@office.lan")
+        if code == 250:
+            code, message = client.rcpt("alice@example.com")
+        if code == 250:
+            code, message = client.data(data)
+        return code, message
 
 
 async def _queued(env) -> int:
@@ -325,3 +329,14 @@ async def test_lines_longer_than_the_protocol_limit_are_kept_whole(relay_env) ->
     assert (await asyncio.to_thread(_submit, relay_env, data))[0] == 250
     [mail] = await relay_env.delivered(1)
     assert mail.payload["content"]["html"].strip() == html
+
+
+async def test_rate_limit_holds_for_concurrent_sessions_of_one_device(make_relay, clock) -> None:
+    env = await make_relay(
+        smtp={"devices": {"scanner": {"recipients": ["example.com"], "per_minute": 2}}}, clock=clock, deliver=False
+    )
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(6) as clients:  # not the loop's default executor: the relay needs that one
+        codes = await asyncio.gather(*(loop.run_in_executor(clients, _submit, env) for _ in range(6)))
+    assert sorted(code for code, _message in codes) == [250, 250, 451, 451, 451, 451]
+    assert await _queued(env) == 2
