@@ -76,7 +76,7 @@ class StatePublisher:
             "sw_version": _version(),
         }
         configs = []
-        for component, key, name, extra in _ENTITIES:
+        for component, key, name, extra in (*_ENTITIES, *self._context.entities):
             config: dict[str, Any] = {
                 "name": name,
                 "unique_id": f"{self._node}_{key}",
@@ -94,7 +94,8 @@ class StatePublisher:
         """The figures Home Assistant shows."""
         metrics = self._context.metrics
         status = await metrics.refresh()
-        return {
+        extra = {key: value for provider in self._context.state.values() for key, value in provider().items()}
+        return extra | {
             "delivering": bool(status is not None and not status.paused),
             "queued": status.queued if status else 0,
             "sent": status.sent_total if status else 0,
