@@ -93,7 +93,8 @@ class MqttLink:
         self._stopping = False
         self._runner: asyncio.Task[None] | None = None
         self._misc: asyncio.Task[None] | None = None
-        self._replies: dict[int, asyncio.Future[None]] = {}  # SUBACK/UNSUBACK awaited by set_filters
+        self._replies: dict[int, asyncio.Future[None]] = {}  # SUBACK/UNSUBACK awaited, by packet id
+        self._subscription: asyncio.Future[None] | None = None  # SUBACK of the current connection's subscribe
         self._received = 0  # messages paho handed over, ever (the reader's progress check)
         self._confirmed = False  # the current connection got a successful CONNACK
         self._client = self._make_client()
@@ -310,11 +311,20 @@ class MqttLink:
         if future is not None and not future.done():
             future.set_result(None)
 
-    def unsubscribe(self, filters: Iterable[str]) -> None:
-        """Drop subscriptions a previous configuration left in the persistent session."""
+    async def subscribed(self, grace: float = 10.0) -> None:
+        """Wait for the SUBACK of this connection's subscriptions (or ``grace`` seconds)."""
+        if self._subscription is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await asyncio.shield(self._subscription)
+
+    async def unsubscribe(self, filters: Iterable[str], grace: float = 10.0) -> None:
+        """Drop subscriptions a previous configuration left in the persistent session (waits for the UNSUBACK)."""
         stale = list(filters)
         if stale and self.connected:
-            self._client.unsubscribe(stale)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._expect(self._client.unsubscribe(stale)[1])
 
     def _subscribe(self, filters: Sequence[str]) -> int | None:
         if not filters:
@@ -359,7 +369,7 @@ class MqttLink:
         self._connected = True
         self._confirmed = True
         client.publish(self.settings.status_topic, "online", qos=1, retain=True)
-        self._subscribe(self._filters)
+        self._subscription = self._expect(self._subscribe(self._filters))
         self._on_state(ConnectionState(True, self._epoch, session_present=bool(flags.session_present)))
 
     def _disconnected_cb(

@@ -77,6 +77,7 @@ class MqttSource:
         self._confirm_after = 2.0 * settings.keepalive
         self._qos0_topics: set[str] = set()
         self._connected_once = False
+        self.settled = asyncio.Event()  # set once a connection's subscriptions are in place (tests, demo)
         self.ingested = 0  # events fully handled (acked or not needing it); for benchmarks and tests
         context.health[SOURCE] = self._health
 
@@ -139,6 +140,7 @@ class MqttSource:
     # ---- connection events ---------------------------------------------------------------------------------
     def _state_changed(self, state: ConnectionState) -> None:
         self._metrics.mqtt_connected.set(int(state.connected))
+        self.settled.clear()
         if state.connected:
             task = asyncio.create_task(self._on_connected(state), name="acs-email-mqtt connected")
             self._tasks.add(task)
@@ -171,9 +173,11 @@ class MqttSource:
             stale = [f for f in json.loads(previous) if f not in current]
             if stale:
                 _LOGGER.info("MQTT: unsubscribing filters no longer configured: %s", ", ".join(stale))
-                self.link.unsubscribe(stale)
+                await self.link.unsubscribe(stale)
         await self.journal.set_meta("filters", json.dumps(current))
+        await self.link.subscribed()
         self._state.connected()
+        self.settled.set()
 
     # ---- ingest --------------------------------------------------------------------------------------------
     async def _consume(self) -> None:

@@ -42,7 +42,7 @@ async def start_bridge() -> AsyncIterator[Start]:
         service = Service(await asyncio.to_thread(read_config, path), router=router)
         await service.start()
         services.append(service)
-        await wait_until(lambda: mqtt_source(service).link.connected, 20)
+        await asyncio.wait_for(mqtt_source(service).settled.wait(), 20)
         return service
 
     yield start
@@ -324,3 +324,19 @@ async def test_a_full_outbox_holds_events_unacknowledged_until_there_is_room(
     await wait_until(lambda: len(emu.mails) == 5, 60)
     assert sorted(m.subject for m in emu.mails) == [f"event {i}" for i in range(5)]
     assert service.metrics.last_error.startswith("outbox full")
+
+
+async def test_filters_of_an_earlier_config_are_dropped_from_the_persistent_session(
+    tmp_path, emu, broker, start_bridge, test_routes
+):
+    config = bridge_config(tmp_path, emu, broker.port, test_routes={"topics": ["old/+"]})
+    first = await start_bridge(config, router=_TestRouter)
+    await first.stop()
+    config.write_text(config.read_text().replace("old/+", "new/+"), encoding="utf-8")
+    service = await start_bridge(config, router=_TestRouter)  # returns once old/+ is unsubscribed
+    await broker.publish("old/cellar", json.dumps({"water_leak": True, "battery": 5}))
+    await broker.publish("new/cellar", json.dumps({"water_leak": True, "battery": 6}))
+    await wait_until(lambda: len(emu.mails) == 1, 20)
+    await asyncio.sleep(0.3)
+    assert [m.subject for m in emu.mails] == ["Leak at cellar (battery 6%)"]
+    assert [e.topic for e in service.router.seen] == ["new/cellar"]  # type: ignore[attr-defined]
