@@ -44,7 +44,7 @@ class InboundEvent:
     retain: bool
     received_at: float  # Unix time
     event_id: str  # the same for every delivery of this broker message (see the module docstring)
-    duplicate: bool = False  # the broker flagged it as a redelivery
+    duplicate: bool = False  # may have been routed before: a broker redelivery (DUP), or a batch retried
     user_properties: tuple[tuple[str, str], ...] = ()
     response_topic: str | None = None  # MQTT v5 request/response (used by the send topic)
     correlation_data: bytes | None = None

@@ -55,6 +55,7 @@ class Received:
     correlation_data: bytes | None = None
     event_id: str | None = None  # set by the source (journal) once, kept if its batch is retried
     seq: int | None = None  # the journal row
+    retried: bool = False  # its batch failed once after routing
 
 
 @dataclass(frozen=True, slots=True)

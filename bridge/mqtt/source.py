@@ -71,6 +71,7 @@ class MqttSource:
         self._state = StatePublisher(settings, self.link, context)
         self._results = Results(self.link, self.journal, self._engine, settings.result_topic)
         self._stopping = False
+        self._stop_requested = asyncio.Event()
         self._consumer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # connect handlers
         self._acked: deque[tuple[int, int, float]] = deque()  # (epoch, highest seq, when) awaiting confirmation
@@ -99,6 +100,7 @@ class MqttSource:
 
     async def stop(self) -> None:
         self._stopping = True
+        self._stop_requested.set()
         self._work.set()
         if self._consumer is not None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -193,9 +195,16 @@ class MqttSource:
                 except Exception:  # a disk error, say: nothing acked, the broker redelivers; keep the source alive
                     _LOGGER.exception("MQTT: a batch of %d events could not be stored; retrying", len(batch))
                     self._metrics.error("MQTT batch could not be stored")
+                    for r in batch:
+                        r.retried = True  # the router may have seen it: it is told, as for a redelivery
                     inbox.extendleft(reversed(batch))
                     self.link.taken(-sum(len(r.payload) + OVERHEAD for r in batch))
-                    await asyncio.sleep(HOLD_BACKOFF[0])
+                    await self._pause(HOLD_BACKOFF[0])
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait before a retry; a stop ends the wait."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_requested.wait(), seconds)
 
     def _confirmable(self, now: float) -> int | None:
         """The highest journal row whose PUBACK has surely reached the broker (see journal)."""
@@ -217,9 +226,9 @@ class MqttSource:
             done, pending = await self._store(pending)
             await self._finish(done)
             if pending:
+                await self._pause(delay)
                 if self._stopping:
                     return  # not acked: the broker delivers them again after the restart
-                await asyncio.sleep(delay)
                 delay = min(delay * 2, HOLD_BACKOFF[1])
 
     async def _identify(self, batch: list[Received]) -> list[_Item]:
@@ -244,7 +253,7 @@ class MqttSource:
         items = []
         for r in batch:
             event = InboundEvent(
-                r.topic, r.payload, r.qos, r.retain, r.received_at, r.event_id or "", r.dup,
+                r.topic, r.payload, r.qos, r.retain, r.received_at, r.event_id or "", r.dup or r.retried,
                 r.user_properties, r.response_topic, r.correlation_data,
             )  # fmt: skip
             items.append(_Item(r, event, r.seq))
