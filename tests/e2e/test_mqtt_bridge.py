@@ -16,6 +16,7 @@ import pytest
 import voluptuous as vol
 
 from acs_email_bridge import service as service_module
+from acs_email_bridge.cli import main as cli_main
 from acs_email_bridge.config import BridgeConfig
 from acs_email_bridge.emulator import Fault
 from acs_email_bridge.metrics import Metrics
@@ -94,7 +95,7 @@ async def test_send_topic_mails_the_request_and_publishes_its_outcome(tmp_path, 
 
 
 async def test_bad_input_is_logged_kept_and_answered_while_the_bridge_keeps_going(
-    tmp_path, emu, broker, start_bridge, caplog
+    tmp_path, emu, broker, start_bridge, caplog, capsys
 ):
     caplog.set_level(logging.WARNING, logger="acs_email_bridge")
     service = await start_bridge(bridge_config(tmp_path, emu, broker.port, mqtt_extra={"max_payload": "1k"}))
@@ -125,6 +126,12 @@ async def test_bad_input_is_logged_kept_and_answered_while_the_bridge_keeps_goin
     assert all(line.startswith("MQTT: event on acs_email/send failed") for line in lines)
     text = service.metrics.exposition().decode()
     assert 'acs_email_bridge_events_total{disposition="failed",route="send",rule="",source="mqtt"} 5.0' in text
+    config = tmp_path / "config.yaml"
+    assert await asyncio.to_thread(cli_main, ["failed", "-c", str(config)]) == 0
+    listing = capsys.readouterr().out
+    assert "acs_email/send [send]: payload is not UTF-8 text" in listing
+    assert "<9 bytes, not text>" in listing
+    assert "5 failed event(s) shown" in listing
     assert 'acs_email_bridge_events_total{disposition="mailed",route="send",rule="",source="mqtt"} 1.0' in text
     results.close()
 
