@@ -264,11 +264,11 @@ async def test_home_assistant_discovery_status_and_http_endpoints(tmp_path, emu,
     assert queued["availability_topic"] == "acs_email/status"
     assert queued["device"]["name"] == "ACS Email bridge"
     assert {c["unique_id"] for c in sensors.values()} == {
-        f"acs_email_bridge_{k}" for k in ("delivering", "queued", "sent", "dead", "quota_left", "last_error")
+        f"acs_email_bridge_{k}" for k in ("connected", "queued", "sent", "dead", "quota_left", "last_error")
     }
     assert ("acs_email/status", b"online", False) in listener.messages
     state = listener.json("acs_email/state")[-1]
-    assert set(state) == {"delivering", "queued", "sent", "dead", "quota_left", "last_error"}
+    assert set(state) == {"connected", "queued", "sent", "dead", "quota_left", "last_error"}
 
     http = next(s for s in service.sources if s.name == "http")
     url = f"http://127.0.0.1:{http.port}"  # type: ignore[attr-defined]
