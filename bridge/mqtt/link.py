@@ -81,6 +81,7 @@ class MqttLink:
         self.settings = settings
         self.inbox: collections.deque[Received] = collections.deque()
         self.inbox_bytes = 0  # payload bytes in the inbox; reading pauses above settings.inbox_bytes
+        self.pauses = 0  # times reading paused for the source to catch up
         self._on_messages = on_messages
         self._on_state = on_state
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -268,6 +269,7 @@ class MqttLink:
         if self._reading and self._sock is not None and self._loop is not None:
             self._loop.remove_reader(self._sock)
             self._reading = False
+            self.pauses += 1
 
     def _resume_reading(self) -> None:
         if not self._reading and self._sock is not None and self._loop is not None:

@@ -347,3 +347,13 @@ async def test_filters_of_an_earlier_config_are_dropped_from_the_persistent_sess
     await asyncio.sleep(0.3)
     assert [m.subject for m in emu.mails] == ["Leak at cellar (battery 6%)"]
     assert [e.topic for e in service.router.seen] == ["new/cellar"]  # type: ignore[attr-defined]
+
+
+async def test_a_small_inbox_budget_pauses_reading_and_loses_nothing(tmp_path, emu, broker, start_bridge):
+    config = bridge_config(tmp_path, emu, broker.port, mqtt_extra={"inbox_bytes": "64k", "batch_size": 20})
+    service = await start_bridge(config)
+    source = mqtt_source(service)
+    await broker.publish_lines("acs_email/send", [send_request(i, text="x" * 2000) for i in range(300)])
+    await wait_until(lambda: len(emu.mails) == 300, 60)
+    assert source.link.pauses > 0  # the broker waited (TCP backpressure) while the bridge caught up
+    assert sorted(int(m.subject.split()[1]) for m in emu.mails) == list(range(300))
