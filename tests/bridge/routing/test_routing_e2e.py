@@ -10,75 +10,28 @@ import asyncio
 import contextlib
 import functools
 import json
-import shutil
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import FIXTURES, JPEG, SENDER, T0, Clock
+from broker_fixtures import Mosquitto
+from routing_helpers import FIXTURES, JPEG, SENDER, T0, Clock
 
 from acs_email_bridge.emulator import Emulator
 from acs_email_bridge.emulator.mailbox import ReceivedMail
 from acs_email_bridge.routing.service import create_router
 from acs_email_bridge.service import Service, read_config
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-pytestmark = pytest.mark.skipif(
-    not (Path(MOSQUITTO).exists() and shutil.which("mosquitto_pub")), reason="mosquitto is not installed (make deps)"
-)
 WAIT = 30.0  # seconds; generous, the machine is shared
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-async def broker(tmp_path: Path) -> AsyncIterator[int]:
-    """A Mosquitto on a free loopback port, stopped at teardown."""
-    port = _free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n", encoding="utf-8")
-    process = await asyncio.create_subprocess_exec(
-        MOSQUITTO, "-c", str(conf), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-    )
-    try:
-        async with asyncio.timeout(WAIT):
-            while True:
-                with contextlib.suppress(OSError):
-                    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                    writer.close()
-                    await writer.wait_closed()
-                    break
-                await asyncio.sleep(0.05)
-        yield port
-    finally:
-        process.terminate()
-        await process.wait()
-
-
 Publish = Callable[..., Awaitable[None]]
 
 
 @pytest.fixture
-def publish(broker: int, tmp_path: Path) -> Publish:
-    """``await publish(topic, payload)`` with mosquitto_pub at QoS 1 (bytes go through a file, as devices send them)."""
-    counter = iter(range(1_000_000))
-
-    async def run(topic: str, payload: bytes | str, *, retain: bool = False) -> None:
-        data = payload.encode() if isinstance(payload, str) else payload
-        file = tmp_path / f"payload-{next(counter)}"
-        file.write_bytes(data)
-        args = ["-h", "127.0.0.1", "-p", str(broker), "-q", "1", "-t", topic, "-f", str(file)]
-        process = await asyncio.create_subprocess_exec("mosquitto_pub", *args, *(["-r"] if retain else []))
-        assert await process.wait() == 0
-
-    return run
+def publish(broker: Mosquitto) -> Publish:
+    """``await publish(topic, payload, retain=False)`` with mosquitto_pub at QoS 1."""
+    return broker.publish
 
 
 class Bridge:
@@ -112,7 +65,7 @@ StartBridge = Callable[[dict[str, Any]], Awaitable[Bridge]]
 
 @pytest.fixture
 async def bridge(
-    tmp_path: Path, broker: int, emulator: Emulator, publish: Publish, clock: Clock
+    tmp_path: Path, broker: Mosquitto, emulator: Emulator, publish: Publish, clock: Clock
 ) -> AsyncIterator[StartBridge]:
     """``await bridge(sections)``: the service (``run``) with these routes/presets, ready for messages."""
     async with contextlib.AsyncExitStack() as stack:
@@ -126,7 +79,7 @@ async def bridge(
                 },
                 "quota": {"per_minute": 1000, "per_hour": 10000},
                 "outbox": {"path": str(tmp_path / "outbox.db"), "synchronous": "normal"},
-                "mqtt": {"host": "127.0.0.1", "port": broker, "client_id": f"routes-e2e-{broker}"},
+                "mqtt": {"host": "127.0.0.1", "port": broker.port, "client_id": f"routes-e2e-{broker.port}"},
                 **sections,
             }
             config.setdefault("routes", []).append(

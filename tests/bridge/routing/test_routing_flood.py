@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import T0, Clock, MakeRouter
+from routing_helpers import T0, Clock, MakeRouter
 
 from acs_email_bridge.mqtt.events import Disposition
 from acs_email_bridge.routing import Router, quota_probe, routing_from_config

@@ -6,7 +6,7 @@ import base64
 import json
 from pathlib import Path
 
-from conftest import JPEG, Deliver, fixture
+from routing_helpers import JPEG, Deliver, fixture
 
 OWNER = "Home Owner <owner@example.com>"
 

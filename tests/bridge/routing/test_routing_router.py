@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, JPEG, MakeRouter
+from routing_helpers import FIXTURES, JPEG, MakeRouter
 
 from acs_email_bridge.mqtt.events import Disposition
 from acs_email_bridge.routing.topics import matches
