@@ -62,6 +62,7 @@ class _Group:
     grp: str
     due_at: float
     events: list[HeldEvent] = field(default_factory=list)
+    flush_id: str | None = None  # set once its mail is being queued
 
 
 @dataclass
@@ -113,6 +114,7 @@ class Router:
         self._flood: dict[tuple[str, str, str], tuple[str | None, float]] = {}
         self._companions: dict[str, bytes] = {}
         self._groups: dict[tuple[str, str, str], _Group] = {}
+        self._flushing: dict[str, _Group] = {}  # flush id → group whose mail is being queued
         self._recent: collections.OrderedDict[str, dict[str, tuple[str, str]]] = collections.OrderedDict()
         self._counters: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.quota_short = False
@@ -127,12 +129,20 @@ class Router:
         self._flood = {(r, k, key): (value, at) for r, k, key, value, at in snapshot.flood}
         self._companions = {topic: bytes(payload) for topic, payload, _at in snapshot.companions}
         for row in snapshot.held:
-            group = self._groups.setdefault(
-                (row["route"], row["kind"], row["grp"]), _Group(row["route"], row["kind"], row["grp"], row["due_at"])
-            )
+            if row["flush_id"] is not None:  # a flush the previous run did not finish: it is completed first
+                group = self._flushing.setdefault(
+                    row["flush_id"], _Group(row["route"], row["kind"], row["grp"], 0.0, flush_id=row["flush_id"])
+                )
+            else:
+                group = self._groups.setdefault(
+                    (row["route"], row["kind"], row["grp"]),
+                    _Group(row["route"], row["kind"], row["grp"], row["due_at"]),
+                )
             group.events.append(_held_from_row(row))
-        if self._groups:
-            _LOGGER.info("router: %d held event group(s) restored", len(self._groups))
+        if self._groups or self._flushing:
+            _LOGGER.info("router: %d held event group(s) restored", len(self._groups) + len(self._flushing))
+        if self._flushing:  # before any new event could join what that flush already holds
+            await self.flush_due()
         if timers:
             self._timer = asyncio.create_task(self._run_timers(), name="acs-email-routes-timers")
 
@@ -293,7 +303,8 @@ class Router:
         if not collapse_key:
             raise ComposeError("the collapse key rendered empty")
         done = self._flood.get((route.name, "collapsed", collapse_key))
-        if done is not None and now - done[1] < route.collapse.keep:
+        flushing = any(g.route == route.name and g.grp == collapse_key for g in self._flushing.values())
+        if flushing or (done is not None and now - done[1] < route.collapse.keep):
             return RouteResult(route.name, OutcomeKind.DROPPED, "collapse")
         attachments = await compose.attachments(route, context, self._latest, self._limits)
         rendered = compose.render(route, context, attachments)  # fails now, not at flush, if the payload is unusable
@@ -401,15 +412,12 @@ class Router:
         """Mail every held group that is due (digest window over, quiet hours ended, collapse finished)."""
         now = self._clock()
         sent: list[str] = []
-        for group_key, group in list(self._groups.items()):
-            if group.due_at > now:
-                continue
+        due = [g for g in self._groups.values() if g.due_at <= now]
+        for group in [*self._flushing.values(), *due]:
             route = next((r for r in self.config.routes if r.name == group.route), None)
             if route is None:
                 continue
             async with self._locks.setdefault(route.name, asyncio.Lock()):
-                if self._groups.get(group_key) is not group:
-                    continue
                 try:
                     sent.extend(await self._flush(route, group, now))
                 except (OutboxFullError, OSError, AcsEmailError) as err:
@@ -417,18 +425,33 @@ class Router:
         return sent
 
     async def _flush(self, route: Route, group: _Group, now: float) -> list[str]:
-        delete = ("DELETE FROM held WHERE route = ? AND kind = ? AND grp = ?", (route.name, group.kind, group.grp))
-        flush_id = str(uuid.uuid5(_NAMESPACE, f"{route.name}/{group.kind}/{group.grp}/{group.events[0].id}"))
+        """Mark the group's events with the mail's id, queue the mail, then forget them.
+
+        The mark makes a flush interrupted by a crash send exactly these events again, under the same id (which
+        the outbox ignores if it already has it), while events that arrived since form the next group.
+        """
+        if group.flush_id is None:
+            if self._groups.get((group.route, group.kind, group.grp)) is not group:
+                return []
+            group.flush_id = str(uuid.uuid5(_NAMESPACE, f"{route.name}/{group.kind}/{group.grp}/{group.events[0].id}"))
+            ids = [e.id for e in group.events]
+            marks = [("UPDATE held SET flush_id = ? WHERE id = ?", (group.flush_id, i)) for i in ids]
+            del self._groups[(group.route, group.kind, group.grp)]
+            self._flushing[group.flush_id] = group
+            await self._store.write(marks)
+        delete: Statement = ("DELETE FROM held WHERE flush_id = ?", (group.flush_id,))
         if group.kind == "collapse":
-            return await self._flush_collapse(route, group, now, delete, flush_id)
-        local = [self._local(e.at) for e in group.events]
-        rendered = digest_mail(route.name, group.kind, Recipients.from_key(group.grp), group.events, local)
-        message = compose.build(rendered, sender=self._sender, message_id=flush_id, limits=self._limits)
-        await self._submit(message, f"mqtt:{route.name}:{group.kind}")
-        await self._store.write([delete])
-        del self._groups[(group.route, group.kind, group.grp)]
-        self._counters[(route.name, "mailed", group.kind)] += 1
-        return [flush_id]
+            sent = await self._flush_collapse(route, group, now, delete, group.flush_id)
+        else:
+            local = [self._local(e.at) for e in group.events]
+            rendered = digest_mail(route.name, group.kind, Recipients.from_key(group.grp), group.events, local)
+            message = compose.build(rendered, sender=self._sender, message_id=group.flush_id, limits=self._limits)
+            await self._submit(message, f"mqtt:{route.name}:{group.kind}")
+            await self._store.write([delete])
+            self._counters[(route.name, "mailed", group.kind)] += 1
+            sent = [group.flush_id]
+        del self._flushing[group.flush_id]
+        return sent
 
     async def _flush_collapse(
         self, route: Route, group: _Group, now: float, delete: Statement, flush_id: str
@@ -453,8 +476,6 @@ class Router:
         for apply in work.memory:
             apply()
         await self._store.write(work.statements)
-        if self._groups.get((group.route, group.kind, group.grp)) is group:
-            del self._groups[(group.route, group.kind, group.grp)]
         self._counters[(route.name, result.kind.value, "collapse")] += 1
         return [m.message_id for m in work.mails]
 

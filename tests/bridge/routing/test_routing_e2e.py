@@ -223,7 +223,7 @@ async def test_sighup_reload_adds_a_route_without_losing_held_events(
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     assert await b.service.reload()
     assert "r/new" in b.router.topics()
-    await publish("r/new", "hello")
+    await publish("r/new", "hello", retain=True)  # retained: delivered once the new subscription is in place
     [mail] = await b.mails(1)
     assert (mail.subject, mail.recipients("to")) == ("r/new", ["b@example.com"])
     b.clock.advance(3600)

@@ -10,6 +10,7 @@ from routing_helpers import T0, Clock, MakeRouter
 from acs_email_bridge.mqtt.events import Disposition
 from acs_email_bridge.routing import Router, quota_probe, routing_from_config
 from acs_email_core.engine import Engine
+from acs_email_core.errors import OutboxFullError
 from acs_email_core.message import EmailMessage
 from acs_email_core.quota import Quota, Window
 
@@ -252,3 +253,41 @@ async def test_refresh_quota_switches_routes_to_digests_and_back(tmp_path: Path,
         assert (await router(event("t", "2"))).disposition is Disposition.MAILED
     finally:
         await router.stop()
+
+
+async def test_a_digest_interrupted_while_queued_is_sent_once_with_exactly_its_events(
+    event, clock: Clock, tmp_path: Path
+) -> None:
+    config = {"routes": [{"name": "m", "topic": "m", "to": TO, "digest": "5m", "text": "{{ raw }}"}]}
+    routing = routing_from_config(config, base_dir=tmp_path)
+    queued: list[EmailMessage] = []
+    full = [True]
+
+    async def submit(message: EmailMessage, source: str) -> str:
+        queued.append(message)
+        if full[0]:  # the outbox refuses (or the process dies) after the mail was handed over
+            raise OutboxFullError("outbox full")
+        return message.message_id
+
+    def make() -> Router:
+        return Router(routing, submit=submit, sender=TO, state_path=tmp_path / "s.db", clock=clock)
+
+    first = make()
+    await first.start(timers=False)
+    for n in (1, 2):
+        await first(event("m", f"early {n}"))
+    clock.advance(300)
+    assert await first.flush_due() == []  # not queued: the events stay held, marked for this digest
+    await first.stop()
+
+    full[0] = False
+    second = make()
+    await second.start(timers=False)  # completes the interrupted digest before taking new events
+    await second(event("m", "late"))
+    clock.advance(300)
+    await second.flush_due()
+    await second.stop()
+    first_try, retried, late = queued
+    assert retried.message_id == first_try.message_id  # the outbox stores it once
+    assert "2 events" in retried.subject and "early 1" in (retried.text or "")
+    assert late.subject == "m" and late.text == "late"
