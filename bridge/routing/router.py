@@ -6,12 +6,14 @@ companion snapshots) is on disk in its state store before it returns. A message 
 keeps its ``event_id``, so:
 
 * mails get ``event.mail_id(i)`` ids (``i`` = the route's position), which the outbox stores once;
-* routes with flood state (change-only, dedup, cooldown, collapse) record a decision that changed that state
-  (a mail, a held event) per event id, with the state; a redelivered event gets the recorded decision again
-  (its mail rebuilt with the same id) instead of a fresh one that the updated state would turn into a drop.
-  Drops change no state, so deciding them again gives the same drop;
-* held events (digests, collapse groups) have ids derived from the event id, and a digest mail's id from its
-  first event, so holding or flushing twice stores or sends once.
+* a decision that changed the router's state is recorded per event id with that state: a held event (digest,
+  collapse), and a mail of a route with flood state (change-only, dedup, cooldown). A redelivered event gets
+  the recorded decision again (its mail rebuilt with the same id; a held event not held a second time, even
+  if its digest went out meanwhile) instead of a fresh one that the updated state would turn into a drop.
+  Drops change no state, and a mail of a route without state always gets the same id, so deciding those
+  again gives the same result;
+* a digest's events are marked with the digest mail's id before it is queued, so a flush interrupted by a
+  crash sends exactly those events again under the same id.
 """
 
 from __future__ import annotations
@@ -189,7 +191,7 @@ class Router:
             results.append(self._store_companion(event, now, work))
         routes = [(i, r) for i, r in enumerate(self.config.routes) if r.accepts(event.topic)]
         stateful = [r for _i, r in routes if _stateful(r)]
-        recorded = await self._recorded(event) if stateful and event.duplicate else {}
+        recorded = await self._recorded(event) if routes and event.duplicate else {}
         decisions: dict[str, tuple[str, str]] = {}
         async with contextlib.AsyncExitStack() as stack:
             for route in stateful:  # in route order, so two events never wait on each other's locks
@@ -205,7 +207,7 @@ class Router:
                 )
                 result = await self._route(step, recorded.get(route.name))
                 results.append(result)
-                if _stateful(route) and result.kind in (OutcomeKind.MAILED, OutcomeKind.DIGESTED):
+                if result.kind is OutcomeKind.DIGESTED or (_stateful(route) and result.kind is OutcomeKind.MAILED):
                     decisions[route.name] = (result.kind.value, result.rule or "")
                     work.statements.append(
                         (
