@@ -5,7 +5,8 @@ committed by the source to the outbox, anything the router keeps (flood-control 
 companion snapshots) is on disk in its state store before it returns. A message the broker delivers again
 keeps its ``event_id``, so:
 
-* mails get ``event.mail_id(i)`` ids (``i`` = the route's position), which the outbox stores once;
+* mails get ``event.mail_id(route.mail_index)`` ids (the index is derived from the route's name, so it holds
+  across reloads), which the outbox stores once;
 * a decision that changed the router's state is recorded per event id with that state: a held event (digest,
   collapse), and a mail of a route with flood state (change-only, dedup, cooldown). A redelivered event gets
   the recorded decision again (its mail rebuilt with the same id; a held event not held a second time, even
@@ -189,20 +190,20 @@ class Router:
         results: list[RouteResult] = []
         if any(matches(f, event.topic) for f in self.config.companion_filters):
             results.append(self._store_companion(event, now, work))
-        routes = [(i, r) for i, r in enumerate(self.config.routes) if r.accepts(event.topic)]
-        stateful = [r for _i, r in routes if _stateful(r)]
+        routes = [r for r in self.config.routes if r.accepts(event.topic)]
+        stateful = [r for r in routes if _stateful(r)]
         recorded = await self._recorded(event) if routes and event.duplicate else {}
         decisions: dict[str, tuple[str, str]] = {}
         async with contextlib.AsyncExitStack() as stack:
             for route in stateful:  # in route order, so two events never wait on each other's locks
                 await stack.enter_async_context(self._locks.setdefault(route.name, asyncio.Lock()))
-            for index, route in routes:
+            for route in routes:
                 step = _Step(
                     route,
                     event,
                     now,
                     work,
-                    event.mail_id(index),
+                    event.mail_id(route.mail_index),
                     str(uuid.uuid5(_NAMESPACE, f"{event.event_id}/{route.name}")),
                 )
                 result = await self._route(step, recorded.get(route.name))

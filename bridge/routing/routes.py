@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, tzinfo
 from pathlib import Path
@@ -127,6 +128,11 @@ class Route:
     quiet_hours: QuietHours | None
     quota_digest: bool
 
+    @property
+    def mail_index(self) -> int:
+        """Which of an event's mails is this route's (``InboundEvent.mail_id``): stable across reloads."""
+        return zlib.crc32(self.name.encode())
+
     def accepts(self, topic: str) -> bool:
         return any(matches(f, topic) for f in self.filters)
 
@@ -228,6 +234,11 @@ def compile_routing(
             routes.append(_compile(raw, renderer, templates_dir, global_dirs, options["max_payload"]))
         except (TemplateError, ConfigError, vol.Invalid) as err:
             raise RouteError(path, f"{where}: {err}") from None
+    indexes: dict[int, str] = {}
+    for route in routes:  # two names with one CRC would give their mails one id (odds: one in billions): refuse
+        if route.mail_index in indexes:
+            raise ConfigError(f"routes {indexes[route.mail_index]!r} and {route.name!r}: rename one of them")
+        indexes[route.mail_index] = route.name
     companions = tuple(dict.fromkeys(f for r in routes for f in r.companions))
     state_path = _resolve(base_dir, options["state_path"]) if "state_path" in options else None
     return RoutingConfig(
