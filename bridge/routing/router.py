@@ -34,12 +34,12 @@ from typing import Any
 
 from acs_email_core.engine import Engine
 from acs_email_core.errors import AcsEmailError, OutboxFullError, TemplateError, ValidationError
-from acs_email_core.message import DEFAULT_LIMITS, EmailMessage, MessageLimits
+from acs_email_core.message import DEFAULT_LIMITS, Attachment, EmailMessage, MessageLimits
 
 from ..mqtt.events import IGNORED, Disposition, InboundEvent, Outcome
 from . import compose
 from .compose import ComposeError, Recipients, Rendered
-from .digest import HeldEvent, digest_mail
+from .digest import Extras, HeldEvent, digest_mail
 from .event import OutcomeKind, RouteResult
 from .payload import PayloadError
 from .routes import Route, RoutingConfig
@@ -345,7 +345,7 @@ class Router:
             due = group.due_at
             if kind == "digest" and route.digest and len(group.events) + 1 >= route.digest.max_events:
                 due = now
-        held = self._held(step, kind, grp, due, rendered, keep_payload=False)
+        held = self._held(step, kind, grp, due, rendered, keep_payload=bool(route.attachments))
         step.work.statements.append(_insert_held(name, held))
         step.work.memory.append(lambda: self._add_to_group(name, kind, grp, due, held))
         return RouteResult(name, OutcomeKind.DIGESTED, {"quiet": "quiet_hours"}.get(kind, kind))
@@ -447,7 +447,9 @@ class Router:
             sent = await self._flush_collapse(route, group, now, delete, group.flush_id)
         else:
             local = [self._local(e.at) for e in group.events]
-            rendered = digest_mail(route.name, group.kind, Recipients.from_key(group.grp), group.events, local)
+            extras = await self._digest_extras(route, group.events)
+            recipients = Recipients.from_key(group.grp)
+            rendered = digest_mail(route.name, group.kind, recipients, group.events, local, extras=extras)
             message = compose.build(rendered, sender=self._sender, message_id=group.flush_id, limits=self._limits)
             await self._submit(message, f"mqtt:{route.name}:{group.kind}")
             await self._store.write([delete])
@@ -456,23 +458,56 @@ class Router:
         del self._flushing[group.flush_id]
         return sent
 
+    def _context_of(self, route: Route, held: HeldEvent) -> tuple[InboundEvent, dict[str, Any]]:
+        """A held event as it arrived, with its template variables (``vars:`` included)."""
+        event = InboundEvent(held.topic, held.payload, held.qos, held.retained, held.at, held.id)
+        context = compose.variables(event, route, compose.parse(event, route), self.config.renderer, self._latest)
+        compose.add_vars(route, context)
+        return event, context
+
+    async def _digest_extras(self, route: Route, events: list[HeldEvent]) -> Extras:
+        """The attachments of held events, taken now (a companion's latest value), within the size limit."""
+        if not route.attachments:
+            return Extras()
+        budget = int(self._limits.max_request_bytes * 0.7)  # base64 adds a third, text and headers the rest
+        attachments: list[Attachment] = []
+        notes: dict[str, list[str]] = {}
+        for number, held in enumerate(events, 1):
+            event = InboundEvent(held.topic, held.payload, held.qos, held.retained, held.at, held.id)
+            lines = notes.setdefault(held.id, [])
+            try:
+                context = compose.variables(
+                    event, route, compose.parse(event, route), self.config.renderer, self._latest
+                )
+                compose.add_vars(route, context)
+                found = await compose.attachments(route, context, self._latest, self._limits)
+            except _BAD_INPUT as err:
+                lines.append(f"[attachment unavailable: {err}]")
+                continue
+            for attachment in found:
+                name = f"{number:02d}-{attachment.name}"
+                if len(attachment.data) > budget:
+                    lines.append(f"[{attachment.name} left out: the digest reached the size limit]")
+                    continue
+                budget -= len(attachment.data)
+                attachments.append(Attachment(name, attachment.data, attachment.content_type))
+                lines.append(f"[attached: {name}]")
+        return Extras(tuple(attachments), notes)
+
     async def _flush_collapse(
         self, route: Route, group: _Group, now: float, delete: Statement, flush_id: str
     ) -> list[str]:
         """The latest event of the group goes on as if it had just arrived: cooldown, quiet hours, digest, mail."""
         held = group.events[-1]
-        event = InboundEvent(held.topic, held.payload, held.qos, held.retained, held.at, held.id)
         work = _Work(statements=[delete])
         self._set(work, (route.name, "collapsed", group.grp), None, now)
-        step = _Step(route, event, now, work, flush_id, str(uuid.uuid5(_NAMESPACE, f"{flush_id}/held")))
+        held_id = str(uuid.uuid5(_NAMESPACE, f"{flush_id}/held"))
         try:
-            step.context = compose.variables(
-                event, route, compose.parse(event, route), self.config.renderer, self._latest
-            )
-            compose.add_vars(route, step.context)
+            event, context = self._context_of(route, held)
+            step = _Step(route, event, now, work, flush_id, held_id, context)
             result = await self._deliver(step)
         except _BAD_INPUT as err:
-            _LOGGER.warning("route %s: collapsed event on %s failed: %s", route.name, event.topic, err)
+            _LOGGER.warning("route %s: collapsed event on %s failed: %s", route.name, held.topic, err)
             result = RouteResult(route.name, OutcomeKind.FAILED, "bad-input", reason=str(err))
         for message in work.mails:
             await self._submit(message, f"mqtt:{route.name}")

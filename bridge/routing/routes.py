@@ -168,7 +168,7 @@ class Route:
         if self.quota_digest:
             lines.append("collects events into a digest while the ACS quota is short")
         if self.attachments and (self.digest or self.quiet_hours or self.quota_digest):
-            lines.append("note: digest mails list the events without their attachments")
+            lines.append("digest mails carry the events' attachments as they are when the digest is sent")
         return lines
 
 

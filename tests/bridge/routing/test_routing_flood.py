@@ -291,3 +291,35 @@ async def test_a_digest_interrupted_while_queued_is_sent_once_with_exactly_its_e
     assert retried.message_id == first_try.message_id  # the outbox stores it once
     assert "2 events" in retried.subject and "early 1" in (retried.text or "")
     assert late.subject == "m" and late.text == "late"
+
+
+async def test_digests_carry_the_events_attachments(
+    make_router: MakeRouter, event, clock: Clock, tmp_path: Path
+) -> None:
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "a.pdf").write_bytes(b"%PDF-1.4 a")
+    h = await make_router(
+        {
+            "routes": [
+                {
+                    "name": "cam",
+                    "topic": "cam/+",
+                    "to": TO,
+                    "subject": "{{ topic_parts[1] }}",
+                    "text": "{{ payload.clip }}",
+                    "digest": "10m",
+                    "allowed_dirs": [str(clips)],
+                    "attachments": [{"file": "{{ payload.clip }}"}],
+                }
+            ]
+        }
+    )
+    await h.send(event("cam/door", json.dumps({"clip": str(clips / "a.pdf")})))
+    await h.send(event("cam/yard", json.dumps({"clip": str(clips / "gone.pdf")})))
+    clock.advance(600)
+    [digest] = await h.flush()
+    assert [(a.name, a.data) for a in digest.attachments] == [("01-a.pdf", b"%PDF-1.4 a")]
+    assert digest.text is not None
+    assert "    [attached: 01-a.pdf]" in digest.text
+    assert "[attachment unavailable: cannot read attachment" in digest.text
