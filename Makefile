@@ -74,7 +74,7 @@ bench: venv-core
 	if [ $${#files[@]} -eq 0 ]; then echo "bench: no bench/*.py yet"; fi; \
 	for f in "$${files[@]}"; do echo "== $$f"; $(VENV_CORE)/bin/python "$$f"; done
 
-demo: venv-core
+demo: deps venv-core
 	$(VENV_CORE)/bin/acs-email-bridge demo
 
 # Mosquitto for the bridge tests; they start their own broker on a free loopback port, so it is not started here.

@@ -60,7 +60,7 @@ TLS_SCHEMA = vol.Schema(
 MQTT_SCHEMA = vol.Schema(
     {
         vol.Optional("host", default="127.0.0.1"): str,
-        vol.Optional("port"): vol.All(int, vol.Range(min=1, max=65535)),  # default 1883, 8883 with tls
+        vol.Optional("port"): vol.All(vol.Coerce(int), vol.Range(min=1, max=65535)),  # 1883, 8883 with tls
         vol.Optional("protocol", default="5"): _protocol,
         vol.Optional("client_id", default="acs-email-bridge"): vol.All(str, vol.Length(min=1, max=65535)),
         vol.Optional("username"): str,
@@ -68,7 +68,10 @@ MQTT_SCHEMA = vol.Schema(
         vol.Optional("tls"): vol.Any(vol.All(bool, lambda v: {"insecure": False} if v else None), TLS_SCHEMA),
         vol.Optional("keepalive", default=60): vol.All(duration, vol.Range(min=5, max=65535)),
         vol.Optional("session_expiry", default=7 * 86400.0): vol.All(duration, vol.Range(min=60)),
-        vol.Optional("receive_maximum", default=2000): vol.All(int, vol.Range(min=1, max=65535)),
+        # Unacknowledged messages the broker may send ahead (MQTT v5): the higher, the faster the ingest and the
+        # more of a burst is taken from the broker's queue; memory is bounded by inbox_bytes.
+        vol.Optional("receive_maximum", default=65535): vol.All(int, vol.Range(min=1, max=65535)),
+        vol.Optional("inbox_bytes", default="64M"): vol.All(size, vol.Range(min=65536)),
         vol.Optional("reconnect_min", default=1.0): vol.All(duration, vol.Range(min=0.1)),
         vol.Optional("reconnect_max", default=120.0): vol.All(duration, vol.Range(min=1)),
         vol.Optional("base_topic", default="acs_email"): _topic,
@@ -109,7 +112,8 @@ class MqttSettings:
     tls: TlsSettings | None = None
     keepalive: int = 60
     session_expiry: int = 7 * 86400
-    receive_maximum: int = 2000
+    receive_maximum: int = 65535
+    inbox_bytes: int = 64 * 1024 * 1024
     reconnect_min: float = 1.0
     reconnect_max: float = 120.0
     base_topic: str = "acs_email"
@@ -167,6 +171,7 @@ def mqtt_settings(config: BridgeConfig) -> MqttSettings | None:
         keepalive=int(raw["keepalive"]),
         session_expiry=min(int(raw["session_expiry"]), MAX_SESSION_EXPIRY),
         receive_maximum=raw["receive_maximum"],
+        inbox_bytes=raw["inbox_bytes"],
         reconnect_min=raw["reconnect_min"],
         reconnect_max=max(raw["reconnect_max"], raw["reconnect_min"]),
         base_topic=base,

@@ -42,7 +42,7 @@ class StatePublisher:
     """Discovery configs and the periodic state message (see the module docstring)."""
 
     def __init__(self, settings: MqttSettings, link: MqttLink, context: BridgeContext) -> None:
-        self._settings = settings
+        self.settings = settings
         self._link = link
         self._context = context
         self._node = _slug(settings.client_id)
@@ -61,13 +61,13 @@ class StatePublisher:
 
     def connected(self) -> None:
         """Publish the discovery configs (retained) and the state right away."""
-        if self._settings.discovery:
+        if self.settings.discovery:
             for topic, config in self.discovery_configs():
                 self._link.publish(topic, json.dumps(config), qos=1, retain=True)
         self._now.set()
 
     def discovery_configs(self) -> list[tuple[str, dict[str, Any]]]:
-        s = self._settings
+        s = self.settings
         device = {
             "identifiers": [self._node],
             "name": "ACS Email bridge",
@@ -106,7 +106,7 @@ class StatePublisher:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._now.wait(), self._settings.state_interval)
+                await asyncio.wait_for(self._now.wait(), self.settings.state_interval)
             self._now.clear()
             if not self._link.connected:
                 continue
@@ -115,7 +115,7 @@ class StatePublisher:
             except Exception:  # the outbox closed under us during a stop, say
                 _LOGGER.debug("state not published", exc_info=True)
                 continue
-            self._link.publish(self._settings.state_topic, payload, qos=0, retain=True)
+            self._link.publish(self.settings.state_topic, payload, qos=0, retain=True)
 
 
 def _version() -> str:

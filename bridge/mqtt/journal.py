@@ -254,12 +254,16 @@ class Journal:
 
         return await self._call(read)
 
-    async def pending_results(self) -> list[PendingResult]:
-        """Send requests whose final state was not published yet (reloaded at start)."""
+    async def pending_results(self, *, after: int = 0, limit: int = 1000) -> list[tuple[int, PendingResult]]:
+        """Send requests whose final state is not published yet, oldest first, with their rowid (a cursor)."""
 
-        def read() -> list[PendingResult]:
-            rows = self._db.execute("SELECT message_id, topic, request_id, correlation FROM results").fetchall()
-            return [PendingResult(r[0], r[1], r[2], None if r[3] is None else bytes(r[3])) for r in rows]
+        def read() -> list[tuple[int, PendingResult]]:
+            rows = self._db.execute(
+                "SELECT rowid, message_id, topic, request_id, correlation FROM results WHERE rowid > ? "
+                "ORDER BY rowid LIMIT ?",
+                (after, limit),
+            ).fetchall()
+            return [(r[0], PendingResult(r[1], r[2], r[3], None if r[4] is None else bytes(r[4]))) for r in rows]
 
         return await self._call(read)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -18,7 +19,6 @@ import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from acs_email_core.errors import OutboxFullError, ValidationError
 from acs_email_core.outbox import State
@@ -28,13 +28,19 @@ from ..sources import BridgeContext
 from .config import MqttSettings, mqtt_settings
 from .discovery import StatePublisher
 from .events import BadEvent, Disposition, InboundEvent, Outcome
-from .journal import FailedEvent, Incoming, Journal, PendingResult, digest
-from .link import ConnectionState, MqttLink, Received
-from .send import build_mail, request_id
+from .journal import FailedEvent, Incoming, Journal, digest
+from .link import OVERHEAD, ConnectionState, MqttLink, Received
+from .results import Results
+from .send import build_mail
 
 _LOGGER = logging.getLogger(__name__)
 SOURCE = "mqtt"
-HOLD_BACKOFF = (0.5, 30.0)  # seconds: first and longest wait while the outbox refuses a batch
+HOLD_BACKOFF = (0.5, 30.0)
+# Settings used when the connection opens (or by the journal): a reload keeps them until the next restart.
+CONNECTION_FIELDS = (
+    "host", "port", "protocol", "client_id", "username", "password", "tls", "keepalive", "session_expiry",
+    "receive_maximum", "inbox_bytes", "reconnect_min", "reconnect_max", "base_topic", "state_file",
+)  # fmt: skip  # seconds: first and longest wait while the outbox refuses a batch
 
 
 @dataclass(slots=True)
@@ -45,14 +51,6 @@ class _Item:
     event: InboundEvent
     seq: int | None  # journal row (QoS 1 only)
     outcome: Outcome = field(default_factory=lambda: Outcome(Disposition.IGNORED))
-
-
-def _properties(received: Received) -> tuple[tuple[tuple[str, str], ...], str | None, bytes | None]:
-    props = received.properties
-    if props is None:
-        return (), None, None
-    user = tuple((str(k), str(v)) for k, v in getattr(props, "UserProperty", None) or ())
-    return user, getattr(props, "ResponseTopic", None), getattr(props, "CorrelationData", None)
 
 
 class MqttSource:
@@ -67,13 +65,14 @@ class MqttSource:
         self._metrics = context.metrics
         self._router = context.router
         self._config = config
-        self.journal = Journal(settings.state_file, synchronous=config.engine.synchronous)
-        self.link = MqttLink(settings, on_messages=self._wake, on_state=self._state_changed)
-        self._state = StatePublisher(settings, self.link, context)
         self._work = asyncio.Event()
+        self.journal = Journal(settings.state_file, synchronous=config.engine.synchronous)
+        self.link = MqttLink(settings, on_messages=self._work.set, on_state=self._state_changed)
+        self._state = StatePublisher(settings, self.link, context)
+        self._results = Results(self.link, self.journal, self._engine, settings.result_topic)
         self._stopping = False
         self._consumer: asyncio.Task[None] | None = None
-        self._watchers: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # connect handlers
         self._acked: deque[tuple[int, int, float]] = deque()  # (epoch, highest seq, when) awaiting confirmation
         self._confirm_after = 2.0 * settings.keepalive
         self._qos0_topics: set[str] = set()
@@ -91,8 +90,7 @@ class MqttSource:
     async def start(self) -> None:
         await self.journal.open()
         self._consumer = asyncio.create_task(self._consume(), name="acs-email-mqtt ingest")
-        for pending in await self.journal.pending_results():
-            self._watch(pending)
+        self._results.start()
         await self.link.start(self._filters())
         self._state.start()
         s = self.settings
@@ -109,20 +107,28 @@ class MqttSource:
         confirmed = max((seq for epoch, seq, _at in self._acked if epoch == self.link.epoch), default=None)
         connected = self.link.connected
         await self.link.stop()
-        for task in list(self._watchers):
+        await self._results.stop()
+        for task in list(self._tasks):
             task.cancel()
-        if self._watchers:
-            await asyncio.wait(set(self._watchers))
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
         if confirmed is not None and connected:  # a clean DISCONNECT follows the PUBACKs: the broker has them
             await self.journal.confirm(confirmed)
         await self.journal.close()
 
     async def reload(self, config: BridgeConfig) -> None:
+        """Routes, the send and result topics, limits and discovery change now; the connection at a restart."""
         new = mqtt_settings(config)
-        if new is not None and new != self.settings:
-            _LOGGER.warning("mqtt connection settings change at the next restart; routes change now")
+        if new is not None:
+            kept = {name: getattr(self.settings, name) for name in CONNECTION_FIELDS}
+            if any(getattr(new, name) != value for name, value in kept.items()):
+                changed = ", ".join(n for n, v in kept.items() if getattr(new, n) != v)
+                _LOGGER.warning("mqtt: %s change at the next restart; routes and topics change now", changed)
+            self.settings = dataclasses.replace(new, **kept)
+            self._state.settings = self.settings
+            self._results.topic = self.settings.result_topic
         self._config = config
-        self.link.set_filters(self._filters())
+        await self.link.set_filters(self._filters())
         await self.journal.set_meta("filters", json.dumps(self._filters()))
 
     def _health(self) -> str | None:
@@ -135,8 +141,8 @@ class MqttSource:
         self._metrics.mqtt_connected.set(int(state.connected))
         if state.connected:
             task = asyncio.create_task(self._on_connected(state), name="acs-email-mqtt connected")
-            self._watchers.add(task)
-            task.add_done_callback(self._watchers.discard)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         elif state.reason:
             _LOGGER.warning("MQTT: disconnected from %s (%s); reconnecting", self.settings.host, state.reason)
             self._metrics.error(f"MQTT disconnected: {state.reason}")
@@ -170,9 +176,6 @@ class MqttSource:
         self._state.connected()
 
     # ---- ingest --------------------------------------------------------------------------------------------
-    def _wake(self) -> None:
-        self._work.set()
-
     async def _consume(self) -> None:
         inbox = self.link.inbox
         while not self._stopping:
@@ -180,12 +183,14 @@ class MqttSource:
             self._work.clear()
             while inbox and not self._stopping:
                 batch = [inbox.popleft() for _ in range(min(len(inbox), self.settings.batch_size))]
+                self.link.taken(sum(len(r.payload) + OVERHEAD for r in batch))
                 try:
                     await self._process(batch)
                 except Exception:  # a disk error, say: nothing acked, the broker redelivers; keep the source alive
                     _LOGGER.exception("MQTT: a batch of %d events could not be stored; retrying", len(batch))
                     self._metrics.error("MQTT batch could not be stored")
                     inbox.extendleft(reversed(batch))
+                    self.link.taken(-sum(len(r.payload) + OVERHEAD for r in batch))
                     await asyncio.sleep(HOLD_BACKOFF[0])
 
     def _confirmable(self, now: float) -> int | None:
@@ -214,30 +219,31 @@ class MqttSource:
                 delay = min(delay * 2, HOLD_BACKOFF[1])
 
     async def _identify(self, batch: list[Received]) -> list[_Item]:
-        """Event ids: from the journal for QoS 1 (stable across redelivery), fresh for QoS 0."""
-        durable = [r for r in batch if r.qos]
-        assigned = iter(
-            await self.journal.assign(
-                [Incoming(digest(r.topic, r.payload), r.dup, r.received_at, r.epoch) for r in durable],
-                self._confirmable(time.time()),
-            )
+        """Event ids: from the journal for QoS 1 (stable across redelivery), fresh for QoS 0.
+
+        The ids stay with the messages: a batch retried after an error keeps them (no second mail).
+        """
+        new = [r for r in batch if r.event_id is None]
+        durable = [r for r in new if r.qos]
+        assigned = await self.journal.assign(
+            [Incoming(digest(r.topic, r.payload), r.dup, r.received_at, r.epoch) for r in durable],
+            self._confirmable(time.time()),
         )
-        items = []
         redelivered = 0
-        for r in batch:
-            seq = None
-            if r.qos:
-                a = next(assigned)
-                event_id, seq = a.event_id, a.seq
-                redelivered += a.redelivered
-            else:
-                event_id = str(uuid.uuid4())
+        for r, a in zip(durable, assigned, strict=True):
+            r.event_id, r.seq = a.event_id, a.seq
+            redelivered += a.redelivered
+        for r in new:
+            if r.event_id is None:  # QoS 0: never redelivered
+                r.event_id = str(uuid.uuid4())
                 self._qos0(r.topic)
-            user, response_topic, correlation = _properties(r)
+        items = []
+        for r in batch:
             event = InboundEvent(
-                r.topic, r.payload, r.qos, r.retain, r.received_at, event_id, r.dup, user, response_topic, correlation
-            )
-            items.append(_Item(r, event, seq))
+                r.topic, r.payload, r.qos, r.retain, r.received_at, r.event_id or "", r.dup,
+                r.user_properties, r.response_topic, r.correlation_data,
+            )  # fmt: skip
+            items.append(_Item(r, event, r.seq))
         if redelivered:
             _LOGGER.info("MQTT: %d redelivered message(s) recognised: same event ids, no second mail", redelivered)
             self._metrics.mqtt_redelivered.inc(redelivered)
@@ -273,6 +279,14 @@ class MqttSource:
     async def _store(self, items: Sequence[_Item]) -> tuple[list[_Item], list[_Item]]:
         """Commit the mails of ``items`` (one outbox commit); returns (stored, held from the first outbox refusal)."""
         with_mail = [item for item in items if item.outcome.mails]
+        if not with_mail:
+            return list(items), []
+        try:  # the usual case: all of them in one transaction
+            await self._engine.submit_many([m for item in with_mail for m in item.outcome.mails], source=SOURCE)
+        except (ValidationError, OutboxFullError):  # find out which: one savepoint per event, still one commit
+            pass
+        else:
+            return list(items), []
         results = await asyncio.gather(
             *(self._engine.submit_many(item.outcome.mails, source=SOURCE) for item in with_mail),
             return_exceptions=True,
@@ -299,7 +313,7 @@ class MqttSource:
             return
         failed = [self._failed(i) for i in items if i.outcome.disposition is Disposition.FAILED]
         sends = [i for i in items if i.outcome.route == "send" and i.outcome.mails]
-        results = [self._pending_result(i.event, i.outcome.mails[0].message_id) for i in sends]
+        results = [self._results.pending(i.event, i.outcome.mails[0].message_id) for i in sends]
         await self.journal.record(failed, results, self.settings.failed_keep)
         self.link.ack(i.received for i in items)
         seqs = [i.seq for i in items if i.seq is not None]
@@ -309,8 +323,9 @@ class MqttSource:
         for item in items:
             self._account(item)
         for result in results:
-            self._publish_result(result, State.QUEUED.value)
-            self._watch(result)
+            self._results.publish(result, State.QUEUED.value)
+        if results:
+            self._results.recorded()
         self.ingested += len(items)
 
     @staticmethod
@@ -335,43 +350,7 @@ class MqttSource:
             )
             self._metrics.error(f"{item.event.topic}: {outcome.reason}")
             if outcome.route == "send":
-                pending = self._pending_result(item.event, None)
-                self._publish_result(pending, Disposition.FAILED.value, outcome.reason)
-
-    # ---- send-topic results --------------------------------------------------------------------------------
-    def _pending_result(self, event: InboundEvent, message_id: str | None) -> PendingResult:
-        return PendingResult(
-            message_id or "",
-            event.response_topic or self.settings.result_topic,
-            request_id(event),
-            event.correlation_data,
-        )
-
-    def _publish_result(self, result: PendingResult, state: str, reason: str | None = None) -> None:
-        body: dict[str, Any] = {"id": result.request_id, "message_id": result.message_id or None, "state": state}
-        if reason:
-            body["reason"] = reason
-        props: dict[str, Any] = {}
-        if result.correlation is not None:
-            props["CorrelationData"] = result.correlation
-        self.link.publish(result.topic, json.dumps(body), qos=1, **props)
-
-    def _watch(self, result: PendingResult) -> None:
-        task = asyncio.create_task(self._await_result(result), name=f"acs-email-mqtt result {result.message_id}")
-        self._watchers.add(task)
-        task.add_done_callback(self._watchers.discard)
-
-    async def _await_result(self, result: PendingResult) -> None:
-        try:
-            state = await self._engine.wait_for(result.message_id)
-        except KeyError:  # purged meanwhile
-            state = None
-        reason = None
-        if state is State.DEAD:
-            entry = await self._engine.outbox.get(result.message_id)
-            reason = entry.last_error if entry else None
-        self._publish_result(result, state.value if state else "unknown", reason)
-        await self.journal.result_published(result.message_id)
+                self._results.publish(self._results.pending(item.event, None), Disposition.FAILED.value, outcome.reason)
 
 
 def create_mqtt_source(config: BridgeConfig, context: BridgeContext) -> MqttSource | None:

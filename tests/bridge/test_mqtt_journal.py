@@ -75,7 +75,7 @@ async def test_pending_send_results_survive_a_restart(tmp_path):
     await journal.record([], [PendingResult("m1", "res", "req-1", b"corr")], keep_failed=10)
     await journal.close()
     journal = await open_journal(tmp_path / "j.db")
-    assert await journal.pending_results() == [PendingResult("m1", "res", "req-1", b"corr")]
+    assert [r for _rowid, r in await journal.pending_results()] == [PendingResult("m1", "res", "req-1", b"corr")]
     await journal.result_published("m1")
     assert await journal.pending_results() == []
     await journal.close()

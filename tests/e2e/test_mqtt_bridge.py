@@ -17,6 +17,7 @@ import voluptuous as vol
 
 from acs_email_bridge import service as service_module
 from acs_email_bridge.config import BridgeConfig
+from acs_email_bridge.emulator import Fault
 from acs_email_bridge.metrics import Metrics
 from acs_email_bridge.mqtt import BadEvent, Disposition, InboundEvent, MqttSource, Outcome
 from acs_email_bridge.service import Service, read_config
@@ -188,8 +189,7 @@ async def test_router_outcomes_and_reload_changes_subscriptions(tmp_path, emu, b
     assert failed_rows(service)[0][:2] == ("zigbee2mqtt/cellar", "payload has no 'battery' field")
 
     config.write_text(config.read_text().replace("zigbee2mqtt/+", "water/+"), encoding="utf-8")
-    assert await service.reload()
-    await asyncio.sleep(0.5)  # the SUBSCRIBE/UNSUBSCRIBE round trip
+    assert await service.reload()  # returns once the broker confirmed the new subscriptions
     await broker.publish("zigbee2mqtt/attic", json.dumps({"water_leak": True, "battery": 50}))
     await broker.publish("water/garage", json.dumps({"water_leak": True, "battery": 42}))
     await wait_until(lambda: len(emu.mails) == 2, 20)
@@ -283,3 +283,44 @@ async def test_home_assistant_discovery_status_and_http_endpoints(tmp_path, emu,
         await service.stop()
     await wait_until(lambda: ("acs_email/status", b"offline", False) in listener.messages, 10)
     listener.close()
+
+
+async def test_a_batch_failing_after_its_outbox_commit_is_retried_without_a_second_mail(
+    tmp_path, emu, broker, start_bridge, caplog
+):
+    service = await start_bridge(bridge_config(tmp_path, emu, broker.port))
+    source = mqtt_source(service)
+    record = source.journal.record
+    calls = 0
+
+    async def disk_full_once(*args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the mails are in the outbox already; the send results are not
+            raise OSError(28, "No space left on device")
+        await record(*args, **kwargs)
+
+    source.journal.record = disk_full_once  # type: ignore[method-assign]
+    await broker.publish_lines("acs_email/send", [send_request(i) for i in range(5)])
+    await wait_until(lambda: len(emu.mails) == 5 and source.ingested == 5, 30)
+    await asyncio.sleep(0.5)  # a second mail would show up now
+    assert sorted(m.subject for m in emu.mails) == [f"event {i}" for i in range(5)]
+    assert emu.duplicates == 0
+    assert "could not be stored; retrying" in caplog.text
+
+
+async def test_a_full_outbox_holds_events_unacknowledged_until_there_is_room(
+    tmp_path, emu, broker, start_bridge, caplog
+):
+    emu.faults.add(Fault.error(503, times=1000))  # ACS away: nothing leaves the outbox
+    outbox = {"path": str(tmp_path / "outbox.db"), "max_messages": 3, "retry_initial": 0.1, "retry_max": 0.5}
+    config = bridge_config(tmp_path, emu, broker.port, outbox=outbox)
+    service = await start_bridge(config)
+    source = mqtt_source(service)
+    await broker.publish_lines("acs_email/send", [send_request(i) for i in range(5)])
+    await wait_until(lambda: "outbox full" in caplog.text, 30)
+    assert source.ingested < 5
+    emu.faults.clear()  # ACS is back: the outbox drains, the held events go in
+    await wait_until(lambda: len(emu.mails) == 5, 60)
+    assert sorted(m.subject for m in emu.mails) == [f"event {i}" for i in range(5)]
+    assert service.metrics.last_error.startswith("outbox full")
