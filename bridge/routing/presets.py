@@ -171,7 +171,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "topic": "scanner/+",
         "format": "json",
         "when": "payload.path is defined or payload.content is defined",
-        "subject": "Scan from {{ topic_parts[1] }}: {{ payload.filename | default(payload.path | default('') ) }}",
+        "vars": {"file": "{{ payload.filename | default((payload.path | default('')).rsplit('/', 1) | last) }}"},
+        "subject": "Scan from {{ topic_parts[1] }}: {{ file }}",
         "text": "Your scan from {{ topic_parts[1] }} is attached ({{ time | datetime }}).\n",
         "attachments": [
             {"file": "{{ payload.path | default('') }}", "optional": True},
