@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import re
 import time
@@ -66,6 +67,15 @@ class _Group:
     due_at: float
     events: list[HeldEvent] = field(default_factory=list)
     flush_id: str | None = None  # set once its mail is being queued
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """What a route decided for an event, kept so that a redelivery gets the same."""
+
+    kind: OutcomeKind
+    rule: str
+    detail: dict[str, Any]
 
 
 @dataclass
@@ -118,7 +128,7 @@ class Router:
         self._companions: dict[str, bytes] = {}
         self._groups: dict[tuple[str, str, str], _Group] = {}
         self._flushing: dict[str, _Group] = {}  # flush id → group whose mail is being queued
-        self._recent: collections.OrderedDict[str, dict[str, tuple[str, str]]] = collections.OrderedDict()
+        self._recent: collections.OrderedDict[str, dict[str, _Decision]] = collections.OrderedDict()
         self._counters: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.quota_short = False
         self._timer: asyncio.Task[None] | None = None
@@ -193,7 +203,7 @@ class Router:
         routes = [r for r in self.config.routes if r.accepts(event.topic)]
         stateful = [r for r in routes if _stateful(r)]
         recorded = await self._recorded(event) if routes and event.duplicate else {}
-        decisions: dict[str, tuple[str, str]] = {}
+        decisions: dict[str, _Decision] = {}
         async with contextlib.AsyncExitStack() as stack:
             for route in stateful:  # in route order, so two events never wait on each other's locks
                 await stack.enter_async_context(self._locks.setdefault(route.name, asyncio.Lock()))
@@ -209,11 +219,14 @@ class Router:
                 result = await self._route(step, recorded.get(route.name))
                 results.append(result)
                 if result.kind is OutcomeKind.DIGESTED or (_stateful(route) and result.kind is OutcomeKind.MAILED):
-                    decisions[route.name] = (result.kind.value, result.rule or "")
+                    # change-only's value and previous: a mail rebuilt for a redelivery must read as the first did
+                    detail = {k: step.context.get(k) for k in ("value", "previous")} if route.change_only else {}
+                    decision = decisions[route.name] = _Decision(result.kind, result.rule or "", detail)
                     work.statements.append(
                         (
-                            "INSERT OR REPLACE INTO decided (event_id, route, kind, rule, at) VALUES (?, ?, ?, ?, ?)",
-                            (event.event_id, route.name, result.kind.value, result.rule or "", now),
+                            "INSERT OR REPLACE INTO decided (event_id, route, kind, rule, detail, at) "
+                            "VALUES (?, ?, ?, ?, ?, ?)",
+                            (event.event_id, route.name, result.kind.value, decision.rule, json.dumps(detail), now),
                         )
                     )
             if decisions:
@@ -225,16 +238,18 @@ class Router:
             self._counters[(result.route, result.kind.value, result.rule or "")] += 1
         return _outcome(results, work.mails)
 
-    def _remember(self, event_id: str, decisions: dict[str, tuple[str, str]]) -> None:
+    def _remember(self, event_id: str, decisions: dict[str, _Decision]) -> None:
         self._recent[event_id] = decisions
         while len(self._recent) > _RECENT:
             self._recent.popitem(last=False)
 
-    async def _recorded(self, event: InboundEvent) -> dict[str, tuple[str, str]]:
+    async def _recorded(self, event: InboundEvent) -> dict[str, _Decision]:
         if event.event_id in self._recent:
             return self._recent[event.event_id]
-        rows = await self._store.query("SELECT route, kind, rule FROM decided WHERE event_id = ?", (event.event_id,))
-        return {row["route"]: (row["kind"], row["rule"]) for row in rows}
+        rows = await self._store.query(
+            "SELECT route, kind, rule, detail FROM decided WHERE event_id = ?", (event.event_id,)
+        )
+        return {r["route"]: _Decision(OutcomeKind(r["kind"]), r["rule"], json.loads(r["detail"])) for r in rows}
 
     def _store_companion(self, event: InboundEvent, now: float, work: _Work) -> RouteResult:
         if len(event.payload) > self.config.companion_max_payload:
@@ -257,7 +272,7 @@ class Router:
         return self._companions.get(topic)
 
     # ---- one route -----------------------------------------------------------------------------------------
-    async def _route(self, step: _Step, recorded: tuple[str, str] | None) -> RouteResult:
+    async def _route(self, step: _Step, recorded: _Decision | None) -> RouteResult:
         route, event = step.route, step.event
         try:
             parsed = compose.parse(event, route, step.work.decoded)
@@ -266,17 +281,18 @@ class Router:
                 return RouteResult(route.name, OutcomeKind.DROPPED, "when")
             compose.add_vars(route, step.context)
             if recorded is not None:
-                return await self._replay(step, OutcomeKind(recorded[0]), recorded[1])
+                return await self._replay(step, recorded)
             return await self._flood_control(step)
         except _BAD_INPUT as err:
             _LOGGER.warning("route %s: event on %s failed: %s", route.name, event.topic, err)
             return RouteResult(route.name, OutcomeKind.FAILED, "bad-input", reason=str(err))
 
-    async def _replay(self, step: _Step, kind: OutcomeKind, rule: str) -> RouteResult:
+    async def _replay(self, step: _Step, decision: _Decision) -> RouteResult:
         """A redelivered event gets the decision recorded the first time (its mail rebuilt with the same id)."""
-        if kind is OutcomeKind.MAILED:
+        if decision.kind is OutcomeKind.MAILED:
+            step.context.update(decision.detail)
             return await self._mail(step)
-        return RouteResult(step.route.name, kind, rule or None)
+        return RouteResult(step.route.name, decision.kind, decision.rule or None)
 
     async def _flood_control(self, step: _Step) -> RouteResult:
         route, context, now, name = step.route, step.context, step.now, step.route.name

@@ -194,7 +194,13 @@ async def test_a_redelivered_event_gets_its_first_decision_and_mail_id(
     config = {
         "routes": [
             {"name": "plain", "topic": "ups", "to": TO},
-            {"name": "changes", "topic": "ups", "to": TO, "change_only": True},
+            {
+                "name": "changes",
+                "topic": "ups",
+                "to": TO,
+                "change_only": {"initial": "OL"},
+                "subject": "{{ previous }} -> {{ value }}",
+            },
         ]
     }
     state = tmp_path / "state.db"
@@ -208,6 +214,7 @@ async def test_a_redelivered_event_gets_its_first_decision_and_mail_id(
     second = await make_router(config, state=state)
     again = await second.send(event("ups", "OB", event_id=original.event_id, duplicate=True))
     assert [m.message_id for m in again.mails] == ids  # the outbox stores them once
+    assert [m.subject for m in again.mails] == [m.subject for m in mailed.mails] == ["ups", "OL -> OB"]
     later = await second.send(event("ups", "OB"))  # a new message with the same value: change-only drops it
     assert later.route == "plain"
 
