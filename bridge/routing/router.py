@@ -229,11 +229,11 @@ class Router:
                             (event.event_id, route.name, result.kind.value, decision.rule, json.dumps(detail), now),
                         )
                     )
+            await self._store.write(work.statements)  # a disk error raises: memory stays as the disk is
             if decisions:
                 self._remember(event.event_id, decisions)
             for apply in work.memory:
                 apply()
-            await self._store.write(work.statements)
         for result in results:
             self._counters[(result.route, result.kind.value, result.rule or "")] += 1
         return _outcome(results, work.mails)
@@ -336,7 +336,7 @@ class Router:
                 ("DELETE FROM held WHERE route = ? AND kind = 'collapse' AND grp = ?", (route.name, collapse_key))
             )
         step.work.statements.append(_insert_held(route.name, held))
-        step.work.memory.append(lambda: self._replace_group(route.name, "collapse", collapse_key, due, held))
+        step.work.memory.append(lambda: self._replace_group(route.name, held))
         return RouteResult(route.name, OutcomeKind.DIGESTED, "collapse")
 
     async def _deliver(self, step: _Step) -> RouteResult:
@@ -353,17 +353,13 @@ class Router:
             if route.cooldown:
                 self._set(step.work, (name, "cooldown", route.cooldown.key.render(context)), None, now)
             return result
-        kind, due = hold
+        kind, due = hold  # the due time of a new group; an existing one keeps its own
         rendered = compose.render(route, context)
         grp = rendered.recipients.key()
-        group = self._groups.get((name, kind, grp))
-        if group is not None:
-            due = group.due_at
-            if kind == "digest" and route.digest and len(group.events) + 1 >= route.digest.max_events:
-                due = now
+        limit = route.digest.max_events if kind == "digest" and route.digest else None
         held = self._held(step, kind, grp, due, rendered, keep_payload=bool(route.attachments))
         step.work.statements.append(_insert_held(name, held))
-        step.work.memory.append(lambda: self._add_to_group(name, kind, grp, due, held))
+        step.work.memory.append(lambda: self._add_to_group(name, held, limit=limit))
         return RouteResult(name, OutcomeKind.DIGESTED, {"quiet": "quiet_hours"}.get(kind, kind))
 
     async def _mail(self, step: _Step) -> RouteResult:
@@ -410,15 +406,18 @@ class Router:
         )
         work.memory.append(lambda: self._flood.__setitem__(key, (value, now)))
 
-    def _add_to_group(self, route: str, kind: str, grp: str, due: float, held: HeldEvent) -> None:
-        group = self._groups.setdefault((route, kind, grp), _Group(route, kind, grp, due))
-        group.due_at = min(group.due_at, due)
+    def _add_to_group(self, route: str, held: HeldEvent, *, limit: int | None = None) -> None:
+        """Add to the open group (or open one, due at ``held.due_at``); one holding ``limit`` events is due now."""
+        key = (route, held.kind, held.grp)
+        group = self._groups.setdefault(key, _Group(route, held.kind, held.grp, held.due_at))
         if all(e.id != held.id for e in group.events):
             group.events.append(held)
+        if limit is not None and len(group.events) >= limit:
+            group.due_at = min(group.due_at, self._clock())
         self._wake.set()
 
-    def _replace_group(self, route: str, kind: str, grp: str, due: float, held: HeldEvent) -> None:
-        self._groups[(route, kind, grp)] = _Group(route, kind, grp, due, [held])
+    def _replace_group(self, route: str, held: HeldEvent) -> None:
+        self._groups[(route, held.kind, held.grp)] = _Group(route, held.kind, held.grp, held.due_at, [held])
         self._wake.set()
 
     def _local(self, when: float) -> datetime:
@@ -527,9 +526,9 @@ class Router:
             result = RouteResult(route.name, OutcomeKind.FAILED, "bad-input", reason=str(err))
         for message in work.mails:
             await self._submit(message, f"mqtt:{route.name}")
+        await self._store.write(work.statements)
         for apply in work.memory:
             apply()
-        await self._store.write(work.statements)
         self._counters[(route.name, result.kind.value, "collapse")] += 1
         return [m.message_id for m in work.mails]
 
