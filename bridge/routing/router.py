@@ -51,6 +51,7 @@ _LOGGER = logging.getLogger(__name__)
 _NAMESPACE = uuid.UUID("5f0c43a2-8f0e-4d7c-9a57-3c1f2b6e9d10")
 _RECENT = 10_000  # decisions of recent events kept in memory for quick redeliveries
 DECISION_RETENTION = 7 * 86400.0
+DECISIONS_KEPT = 200_000  # > 65,535, the most unacknowledged QoS 1 messages MQTT lets be in flight
 PRUNE_EVERY = 600.0
 COMPANIONS = "(companions)"
 
@@ -542,7 +543,7 @@ class Router:
         self.quota_short = short
 
     async def prune(self) -> None:
-        """Forget flood state whose window is over and decisions past retention."""
+        """Forget flood state whose window is over, and decisions no redelivery can need any more."""
         now = self._clock()
         windows: dict[tuple[str, str], float] = {}
         for route in self.config.routes:
@@ -559,6 +560,13 @@ class Router:
             ("DELETE FROM flood WHERE route = ? AND kind = ? AND key = ?", k) for k in expired
         ]
         statements.append(("DELETE FROM decided WHERE at < ?", (now - DECISION_RETENTION,)))
+        # Only events in flight at a crash come back; far more than a broker lets be in flight is kept.
+        statements.append(
+            (
+                "DELETE FROM decided WHERE at < (SELECT at FROM decided ORDER BY at DESC LIMIT 1 OFFSET ?)",
+                (DECISIONS_KEPT,),
+            )
+        )
         await self._store.write(statements)
         for k in expired:
             self._flood.pop(k, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 from routing_helpers import T0, Clock, MakeRouter
@@ -330,3 +331,20 @@ async def test_digests_carry_the_events_attachments(
     assert digest.text is not None
     assert "    [attached: 01-a.pdf]" in digest.text
     assert "[attachment unavailable: cannot read attachment" in digest.text
+
+
+async def test_prune_forgets_expired_dedup_keys(make_router: MakeRouter, event, clock: Clock, tmp_path: Path) -> None:
+    config = {"routes": [{"name": "d", "topic": "t", "to": TO, "dedup": {"key": "{{ raw }}", "window": "1m"}}]}
+    state = tmp_path / "state.db"
+    h = await make_router(config, state=state)
+    await h.send(event("t", "a"))
+    clock.advance(30)
+    await h.send(event("t", "b"))
+    clock.advance(40)  # a is 70 s old, b 40 s
+    await h.router.prune()
+    await h.router.stop()
+    with sqlite3.connect(state) as db:
+        assert db.execute("SELECT key FROM flood WHERE route = 'd'").fetchall() == [("b",)]
+    again = await make_router(config, state=state)
+    outcomes = [await again.send(event("t", v)) for v in ("a", "b")]
+    assert [o.rule or o.disposition.value for o in outcomes] == ["mailed", "dedup"]
