@@ -31,6 +31,16 @@ score {{ ((a.top_score | default(a.score | default(0))) * 100) | round | int }} 
 {% endif %}<p style="color:#888">Frigate event {{ a.id }}</p>
 """
 
+_REVIEW_TEXT = """\
+{% set a = payload.after %}{{ a.severity | title }} on camera {{ a.camera }}: {{ objects }}\
+{% if a.data.sub_labels %} ({{ a.data.sub_labels | join(', ') }}){% endif %}.
+
+Started: {{ a.start_time | datetime }}
+{% if a.end_time | default(none) %}Ended:   {{ a.end_time | datetime }}
+{% endif %}Zones:   {{ a.data.zones | join(', ') or 'none' }}
+Review:  {{ a.id }}
+"""
+
 # UPS states, one word each, so change_only mails transitions and nothing else.
 _UPS_SUBJECTS = (
     "{{ {'on battery': 'UPS ' ~ ups ~ ' is on battery', 'low battery': 'UPS ' ~ ups ~ ' battery LOW', "
@@ -102,6 +112,22 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "optional": True,
             }
         ],
+        "quota_digest": False,
+    },
+    # Frigate 0.14+ reviews (frigate/reviews): one mail per review item, the thumbnail attached when readable.
+    "frigate_reviews": {
+        "topic": "frigate/reviews",
+        "format": "json",
+        "when": "payload.after.severity in ('alert', 'detection')",
+        "collapse": {"key": "{{ payload.after.id }}", "until": "payload.type == 'end'", "max_wait": "30s"},
+        "vars": {
+            "objects": "{{ payload.after.data.objects | join(', ') or 'activity' }}",
+            "place": "{{ payload.after.camera | replace('_', ' ') }}",
+        },
+        "subject": "{{ payload.after.severity | title }}: {{ objects }} at {{ place }}",
+        "text": _REVIEW_TEXT,
+        "attachments": [{"file": "{{ payload.after.thumb_path | default('') }}", "optional": True}],
+        "allowed_dirs": ["/media/frigate"],
         "quota_digest": False,
     },
     # NUT through nut2mqtt (zackwag): nut2mqtt/<ups>_ups_status/state = "OB DISCHRG", one topic per variable.

@@ -221,3 +221,31 @@ async def test_generic_json_and_text(deliver: Deliver, event) -> None:
     assert [m.subject for m in mails] == ["octoPrint/event/PrintDone", "home/doorbell: pressed at the front door"]
     assert '"_event": "PrintDone"' in _text(mails[0])
     assert _text(mails[1]) == "pressed at the front door"
+
+
+async def test_frigate_reviews_one_mail_per_review_with_the_thumbnail(deliver: Deliver, event, tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    thumbs = media / "clips" / "review"
+    thumbs.mkdir(parents=True)
+    webp = b"RIFF\x10\x00\x00\x00WEBPVP8 " + bytes(32)
+    (thumbs / "thumb-front_cam-1718987129.308396-fqk5ka.webp").write_bytes(webp)
+
+    def review(name: str) -> bytes:
+        return fixture(name).replace(b"/media/frigate", str(media).encode())
+
+    mails = await deliver(
+        {"presets": {"frigate_reviews": {"to": OWNER, "allowed_dirs": [str(media)]}}},
+        [
+            event("frigate/reviews", review("frigate-review-new.json")),
+            event("frigate/reviews", review("frigate-review-end.json")),
+            ("advance", 0),
+        ],
+    )
+    [mail] = mails
+    assert mail.subject == "Alert: person, car at front cam"
+    assert "Alert on camera front_cam: person, car (Bob)." in _text(mail)
+    assert "Zones:   front_yard" in _text(mail)
+    assert "Ended:" in _text(mail)
+    assert [(a.name, a.content_type, a.content) for a in mail.attachments()] == [
+        ("thumb-front_cam-1718987129.308396-fqk5ka.webp", "image/webp", webp)
+    ]
