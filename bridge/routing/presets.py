@@ -126,7 +126,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "subject": "{{ payload.after.severity | title }}: {{ objects }} at {{ place }}",
         "text": _REVIEW_TEXT,
-        "attachments": [{"file": "{{ payload.after.thumb_path | default('') }}", "optional": True}],
+        "attachments": [{"file": "{{ payload.after.thumb_path | default('') }}", "optional": True, "missing_ok": True}],
         "allowed_dirs": ["/media/frigate"],
         "quota_digest": False,
     },

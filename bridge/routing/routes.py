@@ -97,7 +97,8 @@ class AttachmentSpec:
     name: Tmpl | None
     content_type: str | None
     inline: bool
-    optional: bool
+    optional: bool  # left out when its source is absent: an empty path, a companion never received
+    missing_ok: bool  # (files) left out when the named file does not exist, e.g. on another host
 
 
 @dataclass(frozen=True)
@@ -300,6 +301,7 @@ def _compile(
             content_type=spec.get("content_type"),
             inline=spec["inline"],
             optional=spec["optional"],
+            missing_ok=spec["missing_ok"],
         )
         for i, spec in enumerate(raw.get("attachments", []))
         for source in ("base64", "file", "companion")

@@ -229,3 +229,49 @@ async def test_sighup_reload_adds_a_route_without_losing_held_events(
     b.clock.advance(3600)
     mails = await b.mails(2)
     assert mails[1].subject == "r/held" and "kept across the reload" in _text(mails[1])
+
+
+async def test_remaining_presets(bridge: StartBridge, publish: Publish, tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    (media / "documents" / "archive").mkdir(parents=True)
+    (media / "documents" / "archive" / "0000042.pdf").write_bytes(b"%PDF-1.4\ninvoice\n")
+    b = await bridge(
+        {
+            "presets": {
+                "zigbee2mqtt_smoke": {"to": "fire@example.com"},
+                "zigbee2mqtt_battery": {"to": "maintenance@example.com"},
+                "paperless": {"to": "office@example.com", "allowed_dirs": [str(media)]},
+                "shelly_availability": {"to": "it@example.com"},
+                "frigate_reviews": {"to": "owner@example.com"},
+                "json": {"to": "me@example.com", "topic": "octoPrint/event/+"},
+                "text": {"to": "me@example.com", "topic": "home/doorbell"},
+            }
+        }
+    )
+    steps = [
+        ("zigbee2mqtt/hallway_smoke", (FIXTURES / "z2m-smoke.json").read_bytes()),
+        ("zigbee2mqtt/kitchen_leak", (FIXTURES / "z2m-battery-low.json").read_bytes()),
+        (
+            "paperless/post-consumption",
+            (FIXTURES / "paperless.json").read_bytes().replace(b"/usr/src/paperless/media", str(media).encode()),
+        ),
+        ("shellyplus1pm-a8032ab12345/online", b"false"),
+        ("frigate/reviews", (FIXTURES / "frigate-review-end.json").read_bytes()),
+        ("octoPrint/event/PrintFailed", b'{"_event": "PrintFailed", "reason": "error"}'),
+        ("home/doorbell", b"pressed"),
+    ]
+    for count, (topic, payload) in enumerate(steps, 1):
+        await publish(topic, payload)
+        await b.mails(count)  # one at a time: the order of the mails is the order of the steps
+    mails = await b.mails(len(steps))
+    assert [(m.subject, m.recipients("to")) for m in mails] == [
+        ("SMOKE detected by hallway_smoke", ["fire@example.com"]),
+        ("Battery low: kitchen_leak", ["maintenance@example.com"]),
+        ("Scanned: Invoice ACME 2026-11.pdf", ["office@example.com"]),
+        ("shellyplus1pm-a8032ab12345 is offline", ["it@example.com"]),
+        ("Alert: person, car at front cam", ["owner@example.com"]),
+        ("octoPrint/event/PrintFailed", ["me@example.com"]),
+        ("home/doorbell: pressed", ["me@example.com"]),
+    ]
+    assert [(a.name, a.content) for a in mails[2].attachments()] == [("scan_0001.pdf", b"%PDF-1.4\ninvoice\n")]
+    assert '"reason": "error"' in _text(mails[5])

@@ -330,7 +330,7 @@ async def test_digests_carry_the_events_attachments(
     assert [(a.name, a.data) for a in digest.attachments] == [("01-a.pdf", b"%PDF-1.4 a")]
     assert digest.text is not None
     assert "    [attached: 01-a.pdf]" in digest.text
-    assert "[attachment unavailable: cannot read attachment" in digest.text
+    assert f"[attachment unavailable: attachment '{clips / 'gone.pdf'}' does not exist]" in digest.text
 
 
 async def test_prune_forgets_expired_dedup_keys(make_router: MakeRouter, event, clock: Clock, tmp_path: Path) -> None:
