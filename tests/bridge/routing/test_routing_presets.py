@@ -81,6 +81,7 @@ async def test_nut_mails_transitions_with_charge_and_runtime(deliver: Deliver, e
         "UPS den_ups battery LOW",
         "UPS den_ups is back on line",
     ]
+    assert all(m.recipients("to") == ["owner@example.com"] for m in mails)
     text = _text(mails[0])
     assert "UPS den_ups: on battery (was on line)." in text
     assert "Battery charge: 54 %" in text
@@ -103,6 +104,7 @@ async def test_apcupsd_mails_on_battery_low_battery_and_back_on_line(deliver: De
         ],
     )
     assert [m.subject for m in mails] == ["UPS nas is on battery", "UPS nas battery LOW", "UPS nas is back on line"]
+    assert all(m.recipients("to") == ["owner@example.com"] for m in mails)
     assert "Battery charge: 100 %" in _text(mails[0])
     assert "Runtime left:   153.0 min" in _text(mails[0])
     assert "Battery charge: 9 %" in _text(mails[1])
@@ -152,6 +154,7 @@ async def test_paperless_attaches_the_archived_document(deliver: Deliver, event,
     )
     [mail] = mails
     assert mail.subject == "Scanned: Invoice ACME 2026-11.pdf"
+    assert mail.recipients("to") == ["owner@example.com"]
     assert "Correspondent: ACME" in _text(mail)
     assert "Download: http://paperless.local/api/documents/42/download/" in _text(mail)
     [document] = mail.attachments()
