@@ -78,13 +78,14 @@ demo: deps venv-core
 	$(VENV_CORE)/bin/acs-email-bridge demo
 
 # Mosquitto for the bridge tests; they start their own broker on a free loopback port, so it is not started here.
+# swaks: a real SMTP client for the relay tests.
 deps:
 	@if ! { [ -x /usr/sbin/mosquitto ] || command -v mosquitto; } >/dev/null 2>&1 \
-	   || ! command -v mosquitto_pub >/dev/null 2>&1; then \
-	  echo "deps: installing mosquitto"; \
+	   || ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v swaks >/dev/null 2>&1; then \
+	  echo "deps: installing mosquitto, swaks"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get install -y -q mosquitto mosquitto-clients \
-	    || { apt-get update -q && apt-get install -y -q mosquitto mosquitto-clients; }; \
+	  apt-get install -y -q mosquitto mosquitto-clients swaks \
+	    || { apt-get update -q && apt-get install -y -q mosquitto mosquitto-clients swaks; }; \
 	fi
 
 clean:

@@ -25,7 +25,9 @@ from acs_email_core.outbox import Outbox, State
 
 from .config import load_settings
 from .emulator import cli as emulator_cli
+from .mqtt import cli as mqtt_cli
 from .routing import cli as routing_cli
+from .smtp import cli as smtp_cli
 
 EXIT_SENT, EXIT_DEAD, EXIT_INVALID, EXIT_PENDING, EXIT_AUTH = 0, 1, 2, 3, 4
 _T = TypeVar("_T")
@@ -65,6 +67,8 @@ def _build_parser() -> argparse.ArgumentParser:
     emulator_cli.configure_parser(emulator)
 
     routing_cli.configure(sub)
+    mqtt_cli.configure(sub)
+    smtp_cli.configure_parser(sub.add_parser("smtp", help="SMTP relay: device accounts and certificate"))
     demo = sub.add_parser("demo", help="send a sample mail through the engine to a local emulator")
     demo.add_argument("--dir", default=".demo", help="where the demo keeps its config, outbox and received mail")
     return parser
@@ -205,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "emulator":
             return emulator_cli.run(args)
+        if args.command == "smtp":
+            return smtp_cli.run(args)
         if args.command == "demo":
             from .demo import run_demo  # noqa: PLC0415 - keeps the usual commands' start-up light
 
@@ -215,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_service(args.config))
         if args.command in routing_cli.COMMANDS:
             return routing_cli.run(args)
+        if args.command in mqtt_cli.COMMANDS:
+            return mqtt_cli.run(args)
         if args.command == "send":
             return asyncio.run(_send(args))
         return asyncio.run(_queue(args))

@@ -23,6 +23,7 @@ from acs_email_core.outbox import State
 from .config import load_settings
 from .demo_mqtt import run_mqtt_demo
 from .emulator import Emulator, Fault
+from .smtp.demo import scan_through_relay
 
 SENDER = "DoNotReply@demo.example.com"
 RECIPIENT = "Home Owner <owner@example.com>"
@@ -127,6 +128,8 @@ async def run_demo(directory: Path) -> int:
             for line in (await asyncio.to_thread(eml.read_text, encoding="utf-8")).splitlines()[:9]:
                 print(f"  | {line}")
             if not await _trouble(engine, emulator, settings.sender):
+                return 1
+            if not await scan_through_relay(directory, engine, "owner@example.com"):
                 return 1
         if not await run_mqtt_demo(directory, emulator):
             return 1

@@ -28,14 +28,21 @@ from .metrics import Metrics
 from .mqtt import MQTT_SCHEMA, create_mqtt_source
 from .routing.service import SECTIONS as ROUTING_SECTIONS
 from .routing.service import create_router
+from .smtp.config import SMTP_SECTION
+from .smtp.source import create_smtp_source
 from .sources import BridgeContext, RouterFactory, Source, SourceFactory
 
 _LOGGER = logging.getLogger(__name__)
 
 
 # Config sections beyond the engine's, and the sources built from them.
-SECTIONS: dict[str, SectionSchema] = {"mqtt": MQTT_SCHEMA, "http": HTTP_SCHEMA, **ROUTING_SECTIONS}
-SOURCES: list[SourceFactory] = [create_mqtt_source, create_http]
+SECTIONS: dict[str, SectionSchema] = {
+    "mqtt": MQTT_SCHEMA,
+    "http": HTTP_SCHEMA,
+    "smtp": SMTP_SECTION,
+    **ROUTING_SECTIONS,
+}
+SOURCES: list[SourceFactory] = [create_mqtt_source, create_smtp_source, create_http]
 ROUTER: RouterFactory = create_router
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from acs_email_core.engine import Engine
 
@@ -44,6 +44,10 @@ class BridgeContext:
     metrics: Metrics
     router: Router
     health: dict[str, HealthCheck] = field(default_factory=dict)
+    # Extra figures for the Home Assistant state message (merged into it), and the entities showing them:
+    # (component, key in the state, name, extra discovery config).
+    state: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
+    entities: list[tuple[str, str, str, dict[str, Any]]] = field(default_factory=list)
 
 
 SourceFactory = Callable[[BridgeConfig, BridgeContext], "Source | None"]

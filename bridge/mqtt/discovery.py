@@ -2,7 +2,7 @@
 
 On every connect the bridge publishes retained discovery configs under ``<discovery_prefix>/…/config`` and,
 every ``state_interval`` (and at once after a connect), a retained JSON state on ``<base_topic>/state``:
-delivering (ACS reachable, not paused), queued, sent since start, dead letters, quota left, last error. The
+connected (ACS reachable: sending is not paused), queued, sent since start, dead letters, quota left, last error. The
 status topic (``online``, or ``offline`` by clean stop or last will) is the availability of every entity.
 """
 
@@ -24,7 +24,7 @@ _LOGGER = logging.getLogger(__name__)
 
 # (component, key, name, extra config)
 _ENTITIES: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
-    ("binary_sensor", "delivering", "Delivering", {"device_class": "connectivity", "payload_on": True,
+    ("binary_sensor", "connected", "ACS connected", {"device_class": "connectivity", "payload_on": True,
                                                   "payload_off": False, "entity_category": "diagnostic"}),
     ("sensor", "queued", "Queued mails", {"state_class": "measurement", "icon": "mdi:email-fast-outline"}),
     ("sensor", "sent", "Sent mails", {"state_class": "total_increasing", "icon": "mdi:email-check-outline"}),
@@ -76,7 +76,7 @@ class StatePublisher:
             "sw_version": _version(),
         }
         configs = []
-        for component, key, name, extra in _ENTITIES:
+        for component, key, name, extra in (*_ENTITIES, *self._context.entities):
             config: dict[str, Any] = {
                 "name": name,
                 "unique_id": f"{self._node}_{key}",
@@ -94,14 +94,18 @@ class StatePublisher:
         """The figures Home Assistant shows."""
         metrics = self._context.metrics
         status = await metrics.refresh()
-        return {
-            "delivering": bool(status is not None and not status.paused),
-            "queued": status.queued if status else 0,
-            "sent": status.sent_total if status else 0,
-            "dead": status.dead if status else 0,
-            "quota_left": status.quota_left if status else 0,
-            "last_error": (metrics.last_error or "none")[:250],
-        }
+        extra = {key: value for provider in self._context.state.values() for key, value in provider().items()}
+        return (
+            extra
+            | {
+                "connected": bool(status is not None and not status.paused),  # sending, not paused by an auth failure
+                "queued": status.queued if status else 0,
+                "sent": status.sent_total if status else 0,
+                "dead": status.dead if status else 0,
+                "quota_left": status.quota_left if status else 0,
+                "last_error": (metrics.last_error or "none")[:250],
+            }
+        )
 
     async def _run(self) -> None:
         while True:

@@ -55,6 +55,7 @@ class Received:
     correlation_data: bytes | None = None
     event_id: str | None = None  # set by the source (journal) once, kept if its batch is retried
     seq: int | None = None  # the journal row
+    retried: bool = False  # its batch failed once after routing
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,7 @@ class MqttLink:
         self.settings = settings
         self.inbox: collections.deque[Received] = collections.deque()
         self.inbox_bytes = 0  # payload bytes in the inbox; reading pauses above settings.inbox_bytes
+        self.pauses = 0  # times reading paused for the source to catch up
         self._on_messages = on_messages
         self._on_state = on_state
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -93,7 +95,8 @@ class MqttLink:
         self._stopping = False
         self._runner: asyncio.Task[None] | None = None
         self._misc: asyncio.Task[None] | None = None
-        self._replies: dict[int, asyncio.Future[None]] = {}  # SUBACK/UNSUBACK awaited by set_filters
+        self._replies: dict[int, asyncio.Future[None]] = {}  # SUBACK/UNSUBACK awaited, by packet id
+        self._subscription: asyncio.Future[None] | None = None  # SUBACK of the current connection's subscribe
         self._received = 0  # messages paho handed over, ever (the reader's progress check)
         self._confirmed = False  # the current connection got a successful CONNACK
         self._client = self._make_client()
@@ -266,6 +269,7 @@ class MqttLink:
         if self._reading and self._sock is not None and self._loop is not None:
             self._loop.remove_reader(self._sock)
             self._reading = False
+            self.pauses += 1
 
     def _resume_reading(self) -> None:
         if not self._reading and self._sock is not None and self._loop is not None:
@@ -310,11 +314,20 @@ class MqttLink:
         if future is not None and not future.done():
             future.set_result(None)
 
-    def unsubscribe(self, filters: Iterable[str]) -> None:
-        """Drop subscriptions a previous configuration left in the persistent session."""
+    async def subscribed(self, grace: float = 10.0) -> None:
+        """Wait for the SUBACK of this connection's subscriptions (or ``grace`` seconds)."""
+        if self._subscription is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await asyncio.shield(self._subscription)
+
+    async def unsubscribe(self, filters: Iterable[str], grace: float = 10.0) -> None:
+        """Drop subscriptions a previous configuration left in the persistent session (waits for the UNSUBACK)."""
         stale = list(filters)
         if stale and self.connected:
-            self._client.unsubscribe(stale)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._expect(self._client.unsubscribe(stale)[1])
 
     def _subscribe(self, filters: Sequence[str]) -> int | None:
         if not filters:
@@ -359,7 +372,7 @@ class MqttLink:
         self._connected = True
         self._confirmed = True
         client.publish(self.settings.status_topic, "online", qos=1, retain=True)
-        self._subscribe(self._filters)
+        self._subscription = self._expect(self._subscribe(self._filters))
         self._on_state(ConnectionState(True, self._epoch, session_present=bool(flags.session_present)))
 
     def _disconnected_cb(

@@ -71,12 +71,14 @@ class MqttSource:
         self._state = StatePublisher(settings, self.link, context)
         self._results = Results(self.link, self.journal, self._engine, settings.result_topic)
         self._stopping = False
+        self._stop_requested = asyncio.Event()
         self._consumer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # connect handlers
         self._acked: deque[tuple[int, int, float]] = deque()  # (epoch, highest seq, when) awaiting confirmation
         self._confirm_after = 2.0 * settings.keepalive
         self._qos0_topics: set[str] = set()
         self._connected_once = False
+        self.settled = asyncio.Event()  # set once a connection's subscriptions are in place (tests, demo)
         self.ingested = 0  # events fully handled (acked or not needing it); for benchmarks and tests
         context.health[SOURCE] = self._health
 
@@ -98,6 +100,7 @@ class MqttSource:
 
     async def stop(self) -> None:
         self._stopping = True
+        self._stop_requested.set()
         self._work.set()
         if self._consumer is not None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -139,6 +142,7 @@ class MqttSource:
     # ---- connection events ---------------------------------------------------------------------------------
     def _state_changed(self, state: ConnectionState) -> None:
         self._metrics.mqtt_connected.set(int(state.connected))
+        self.settled.clear()
         if state.connected:
             task = asyncio.create_task(self._on_connected(state), name="acs-email-mqtt connected")
             self._tasks.add(task)
@@ -171,9 +175,11 @@ class MqttSource:
             stale = [f for f in json.loads(previous) if f not in current]
             if stale:
                 _LOGGER.info("MQTT: unsubscribing filters no longer configured: %s", ", ".join(stale))
-                self.link.unsubscribe(stale)
+                await self.link.unsubscribe(stale)
         await self.journal.set_meta("filters", json.dumps(current))
+        await self.link.subscribed()
         self._state.connected()
+        self.settled.set()
 
     # ---- ingest --------------------------------------------------------------------------------------------
     async def _consume(self) -> None:
@@ -189,9 +195,16 @@ class MqttSource:
                 except Exception:  # a disk error, say: nothing acked, the broker redelivers; keep the source alive
                     _LOGGER.exception("MQTT: a batch of %d events could not be stored; retrying", len(batch))
                     self._metrics.error("MQTT batch could not be stored")
+                    for r in batch:
+                        r.retried = True  # the router may have seen it: it is told, as for a redelivery
                     inbox.extendleft(reversed(batch))
                     self.link.taken(-sum(len(r.payload) + OVERHEAD for r in batch))
-                    await asyncio.sleep(HOLD_BACKOFF[0])
+                    await self._pause(HOLD_BACKOFF[0])
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait before a retry; a stop ends the wait."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_requested.wait(), seconds)
 
     def _confirmable(self, now: float) -> int | None:
         """The highest journal row whose PUBACK has surely reached the broker (see journal)."""
@@ -213,9 +226,9 @@ class MqttSource:
             done, pending = await self._store(pending)
             await self._finish(done)
             if pending:
+                await self._pause(delay)
                 if self._stopping:
                     return  # not acked: the broker delivers them again after the restart
-                await asyncio.sleep(delay)
                 delay = min(delay * 2, HOLD_BACKOFF[1])
 
     async def _identify(self, batch: list[Received]) -> list[_Item]:
@@ -240,7 +253,7 @@ class MqttSource:
         items = []
         for r in batch:
             event = InboundEvent(
-                r.topic, r.payload, r.qos, r.retain, r.received_at, r.event_id or "", r.dup,
+                r.topic, r.payload, r.qos, r.retain, r.received_at, r.event_id or "", r.dup or r.retried,
                 r.user_properties, r.response_topic, r.correlation_data,
             )  # fmt: skip
             items.append(_Item(r, event, r.seq))

@@ -160,8 +160,10 @@ async def test_demo_delivers_sample_mail_and_rides_out_trouble(tmp_path: Path) -
     with contextlib.redirect_stdout(out):
         assert await run_demo(tmp_path) == 0
     emls = {path: path.read_text() for path in (tmp_path / "mail").glob("*.eml")}
-    # the sample, three alerts through a 503, a cut connection and a 429, then six from the MQTT bridge
-    assert len(emls) == 10
+    # the sample, three alerts through a 503, a cut connection and a 429, a scan by SMTP, six from the MQTT bridge
+    assert len(emls) == 11
+    (scan,) = [text for text in emls.values() if "scan0001.pdf" in text]
+    assert "Reply-To: Office scanner <scanner@office.lan>" in scan
     (sample,) = [path for path, text in emls.items() if "ups-load.csv" in text]
     assert "status-icon" in emls[sample]
     assert str(sample) in out.getvalue()

@@ -16,6 +16,7 @@ import pytest
 import voluptuous as vol
 
 from acs_email_bridge import service as service_module
+from acs_email_bridge.cli import main as cli_main
 from acs_email_bridge.config import BridgeConfig
 from acs_email_bridge.emulator import Fault
 from acs_email_bridge.metrics import Metrics
@@ -42,7 +43,7 @@ async def start_bridge() -> AsyncIterator[Start]:
         service = Service(await asyncio.to_thread(read_config, path), router=router)
         await service.start()
         services.append(service)
-        await wait_until(lambda: mqtt_source(service).link.connected, 20)
+        await asyncio.wait_for(mqtt_source(service).settled.wait(), 20)
         return service
 
     yield start
@@ -94,7 +95,7 @@ async def test_send_topic_mails_the_request_and_publishes_its_outcome(tmp_path, 
 
 
 async def test_bad_input_is_logged_kept_and_answered_while_the_bridge_keeps_going(
-    tmp_path, emu, broker, start_bridge, caplog
+    tmp_path, emu, broker, start_bridge, caplog, capsys
 ):
     caplog.set_level(logging.WARNING, logger="acs_email_bridge")
     service = await start_bridge(bridge_config(tmp_path, emu, broker.port, mqtt_extra={"max_payload": "1k"}))
@@ -125,6 +126,12 @@ async def test_bad_input_is_logged_kept_and_answered_while_the_bridge_keeps_goin
     assert all(line.startswith("MQTT: event on acs_email/send failed") for line in lines)
     text = service.metrics.exposition().decode()
     assert 'acs_email_bridge_events_total{disposition="failed",route="send",rule="",source="mqtt"} 5.0' in text
+    config = tmp_path / "config.yaml"
+    assert await asyncio.to_thread(cli_main, ["failed", "-c", str(config)]) == 0
+    listing = capsys.readouterr().out
+    assert "acs_email/send [send]: payload is not UTF-8 text" in listing
+    assert "<9 bytes, not text>" in listing
+    assert "5 failed event(s) shown" in listing
     assert 'acs_email_bridge_events_total{disposition="mailed",route="send",rule="",source="mqtt"} 1.0' in text
     results.close()
 
@@ -257,11 +264,11 @@ async def test_home_assistant_discovery_status_and_http_endpoints(tmp_path, emu,
     assert queued["availability_topic"] == "acs_email/status"
     assert queued["device"]["name"] == "ACS Email bridge"
     assert {c["unique_id"] for c in sensors.values()} == {
-        f"acs_email_bridge_{k}" for k in ("delivering", "queued", "sent", "dead", "quota_left", "last_error")
+        f"acs_email_bridge_{k}" for k in ("connected", "queued", "sent", "dead", "quota_left", "last_error")
     }
     assert ("acs_email/status", b"online", False) in listener.messages
     state = listener.json("acs_email/state")[-1]
-    assert set(state) == {"delivering", "queued", "sent", "dead", "quota_left", "last_error"}
+    assert set(state) == {"connected", "queued", "sent", "dead", "quota_left", "last_error"}
 
     http = next(s for s in service.sources if s.name == "http")
     url = f"http://127.0.0.1:{http.port}"  # type: ignore[attr-defined]
@@ -324,3 +331,29 @@ async def test_a_full_outbox_holds_events_unacknowledged_until_there_is_room(
     await wait_until(lambda: len(emu.mails) == 5, 60)
     assert sorted(m.subject for m in emu.mails) == [f"event {i}" for i in range(5)]
     assert service.metrics.last_error.startswith("outbox full")
+
+
+async def test_filters_of_an_earlier_config_are_dropped_from_the_persistent_session(
+    tmp_path, emu, broker, start_bridge, test_routes
+):
+    config = bridge_config(tmp_path, emu, broker.port, test_routes={"topics": ["old/+"]})
+    first = await start_bridge(config, router=_TestRouter)
+    await first.stop()
+    config.write_text(config.read_text().replace("old/+", "new/+"), encoding="utf-8")
+    service = await start_bridge(config, router=_TestRouter)  # returns once old/+ is unsubscribed
+    await broker.publish("old/cellar", json.dumps({"water_leak": True, "battery": 5}))
+    await broker.publish("new/cellar", json.dumps({"water_leak": True, "battery": 6}))
+    await wait_until(lambda: len(emu.mails) == 1, 20)
+    await asyncio.sleep(0.3)
+    assert [m.subject for m in emu.mails] == ["Leak at cellar (battery 6%)"]
+    assert [e.topic for e in service.router.seen] == ["new/cellar"]  # type: ignore[attr-defined]
+
+
+async def test_a_small_inbox_budget_pauses_reading_and_loses_nothing(tmp_path, emu, broker, start_bridge):
+    config = bridge_config(tmp_path, emu, broker.port, mqtt_extra={"inbox_bytes": "64k", "batch_size": 20})
+    service = await start_bridge(config)
+    source = mqtt_source(service)
+    await broker.publish_lines("acs_email/send", [send_request(i, text="x" * 2000) for i in range(300)])
+    await wait_until(lambda: len(emu.mails) == 300, 60)
+    assert source.link.pauses > 0  # the broker waited (TCP backpressure) while the bridge caught up
+    assert sorted(int(m.subject.split()[1]) for m in emu.mails) == list(range(300))
