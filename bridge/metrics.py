@@ -83,9 +83,11 @@ class Metrics:
         )
         self.registry.register(_EngineCollector(self))
 
-    def event(self, source: str, disposition: str, route: str | None = None, rule: str | None = None) -> None:
-        """Count one input."""
-        self.events.labels(source, disposition, route or "", rule or "").inc()
+    def event(
+        self, source: str, disposition: str, route: str | None = None, rule: str | None = None, count: int = 1
+    ) -> None:
+        """Count inputs (one, or ``count`` with the same outcome)."""
+        self.events.labels(source, disposition, route or "", rule or "").inc(count)
 
     def error(self, message: str) -> None:
         """Remember the latest error for /healthz and the Home Assistant sensor."""

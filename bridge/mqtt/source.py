@@ -16,7 +16,7 @@ import json
 import logging
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -333,8 +333,7 @@ class MqttSource:
         if seqs:
             self._acked.append((items[0].received.epoch, max(seqs), time.time()))
         self._metrics.ingest_batches.inc()
-        for item in items:
-            self._account(item)
+        self._account(items)
         for result in results:
             self._results.publish(result, State.QUEUED.value)
         if results:
@@ -348,22 +347,30 @@ class MqttSource:
             e.event_id, e.topic, item.outcome.reason, item.outcome.route, e.received_at, e.qos, e.retain, e.payload
         )
 
-    def _account(self, item: _Item) -> None:
+    def _account(self, items: list[_Item]) -> None:
+        """Count a batch's outcomes (one metric update per kind), log and answer the failed ones."""
+        kinds = Counter((i.outcome.disposition.value, i.outcome.route, i.outcome.rule) for i in items)
+        for (disposition, route, rule), count in kinds.items():
+            self._metrics.event(SOURCE, disposition, route, rule, count)
+        mails = sum(len(i.outcome.mails) for i in items)
+        if mails:
+            self._metrics.mails_queued.labels(SOURCE).inc(mails)
+        for item in items:
+            if item.outcome.disposition is Disposition.FAILED:
+                self._failed_event(item)
+
+    def _failed_event(self, item: _Item) -> None:
         outcome = item.outcome
-        self._metrics.event(SOURCE, outcome.disposition.value, outcome.route, outcome.rule)
-        if outcome.mails:
-            self._metrics.mails_queued.labels(SOURCE).inc(len(outcome.mails))
-        if outcome.disposition is Disposition.FAILED:
-            _LOGGER.warning(
-                "MQTT: event on %s failed%s: %s (kept in %s)",
-                item.event.topic,
-                f" (route {outcome.route})" if outcome.route else "",
-                outcome.reason,
-                self.settings.state_file,
-            )
-            self._metrics.error(f"{item.event.topic}: {outcome.reason}")
-            if outcome.route == "send":
-                self._results.publish(self._results.pending(item.event, None), Disposition.FAILED.value, outcome.reason)
+        _LOGGER.warning(
+            "MQTT: event on %s failed%s: %s (kept in %s)",
+            item.event.topic,
+            f" (route {outcome.route})" if outcome.route else "",
+            outcome.reason,
+            self.settings.state_file,
+        )
+        self._metrics.error(f"{item.event.topic}: {outcome.reason}")
+        if outcome.route == "send":
+            self._results.publish(self._results.pending(item.event, None), Disposition.FAILED.value, outcome.reason)
 
 
 def create_mqtt_source(config: BridgeConfig, context: BridgeContext) -> MqttSource | None:
