@@ -6,7 +6,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from routing_helpers import T0, Clock, MakeRouter
+from routing_helpers import JPEG, T0, Clock, MakeRouter, fixture
 
 from acs_email_bridge.mqtt.events import Disposition
 from acs_email_bridge.routing import Router, quota_probe, routing_from_config
@@ -348,3 +348,42 @@ async def test_prune_forgets_expired_dedup_keys(make_router: MakeRouter, event, 
     again = await make_router(config, state=state)
     outcomes = [await again.send(event("t", v)) for v in ("a", "b")]
     assert [o.rule or o.disposition.value for o in outcomes] == ["mailed", "dedup"]
+
+
+async def test_a_frigate_event_at_night_arrives_in_the_morning_with_its_snapshot(
+    make_router: MakeRouter, event, clock: Clock
+) -> None:
+    h = await make_router(
+        {
+            "routing": {"timezone": "UTC"},
+            "presets": {"frigate": {"to": TO, "quiet_hours": {"start": "22:00", "end": "07:00"}}},
+        }
+    )
+    clock.now = T0 + 15 * 3600  # 23:00 UTC
+    await h.send(event("frigate/front_door/person/snapshot", JPEG))
+    for name in ("frigate-new.json", "frigate-end.json"):
+        assert (await h.send(event("frigate/events", fixture(name)))).rule == "collapse"
+    assert await h.flush() == []  # the collapsed event goes on into the quiet-hours digest
+    assert h.router.counters()[("frigate", "digested", "collapse")] == 3  # two events, then the collapsed one
+    clock.now = T0 + 23 * 3600  # 07:00
+    [mail] = await h.flush()
+    assert mail.subject == "Person at front door"
+    assert [(a.name, a.data) for a in mail.attachments] == [("01-snapshot.jpg", JPEG)]
+    assert "[attached: 01-snapshot.jpg]" in (mail.text or "")
+
+
+async def test_an_oversized_companion_is_refused_and_the_previous_one_kept(make_router: MakeRouter, event) -> None:
+    h = await make_router(
+        {
+            "routing": {"companion_max_payload": "1KiB"},
+            "routes": [
+                {"name": "r", "topic": "t", "to": TO, "attachments": [{"companion": "cam/snap", "name": "s.jpg"}]}
+            ],
+        }
+    )
+    await h.send(event("cam/snap", JPEG))
+    refused = await h.send(event("cam/snap", JPEG * 10))
+    assert (refused.disposition, refused.route) == (Disposition.FAILED, "(companions)")
+    assert "over the 1,024 byte companion limit" in refused.reason
+    [mail] = (await h.send(event("t", "x"))).mails
+    assert mail.attachments[0].data == JPEG
