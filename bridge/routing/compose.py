@@ -43,6 +43,10 @@ class ComposeError(AcsEmailError):
     """This event cannot become this route's mail (bad payload, failing template, unreadable file)."""
 
 
+class MissingFileError(ComposeError):
+    """The file an attachment names is not there (``missing_ok`` attachments are then left out)."""
+
+
 @dataclass(frozen=True)
 class Parsed:
     """An event's payload decoded once per format, shared by the routes that match it."""
@@ -242,6 +246,8 @@ def _read_inside(path_text: str, allowed: tuple[Path, ...], limit: int) -> tuple
         if size > limit:
             raise ComposeError(f"attachment {path_text!r} is {size:,} bytes, over the {limit:,} byte mail limit")
         return real.read_bytes(), real.name
+    except FileNotFoundError:
+        raise MissingFileError(f"attachment {path_text!r} does not exist") from None
     except OSError as err:
         raise ComposeError(f"cannot read attachment {path_text!r}: {err.strerror}") from None
 
@@ -269,7 +275,12 @@ async def attachments(
                 if spec.optional:
                     continue
                 raise ComposeError("the attachment path rendered empty")
-            data, name = await asyncio.to_thread(_read_inside, ref, route.allowed_dirs, limits.max_request_bytes)
+            try:
+                data, name = await asyncio.to_thread(_read_inside, ref, route.allowed_dirs, limits.max_request_bytes)
+            except MissingFileError:
+                if spec.missing_ok:
+                    continue
+                raise
             result.append(_make(spec, context, data, name))
         else:
             data_or_none = latest(ref)

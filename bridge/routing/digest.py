@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
+
+from acs_email_core.message import Attachment
 
 from .compose import Recipients, Rendered
 
@@ -30,13 +32,31 @@ class HeldEvent:
     retained: bool
 
 
+@dataclass(frozen=True)
+class Extras:
+    """What a digest adds to each event: its attachments (renamed to be unique) and notes about them."""
+
+    attachments: tuple[Attachment, ...] = ()
+    notes: Mapping[str, Sequence[str]] = field(default_factory=dict)  # event id → lines
+
+
 def digest_mail(
-    route: str, kind: str, recipients: Recipients, events: Sequence[HeldEvent], local: Sequence[datetime]
+    route: str,
+    kind: str,
+    recipients: Recipients,
+    events: Sequence[HeldEvent],
+    local: Sequence[datetime],
+    *,
+    extras: Extras | None = None,
 ) -> Rendered:
     """One event is mailed as it was rendered; several become a list, oldest first, in text and HTML."""
+    extras = extras or Extras()
     if len(events) == 1:
         only = events[0]
-        return Rendered(recipients, only.subject, only.text or only.subject, None, "normal", ())
+        notes = "".join(f"\n{line}" for line in extras.notes.get(only.id, ()))
+        return Rendered(
+            recipients, only.subject, (only.text or only.subject) + notes, None, "normal", extras.attachments
+        )
     first, last = local[0], local[-1]
     span = f"{first:%H:%M}-{last:%H:%M}" if first.date() == last.date() else f"{first:%d %b %H:%M} - {last:%d %b %H:%M}"
     subject = f"{_TITLES.get(kind, 'Digest')}: {len(events)} events from {route} ({span})"
@@ -44,7 +64,7 @@ def digest_mail(
     rows = []
     for event, when in zip(events, local, strict=True):
         lines.append(f"{when:%Y-%m-%d %H:%M:%S}  {event.subject}")
-        body = (event.text or "").strip()[:_MAX_TEXT]
+        body = "\n".join([(event.text or "").strip()[:_MAX_TEXT], *extras.notes.get(event.id, ())]).strip()
         lines.extend(f"    {line}" for line in body.splitlines())
         lines.append("")
         rows.append(
@@ -53,4 +73,4 @@ def digest_mail(
             f'<pre style="margin:0;white-space:pre-wrap">{escape(body)}</pre></td></tr>'
         )
     html = f'<p>{escape(subject)}</p>\n<table cellpadding="4">\n' + "\n".join(rows) + "\n</table>\n"
-    return Rendered(recipients, subject, "\n".join(lines), html, "normal", ())
+    return Rendered(recipients, subject, "\n".join(lines), html, "normal", extras.attachments)

@@ -31,6 +31,16 @@ score {{ ((a.top_score | default(a.score | default(0))) * 100) | round | int }} 
 {% endif %}<p style="color:#888">Frigate event {{ a.id }}</p>
 """
 
+_REVIEW_TEXT = """\
+{% set a = payload.after %}{{ a.severity | title }} on camera {{ a.camera }}: {{ objects }}\
+{% if a.data.sub_labels %} ({{ a.data.sub_labels | join(', ') }}){% endif %}.
+
+Started: {{ a.start_time | datetime }}
+{% if a.end_time | default(none) %}Ended:   {{ a.end_time | datetime }}
+{% endif %}Zones:   {{ a.data.zones | join(', ') or 'none' }}
+Review:  {{ a.id }}
+"""
+
 # UPS states, one word each, so change_only mails transitions and nothing else.
 _UPS_SUBJECTS = (
     "{{ {'on battery': 'UPS ' ~ ups ~ ' is on battery', 'low battery': 'UPS ' ~ ups ~ ' battery LOW', "
@@ -104,6 +114,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         ],
         "quota_digest": False,
     },
+    # Frigate 0.14+ reviews (frigate/reviews): one mail per review item, the thumbnail attached when readable.
+    "frigate_reviews": {
+        "topic": "frigate/reviews",
+        "format": "json",
+        "when": "payload.after.severity in ('alert', 'detection')",
+        "collapse": {"key": "{{ payload.after.id }}", "until": "payload.type == 'end'", "max_wait": "30s"},
+        "vars": {
+            "objects": "{{ payload.after.data.objects | join(', ') or 'activity' }}",
+            "place": "{{ payload.after.camera | replace('_', ' ') }}",
+        },
+        "subject": "{{ payload.after.severity | title }}: {{ objects }} at {{ place }}",
+        "text": _REVIEW_TEXT,
+        "attachments": [{"file": "{{ payload.after.thumb_path | default('') }}", "optional": True, "missing_ok": True}],
+        "allowed_dirs": ["/media/frigate"],
+        "quota_digest": False,
+    },
     # NUT through nut2mqtt (zackwag): nut2mqtt/<ups>_ups_status/state = "OB DISCHRG", one topic per variable.
     "nut": {
         "topic": "nut2mqtt/+/state",
@@ -171,7 +197,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "topic": "scanner/+",
         "format": "json",
         "when": "payload.path is defined or payload.content is defined",
-        "subject": "Scan from {{ topic_parts[1] }}: {{ payload.filename | default(payload.path | default('') ) }}",
+        "vars": {"file": "{{ payload.filename | default((payload.path | default('')).rsplit('/', 1) | last) }}"},
+        "subject": "Scan from {{ topic_parts[1] }}: {{ file }}",
         "text": "Your scan from {{ topic_parts[1] }} is attached ({{ time | datetime }}).\n",
         "attachments": [
             {"file": "{{ payload.path | default('') }}", "optional": True},

@@ -5,13 +5,16 @@ committed by the source to the outbox, anything the router keeps (flood-control 
 companion snapshots) is on disk in its state store before it returns. A message the broker delivers again
 keeps its ``event_id``, so:
 
-* mails get ``event.mail_id(i)`` ids (``i`` = the route's position), which the outbox stores once;
-* routes with flood state (change-only, dedup, cooldown, collapse) record a decision that changed that state
-  (a mail, a held event) per event id, with the state; a redelivered event gets the recorded decision again
-  (its mail rebuilt with the same id) instead of a fresh one that the updated state would turn into a drop.
-  Drops change no state, so deciding them again gives the same drop;
-* held events (digests, collapse groups) have ids derived from the event id, and a digest mail's id from its
-  first event, so holding or flushing twice stores or sends once.
+* mails get ``event.mail_id(route.mail_index)`` ids (the index is derived from the route's name, so it holds
+  across reloads), which the outbox stores once;
+* a decision that changed the router's state is recorded per event id with that state: a held event (digest,
+  collapse), and a mail of a route with flood state (change-only, dedup, cooldown). A redelivered event gets
+  the recorded decision again (its mail rebuilt with the same id; a held event not held a second time, even
+  if its digest went out meanwhile) instead of a fresh one that the updated state would turn into a drop.
+  Drops change no state, and a mail of a route without state always gets the same id, so deciding those
+  again gives the same result;
+* a digest's events are marked with the digest mail's id before it is queued, so a flush interrupted by a
+  crash sends exactly those events again under the same id.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import re
 import time
@@ -31,12 +35,12 @@ from typing import Any
 
 from acs_email_core.engine import Engine
 from acs_email_core.errors import AcsEmailError, OutboxFullError, TemplateError, ValidationError
-from acs_email_core.message import DEFAULT_LIMITS, EmailMessage, MessageLimits
+from acs_email_core.message import DEFAULT_LIMITS, Attachment, EmailMessage, MessageLimits
 
 from ..mqtt.events import IGNORED, Disposition, InboundEvent, Outcome
 from . import compose
 from .compose import ComposeError, Recipients, Rendered
-from .digest import HeldEvent, digest_mail
+from .digest import Extras, HeldEvent, digest_mail
 from .event import OutcomeKind, RouteResult
 from .payload import PayloadError
 from .routes import Route, RoutingConfig
@@ -47,6 +51,7 @@ _LOGGER = logging.getLogger(__name__)
 _NAMESPACE = uuid.UUID("5f0c43a2-8f0e-4d7c-9a57-3c1f2b6e9d10")
 _RECENT = 10_000  # decisions of recent events kept in memory for quick redeliveries
 DECISION_RETENTION = 7 * 86400.0
+DECISIONS_KEPT = 200_000  # > 65,535, the most unacknowledged QoS 1 messages MQTT lets be in flight
 PRUNE_EVERY = 600.0
 COMPANIONS = "(companions)"
 
@@ -62,6 +67,16 @@ class _Group:
     grp: str
     due_at: float
     events: list[HeldEvent] = field(default_factory=list)
+    flush_id: str | None = None  # set once its mail is being queued
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """What a route decided for an event, kept so that a redelivery gets the same."""
+
+    kind: OutcomeKind
+    rule: str
+    detail: dict[str, Any]
 
 
 @dataclass
@@ -113,7 +128,8 @@ class Router:
         self._flood: dict[tuple[str, str, str], tuple[str | None, float]] = {}
         self._companions: dict[str, bytes] = {}
         self._groups: dict[tuple[str, str, str], _Group] = {}
-        self._recent: collections.OrderedDict[str, dict[str, tuple[str, str]]] = collections.OrderedDict()
+        self._flushing: dict[str, _Group] = {}  # flush id → group whose mail is being queued
+        self._recent: collections.OrderedDict[str, dict[str, _Decision]] = collections.OrderedDict()
         self._counters: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.quota_short = False
         self._timer: asyncio.Task[None] | None = None
@@ -127,12 +143,20 @@ class Router:
         self._flood = {(r, k, key): (value, at) for r, k, key, value, at in snapshot.flood}
         self._companions = {topic: bytes(payload) for topic, payload, _at in snapshot.companions}
         for row in snapshot.held:
-            group = self._groups.setdefault(
-                (row["route"], row["kind"], row["grp"]), _Group(row["route"], row["kind"], row["grp"], row["due_at"])
-            )
+            if row["flush_id"] is not None:  # a flush the previous run did not finish: it is completed first
+                group = self._flushing.setdefault(
+                    row["flush_id"], _Group(row["route"], row["kind"], row["grp"], 0.0, flush_id=row["flush_id"])
+                )
+            else:
+                group = self._groups.setdefault(
+                    (row["route"], row["kind"], row["grp"]),
+                    _Group(row["route"], row["kind"], row["grp"], row["due_at"]),
+                )
             group.events.append(_held_from_row(row))
-        if self._groups:
-            _LOGGER.info("router: %d held event group(s) restored", len(self._groups))
+        if self._groups or self._flushing:
+            _LOGGER.info("router: %d held event group(s) restored", len(self._groups) + len(self._flushing))
+        if self._flushing:  # before any new event could join what that flush already holds
+            await self.flush_due()
         if timers:
             self._timer = asyncio.create_task(self._run_timers(), name="acs-email-routes-timers")
 
@@ -177,51 +201,56 @@ class Router:
         results: list[RouteResult] = []
         if any(matches(f, event.topic) for f in self.config.companion_filters):
             results.append(self._store_companion(event, now, work))
-        routes = [(i, r) for i, r in enumerate(self.config.routes) if r.accepts(event.topic)]
-        stateful = [r for _i, r in routes if _stateful(r)]
-        recorded = await self._recorded(event) if stateful and event.duplicate else {}
-        decisions: dict[str, tuple[str, str]] = {}
+        routes = [r for r in self.config.routes if r.accepts(event.topic)]
+        stateful = [r for r in routes if _stateful(r)]
+        recorded = await self._recorded(event) if routes and event.duplicate else {}
+        decisions: dict[str, _Decision] = {}
         async with contextlib.AsyncExitStack() as stack:
             for route in stateful:  # in route order, so two events never wait on each other's locks
                 await stack.enter_async_context(self._locks.setdefault(route.name, asyncio.Lock()))
-            for index, route in routes:
+            for route in routes:
                 step = _Step(
                     route,
                     event,
                     now,
                     work,
-                    event.mail_id(index),
+                    event.mail_id(route.mail_index),
                     str(uuid.uuid5(_NAMESPACE, f"{event.event_id}/{route.name}")),
                 )
                 result = await self._route(step, recorded.get(route.name))
                 results.append(result)
-                if _stateful(route) and result.kind in (OutcomeKind.MAILED, OutcomeKind.DIGESTED):
-                    decisions[route.name] = (result.kind.value, result.rule or "")
+                if result.kind is OutcomeKind.DIGESTED or (_stateful(route) and result.kind is OutcomeKind.MAILED):
+                    # change-only's value and previous: a mail rebuilt for a redelivery must read as the first did
+                    detail = {k: step.context.get(k) for k in ("value", "previous")} if route.change_only else {}
+                    decision = decisions[route.name] = _Decision(result.kind, result.rule or "", detail)
                     work.statements.append(
                         (
-                            "INSERT OR REPLACE INTO decided (event_id, route, kind, rule, at) VALUES (?, ?, ?, ?, ?)",
-                            (event.event_id, route.name, result.kind.value, result.rule or "", now),
+                            "INSERT OR REPLACE INTO decided (event_id, route, kind, rule, detail, at) "
+                            "VALUES (?, ?, ?, ?, ?, ?)",
+                            (event.event_id, route.name, result.kind.value, decision.rule, json.dumps(detail), now),
                         )
                     )
+            await self._store.write(work.statements)  # a disk error raises: memory stays as the disk is
             if decisions:
                 self._remember(event.event_id, decisions)
             for apply in work.memory:
                 apply()
-            await self._store.write(work.statements)
         for result in results:
             self._counters[(result.route, result.kind.value, result.rule or "")] += 1
         return _outcome(results, work.mails)
 
-    def _remember(self, event_id: str, decisions: dict[str, tuple[str, str]]) -> None:
+    def _remember(self, event_id: str, decisions: dict[str, _Decision]) -> None:
         self._recent[event_id] = decisions
         while len(self._recent) > _RECENT:
             self._recent.popitem(last=False)
 
-    async def _recorded(self, event: InboundEvent) -> dict[str, tuple[str, str]]:
+    async def _recorded(self, event: InboundEvent) -> dict[str, _Decision]:
         if event.event_id in self._recent:
             return self._recent[event.event_id]
-        rows = await self._store.query("SELECT route, kind, rule FROM decided WHERE event_id = ?", (event.event_id,))
-        return {row["route"]: (row["kind"], row["rule"]) for row in rows}
+        rows = await self._store.query(
+            "SELECT route, kind, rule, detail FROM decided WHERE event_id = ?", (event.event_id,)
+        )
+        return {r["route"]: _Decision(OutcomeKind(r["kind"]), r["rule"], json.loads(r["detail"])) for r in rows}
 
     def _store_companion(self, event: InboundEvent, now: float, work: _Work) -> RouteResult:
         if len(event.payload) > self.config.companion_max_payload:
@@ -244,7 +273,7 @@ class Router:
         return self._companions.get(topic)
 
     # ---- one route -----------------------------------------------------------------------------------------
-    async def _route(self, step: _Step, recorded: tuple[str, str] | None) -> RouteResult:
+    async def _route(self, step: _Step, recorded: _Decision | None) -> RouteResult:
         route, event = step.route, step.event
         try:
             parsed = compose.parse(event, route, step.work.decoded)
@@ -253,17 +282,18 @@ class Router:
                 return RouteResult(route.name, OutcomeKind.DROPPED, "when")
             compose.add_vars(route, step.context)
             if recorded is not None:
-                return await self._replay(step, OutcomeKind(recorded[0]), recorded[1])
+                return await self._replay(step, recorded)
             return await self._flood_control(step)
         except _BAD_INPUT as err:
             _LOGGER.warning("route %s: event on %s failed: %s", route.name, event.topic, err)
             return RouteResult(route.name, OutcomeKind.FAILED, "bad-input", reason=str(err))
 
-    async def _replay(self, step: _Step, kind: OutcomeKind, rule: str) -> RouteResult:
+    async def _replay(self, step: _Step, decision: _Decision) -> RouteResult:
         """A redelivered event gets the decision recorded the first time (its mail rebuilt with the same id)."""
-        if kind is OutcomeKind.MAILED:
+        if decision.kind is OutcomeKind.MAILED:
+            step.context.update(decision.detail)
             return await self._mail(step)
-        return RouteResult(step.route.name, kind, rule or None)
+        return RouteResult(step.route.name, decision.kind, decision.rule or None)
 
     async def _flood_control(self, step: _Step) -> RouteResult:
         route, context, now, name = step.route, step.context, step.now, step.route.name
@@ -293,7 +323,8 @@ class Router:
         if not collapse_key:
             raise ComposeError("the collapse key rendered empty")
         done = self._flood.get((route.name, "collapsed", collapse_key))
-        if done is not None and now - done[1] < route.collapse.keep:
+        flushing = any(g.route == route.name and g.grp == collapse_key for g in self._flushing.values())
+        if flushing or (done is not None and now - done[1] < route.collapse.keep):
             return RouteResult(route.name, OutcomeKind.DROPPED, "collapse")
         attachments = await compose.attachments(route, context, self._latest, self._limits)
         rendered = compose.render(route, context, attachments)  # fails now, not at flush, if the payload is unusable
@@ -306,7 +337,7 @@ class Router:
                 ("DELETE FROM held WHERE route = ? AND kind = 'collapse' AND grp = ?", (route.name, collapse_key))
             )
         step.work.statements.append(_insert_held(route.name, held))
-        step.work.memory.append(lambda: self._replace_group(route.name, "collapse", collapse_key, due, held))
+        step.work.memory.append(lambda: self._replace_group(route.name, held))
         return RouteResult(route.name, OutcomeKind.DIGESTED, "collapse")
 
     async def _deliver(self, step: _Step) -> RouteResult:
@@ -323,17 +354,13 @@ class Router:
             if route.cooldown:
                 self._set(step.work, (name, "cooldown", route.cooldown.key.render(context)), None, now)
             return result
-        kind, due = hold
+        kind, due = hold  # the due time of a new group; an existing one keeps its own
         rendered = compose.render(route, context)
         grp = rendered.recipients.key()
-        group = self._groups.get((name, kind, grp))
-        if group is not None:
-            due = group.due_at
-            if kind == "digest" and route.digest and len(group.events) + 1 >= route.digest.max_events:
-                due = now
-        held = self._held(step, kind, grp, due, rendered, keep_payload=False)
+        limit = route.digest.max_events if kind == "digest" and route.digest else None
+        held = self._held(step, kind, grp, due, rendered, keep_payload=bool(route.attachments))
         step.work.statements.append(_insert_held(name, held))
-        step.work.memory.append(lambda: self._add_to_group(name, kind, grp, due, held))
+        step.work.memory.append(lambda: self._add_to_group(name, held, limit=limit))
         return RouteResult(name, OutcomeKind.DIGESTED, {"quiet": "quiet_hours"}.get(kind, kind))
 
     async def _mail(self, step: _Step) -> RouteResult:
@@ -380,15 +407,18 @@ class Router:
         )
         work.memory.append(lambda: self._flood.__setitem__(key, (value, now)))
 
-    def _add_to_group(self, route: str, kind: str, grp: str, due: float, held: HeldEvent) -> None:
-        group = self._groups.setdefault((route, kind, grp), _Group(route, kind, grp, due))
-        group.due_at = min(group.due_at, due)
+    def _add_to_group(self, route: str, held: HeldEvent, *, limit: int | None = None) -> None:
+        """Add to the open group (or open one, due at ``held.due_at``); one holding ``limit`` events is due now."""
+        key = (route, held.kind, held.grp)
+        group = self._groups.setdefault(key, _Group(route, held.kind, held.grp, held.due_at))
         if all(e.id != held.id for e in group.events):
             group.events.append(held)
+        if limit is not None and len(group.events) >= limit:
+            group.due_at = min(group.due_at, self._clock())
         self._wake.set()
 
-    def _replace_group(self, route: str, kind: str, grp: str, due: float, held: HeldEvent) -> None:
-        self._groups[(route, kind, grp)] = _Group(route, kind, grp, due, [held])
+    def _replace_group(self, route: str, held: HeldEvent) -> None:
+        self._groups[(route, held.kind, held.grp)] = _Group(route, held.kind, held.grp, held.due_at, [held])
         self._wake.set()
 
     def _local(self, when: float) -> datetime:
@@ -401,15 +431,12 @@ class Router:
         """Mail every held group that is due (digest window over, quiet hours ended, collapse finished)."""
         now = self._clock()
         sent: list[str] = []
-        for group_key, group in list(self._groups.items()):
-            if group.due_at > now:
-                continue
+        due = [g for g in self._groups.values() if g.due_at <= now]
+        for group in [*self._flushing.values(), *due]:
             route = next((r for r in self.config.routes if r.name == group.route), None)
             if route is None:
                 continue
             async with self._locks.setdefault(route.name, asyncio.Lock()):
-                if self._groups.get(group_key) is not group:
-                    continue
                 try:
                     sent.extend(await self._flush(route, group, now))
                 except (OutboxFullError, OSError, AcsEmailError) as err:
@@ -417,44 +444,92 @@ class Router:
         return sent
 
     async def _flush(self, route: Route, group: _Group, now: float) -> list[str]:
-        delete = ("DELETE FROM held WHERE route = ? AND kind = ? AND grp = ?", (route.name, group.kind, group.grp))
-        flush_id = str(uuid.uuid5(_NAMESPACE, f"{route.name}/{group.kind}/{group.grp}/{group.events[0].id}"))
+        """Mark the group's events with the mail's id, queue the mail, then forget them.
+
+        The mark makes a flush interrupted by a crash send exactly these events again, under the same id (which
+        the outbox ignores if it already has it), while events that arrived since form the next group.
+        """
+        if group.flush_id is None:
+            if self._groups.get((group.route, group.kind, group.grp)) is not group:
+                return []
+            group.flush_id = str(uuid.uuid5(_NAMESPACE, f"{route.name}/{group.kind}/{group.grp}/{group.events[0].id}"))
+            ids = [e.id for e in group.events]
+            marks = [("UPDATE held SET flush_id = ? WHERE id = ?", (group.flush_id, i)) for i in ids]
+            del self._groups[(group.route, group.kind, group.grp)]
+            self._flushing[group.flush_id] = group
+            await self._store.write(marks)
+        delete: Statement = ("DELETE FROM held WHERE flush_id = ?", (group.flush_id,))
         if group.kind == "collapse":
-            return await self._flush_collapse(route, group, now, delete, flush_id)
-        local = [self._local(e.at) for e in group.events]
-        rendered = digest_mail(route.name, group.kind, Recipients.from_key(group.grp), group.events, local)
-        message = compose.build(rendered, sender=self._sender, message_id=flush_id, limits=self._limits)
-        await self._submit(message, f"mqtt:{route.name}:{group.kind}")
-        await self._store.write([delete])
-        del self._groups[(group.route, group.kind, group.grp)]
-        self._counters[(route.name, "mailed", group.kind)] += 1
-        return [flush_id]
+            sent = await self._flush_collapse(route, group, now, delete, group.flush_id)
+        else:
+            local = [self._local(e.at) for e in group.events]
+            extras = await self._digest_extras(route, group.events)
+            recipients = Recipients.from_key(group.grp)
+            rendered = digest_mail(route.name, group.kind, recipients, group.events, local, extras=extras)
+            message = compose.build(rendered, sender=self._sender, message_id=group.flush_id, limits=self._limits)
+            await self._submit(message, f"mqtt:{route.name}:{group.kind}")
+            await self._store.write([delete])
+            self._counters[(route.name, "mailed", group.kind)] += 1
+            sent = [group.flush_id]
+        del self._flushing[group.flush_id]
+        return sent
+
+    def _context_of(self, route: Route, held: HeldEvent) -> tuple[InboundEvent, dict[str, Any]]:
+        """A held event as it arrived, with its template variables (``vars:`` included)."""
+        event = InboundEvent(held.topic, held.payload, held.qos, held.retained, held.at, held.id)
+        context = compose.variables(event, route, compose.parse(event, route), self.config.renderer, self._latest)
+        compose.add_vars(route, context)
+        return event, context
+
+    async def _digest_extras(self, route: Route, events: list[HeldEvent]) -> Extras:
+        """The attachments of held events, taken now (a companion's latest value), within the size limit."""
+        if not route.attachments:
+            return Extras()
+        budget = int(self._limits.max_request_bytes * 0.7)  # base64 adds a third, text and headers the rest
+        attachments: list[Attachment] = []
+        notes: dict[str, list[str]] = {}
+        for number, held in enumerate(events, 1):
+            event = InboundEvent(held.topic, held.payload, held.qos, held.retained, held.at, held.id)
+            lines = notes.setdefault(held.id, [])
+            try:
+                context = compose.variables(
+                    event, route, compose.parse(event, route), self.config.renderer, self._latest
+                )
+                compose.add_vars(route, context)
+                found = await compose.attachments(route, context, self._latest, self._limits)
+            except _BAD_INPUT as err:
+                lines.append(f"[attachment unavailable: {err}]")
+                continue
+            for attachment in found:
+                name = f"{number:02d}-{attachment.name}"
+                if len(attachment.data) > budget:
+                    lines.append(f"[{attachment.name} left out: the digest reached the size limit]")
+                    continue
+                budget -= len(attachment.data)
+                attachments.append(Attachment(name, attachment.data, attachment.content_type))
+                lines.append(f"[attached: {name}]")
+        return Extras(tuple(attachments), notes)
 
     async def _flush_collapse(
         self, route: Route, group: _Group, now: float, delete: Statement, flush_id: str
     ) -> list[str]:
         """The latest event of the group goes on as if it had just arrived: cooldown, quiet hours, digest, mail."""
         held = group.events[-1]
-        event = InboundEvent(held.topic, held.payload, held.qos, held.retained, held.at, held.id)
         work = _Work(statements=[delete])
         self._set(work, (route.name, "collapsed", group.grp), None, now)
-        step = _Step(route, event, now, work, flush_id, str(uuid.uuid5(_NAMESPACE, f"{flush_id}/held")))
+        held_id = str(uuid.uuid5(_NAMESPACE, f"{flush_id}/held"))
         try:
-            step.context = compose.variables(
-                event, route, compose.parse(event, route), self.config.renderer, self._latest
-            )
-            compose.add_vars(route, step.context)
+            event, context = self._context_of(route, held)
+            step = _Step(route, event, now, work, flush_id, held_id, context)
             result = await self._deliver(step)
         except _BAD_INPUT as err:
-            _LOGGER.warning("route %s: collapsed event on %s failed: %s", route.name, event.topic, err)
+            _LOGGER.warning("route %s: collapsed event on %s failed: %s", route.name, held.topic, err)
             result = RouteResult(route.name, OutcomeKind.FAILED, "bad-input", reason=str(err))
         for message in work.mails:
             await self._submit(message, f"mqtt:{route.name}")
+        await self._store.write(work.statements)
         for apply in work.memory:
             apply()
-        await self._store.write(work.statements)
-        if self._groups.get((group.route, group.kind, group.grp)) is group:
-            del self._groups[(group.route, group.kind, group.grp)]
         self._counters[(route.name, result.kind.value, "collapse")] += 1
         return [m.message_id for m in work.mails]
 
@@ -468,7 +543,7 @@ class Router:
         self.quota_short = short
 
     async def prune(self) -> None:
-        """Forget flood state whose window is over and decisions past retention."""
+        """Forget flood state whose window is over, and decisions no redelivery can need any more."""
         now = self._clock()
         windows: dict[tuple[str, str], float] = {}
         for route in self.config.routes:
@@ -485,6 +560,13 @@ class Router:
             ("DELETE FROM flood WHERE route = ? AND kind = ? AND key = ?", k) for k in expired
         ]
         statements.append(("DELETE FROM decided WHERE at < ?", (now - DECISION_RETENTION,)))
+        # Only events in flight at a crash come back; far more than a broker lets be in flight is kept.
+        statements.append(
+            (
+                "DELETE FROM decided WHERE at < (SELECT at FROM decided ORDER BY at DESC LIMIT 1 OFFSET ?)",
+                (DECISIONS_KEPT,),
+            )
+        )
         await self._store.write(statements)
         for k in expired:
             self._flood.pop(k, None)

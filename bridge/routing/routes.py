@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, tzinfo
 from pathlib import Path
@@ -96,7 +97,8 @@ class AttachmentSpec:
     name: Tmpl | None
     content_type: str | None
     inline: bool
-    optional: bool
+    optional: bool  # left out when its source is absent: an empty path, a companion never received
+    missing_ok: bool  # (files) left out when the named file does not exist, e.g. on another host
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,11 @@ class Route:
     digest: Digest | None
     quiet_hours: QuietHours | None
     quota_digest: bool
+
+    @property
+    def mail_index(self) -> int:
+        """Which of an event's mails is this route's (``InboundEvent.mail_id``): stable across reloads."""
+        return zlib.crc32(self.name.encode())
 
     def accepts(self, topic: str) -> bool:
         return any(matches(f, topic) for f in self.filters)
@@ -162,7 +169,7 @@ class Route:
         if self.quota_digest:
             lines.append("collects events into a digest while the ACS quota is short")
         if self.attachments and (self.digest or self.quiet_hours or self.quota_digest):
-            lines.append("note: digest mails list the events without their attachments")
+            lines.append("digest mails carry the events' attachments as they are when the digest is sent")
         return lines
 
 
@@ -228,6 +235,11 @@ def compile_routing(
             routes.append(_compile(raw, renderer, templates_dir, global_dirs, options["max_payload"]))
         except (TemplateError, ConfigError, vol.Invalid) as err:
             raise RouteError(path, f"{where}: {err}") from None
+    indexes: dict[int, str] = {}
+    for route in routes:  # two names with one CRC would give their mails one id (odds: one in billions): refuse
+        if route.mail_index in indexes:
+            raise ConfigError(f"routes {indexes[route.mail_index]!r} and {route.name!r}: rename one of them")
+        indexes[route.mail_index] = route.name
     companions = tuple(dict.fromkeys(f for r in routes for f in r.companions))
     state_path = _resolve(base_dir, options["state_path"]) if "state_path" in options else None
     return RoutingConfig(
@@ -289,6 +301,7 @@ def _compile(
             content_type=spec.get("content_type"),
             inline=spec["inline"],
             optional=spec["optional"],
+            missing_ok=spec["missing_ok"],
         )
         for i, spec in enumerate(raw.get("attachments", []))
         for source in ("base64", "file", "companion")

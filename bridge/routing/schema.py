@@ -108,6 +108,7 @@ ATTACHMENT = vol.All(
             vol.Optional("content_type"): str,
             vol.Optional("inline", default=False): bool,
             vol.Optional("optional", default=False): bool,
+            vol.Optional("missing_ok", default=False): bool,
         }
     ),
     vol.Any(

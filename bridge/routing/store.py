@@ -27,10 +27,10 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS companions (topic TEXT PRIMARY KEY, payload BLOB NOT NULL, at REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS held (id TEXT PRIMARY KEY, route TEXT NOT NULL, kind TEXT NOT NULL, "
     "grp TEXT NOT NULL, due_at REAL NOT NULL, at REAL NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL, "
-    "subject TEXT NOT NULL, text TEXT, qos INTEGER NOT NULL, retained INTEGER NOT NULL)",
+    "subject TEXT NOT NULL, text TEXT, qos INTEGER NOT NULL, retained INTEGER NOT NULL, flush_id TEXT)",
     "CREATE INDEX IF NOT EXISTS held_group ON held (route, kind, grp, at)",
     "CREATE TABLE IF NOT EXISTS decided (event_id TEXT NOT NULL, route TEXT NOT NULL, kind TEXT NOT NULL, "
-    "rule TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (event_id, route)) WITHOUT ROWID",
+    "rule TEXT NOT NULL, detail TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (event_id, route)) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS decided_at ON decided (at)",
 )
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
+from routing_helpers import SENDER, Clock, Deliver, Harness, MakeRouter
 
 from acs_email_bridge.emulator import Emulator
 from acs_email_bridge.emulator.mailbox import ReceivedMail
@@ -19,32 +20,10 @@ from acs_email_core.engine import Engine
 from acs_email_core.message import EmailMessage
 from acs_email_core.outbox import State
 
-FIXTURES = Path(__file__).parent / "fixtures"
-SENDER = "alerts@home.example.com"
-JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(200))
-T0 = 1_764_662_400.0  # 2025-12-02 08:00:00 UTC
-
-
-class Clock:
-    """The time the router sees; tests move it forward instead of sleeping."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
 
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
-
-
-def fixture(name: str) -> bytes:
-    return (FIXTURES / name).read_bytes()
 
 
 @pytest.fixture
@@ -64,31 +43,6 @@ def event(clock: Clock) -> Callable[..., InboundEvent]:
         return InboundEvent(topic, data, **values)
 
     return make
-
-
-class Harness:
-    """A router whose digests go to a list (what the engine would queue), with the outcome mails collected too."""
-
-    def __init__(self, router: Router, submitted: list[EmailMessage]) -> None:
-        self.router = router
-        self.submitted = submitted
-        self.mails: list[EmailMessage] = []
-        self.outcomes: list[Any] = []
-
-    async def send(self, event: InboundEvent) -> Any:
-        outcome = await self.router(event)
-        self.outcomes.append(outcome)
-        self.mails.extend(outcome.mails)
-        return outcome
-
-    async def flush(self) -> list[EmailMessage]:
-        before = len(self.submitted)
-        await self.router.flush_due()
-        self.mails.extend(self.submitted[before:])
-        return self.submitted[before:]
-
-
-MakeRouter = Callable[..., Awaitable[Harness]]
 
 
 @pytest.fixture
@@ -112,9 +66,6 @@ async def make_router(tmp_path: Path, clock: Clock) -> AsyncIterator[MakeRouter]
             return Harness(router, submitted)
 
         yield make
-
-
-Deliver = Callable[..., Awaitable[list[ReceivedMail]]]
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, JPEG
+from routing_helpers import FIXTURES, JPEG
 
 from acs_email_bridge.cli import main
 

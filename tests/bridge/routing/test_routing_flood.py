@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
-from conftest import T0, Clock, MakeRouter
+from routing_helpers import JPEG, T0, Clock, MakeRouter, fixture
 
 from acs_email_bridge.mqtt.events import Disposition
 from acs_email_bridge.routing import Router, quota_probe, routing_from_config
 from acs_email_core.engine import Engine
+from acs_email_core.errors import OutboxFullError
 from acs_email_core.message import EmailMessage
 from acs_email_core.quota import Quota, Window
 
@@ -193,7 +195,13 @@ async def test_a_redelivered_event_gets_its_first_decision_and_mail_id(
     config = {
         "routes": [
             {"name": "plain", "topic": "ups", "to": TO},
-            {"name": "changes", "topic": "ups", "to": TO, "change_only": True},
+            {
+                "name": "changes",
+                "topic": "ups",
+                "to": TO,
+                "change_only": {"initial": "OL"},
+                "subject": "{{ previous }} -> {{ value }}",
+            },
         ]
     }
     state = tmp_path / "state.db"
@@ -207,6 +215,7 @@ async def test_a_redelivered_event_gets_its_first_decision_and_mail_id(
     second = await make_router(config, state=state)
     again = await second.send(event("ups", "OB", event_id=original.event_id, duplicate=True))
     assert [m.message_id for m in again.mails] == ids  # the outbox stores them once
+    assert [m.subject for m in again.mails] == [m.subject for m in mailed.mails] == ["ups", "OL -> OB"]
     later = await second.send(event("ups", "OB"))  # a new message with the same value: change-only drops it
     assert later.route == "plain"
 
@@ -252,3 +261,129 @@ async def test_refresh_quota_switches_routes_to_digests_and_back(tmp_path: Path,
         assert (await router(event("t", "2"))).disposition is Disposition.MAILED
     finally:
         await router.stop()
+
+
+async def test_a_digest_interrupted_while_queued_is_sent_once_with_exactly_its_events(
+    event, clock: Clock, tmp_path: Path
+) -> None:
+    config = {"routes": [{"name": "m", "topic": "m", "to": TO, "digest": "5m", "text": "{{ raw }}"}]}
+    routing = routing_from_config(config, base_dir=tmp_path)
+    queued: list[EmailMessage] = []
+    full = [True]
+
+    async def submit(message: EmailMessage, source: str) -> str:
+        queued.append(message)
+        if full[0]:  # the outbox refuses (or the process dies) after the mail was handed over
+            raise OutboxFullError("outbox full")
+        return message.message_id
+
+    def make() -> Router:
+        return Router(routing, submit=submit, sender=TO, state_path=tmp_path / "s.db", clock=clock)
+
+    first = make()
+    await first.start(timers=False)
+    for n in (1, 2):
+        await first(event("m", f"early {n}"))
+    clock.advance(300)
+    assert await first.flush_due() == []  # not queued: the events stay held, marked for this digest
+    await first.stop()
+
+    full[0] = False
+    second = make()
+    await second.start(timers=False)  # completes the interrupted digest before taking new events
+    await second(event("m", "late"))
+    clock.advance(300)
+    await second.flush_due()
+    await second.stop()
+    first_try, retried, late = queued
+    assert retried.message_id == first_try.message_id  # the outbox stores it once
+    assert "2 events" in retried.subject and "early 1" in (retried.text or "")
+    assert late.subject == "m" and late.text == "late"
+
+
+async def test_digests_carry_the_events_attachments(
+    make_router: MakeRouter, event, clock: Clock, tmp_path: Path
+) -> None:
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "a.pdf").write_bytes(b"%PDF-1.4 a")
+    h = await make_router(
+        {
+            "routes": [
+                {
+                    "name": "cam",
+                    "topic": "cam/+",
+                    "to": TO,
+                    "subject": "{{ topic_parts[1] }}",
+                    "text": "{{ payload.clip }}",
+                    "digest": "10m",
+                    "allowed_dirs": [str(clips)],
+                    "attachments": [{"file": "{{ payload.clip }}"}],
+                }
+            ]
+        }
+    )
+    await h.send(event("cam/door", json.dumps({"clip": str(clips / "a.pdf")})))
+    await h.send(event("cam/yard", json.dumps({"clip": str(clips / "gone.pdf")})))
+    clock.advance(600)
+    [digest] = await h.flush()
+    assert [(a.name, a.data) for a in digest.attachments] == [("01-a.pdf", b"%PDF-1.4 a")]
+    assert digest.text is not None
+    assert "    [attached: 01-a.pdf]" in digest.text
+    assert f"[attachment unavailable: attachment '{clips / 'gone.pdf'}' does not exist]" in digest.text
+
+
+async def test_prune_forgets_expired_dedup_keys(make_router: MakeRouter, event, clock: Clock, tmp_path: Path) -> None:
+    config = {"routes": [{"name": "d", "topic": "t", "to": TO, "dedup": {"key": "{{ raw }}", "window": "1m"}}]}
+    state = tmp_path / "state.db"
+    h = await make_router(config, state=state)
+    await h.send(event("t", "a"))
+    clock.advance(30)
+    await h.send(event("t", "b"))
+    clock.advance(40)  # a is 70 s old, b 40 s
+    await h.router.prune()
+    await h.router.stop()
+    with sqlite3.connect(state) as db:
+        assert db.execute("SELECT key FROM flood WHERE route = 'd'").fetchall() == [("b",)]
+    again = await make_router(config, state=state)
+    outcomes = [await again.send(event("t", v)) for v in ("a", "b")]
+    assert [o.rule or o.disposition.value for o in outcomes] == ["mailed", "dedup"]
+
+
+async def test_a_frigate_event_at_night_arrives_in_the_morning_with_its_snapshot(
+    make_router: MakeRouter, event, clock: Clock
+) -> None:
+    h = await make_router(
+        {
+            "routing": {"timezone": "UTC"},
+            "presets": {"frigate": {"to": TO, "quiet_hours": {"start": "22:00", "end": "07:00"}}},
+        }
+    )
+    clock.now = T0 + 15 * 3600  # 23:00 UTC
+    await h.send(event("frigate/front_door/person/snapshot", JPEG))
+    for name in ("frigate-new.json", "frigate-end.json"):
+        assert (await h.send(event("frigate/events", fixture(name)))).rule == "collapse"
+    assert await h.flush() == []  # the collapsed event goes on into the quiet-hours digest
+    assert h.router.counters()[("frigate", "digested", "collapse")] == 3  # two events, then the collapsed one
+    clock.now = T0 + 23 * 3600  # 07:00
+    [mail] = await h.flush()
+    assert mail.subject == "Person at front door"
+    assert [(a.name, a.data) for a in mail.attachments] == [("01-snapshot.jpg", JPEG)]
+    assert "[attached: 01-snapshot.jpg]" in (mail.text or "")
+
+
+async def test_an_oversized_companion_is_refused_and_the_previous_one_kept(make_router: MakeRouter, event) -> None:
+    h = await make_router(
+        {
+            "routing": {"companion_max_payload": "1KiB"},
+            "routes": [
+                {"name": "r", "topic": "t", "to": TO, "attachments": [{"companion": "cam/snap", "name": "s.jpg"}]}
+            ],
+        }
+    )
+    await h.send(event("cam/snap", JPEG))
+    refused = await h.send(event("cam/snap", JPEG * 10))
+    assert (refused.disposition, refused.route) == (Disposition.FAILED, "(companions)")
+    assert "over the 1,024 byte companion limit" in refused.reason
+    [mail] = (await h.send(event("t", "x"))).mails
+    assert mail.attachments[0].data == JPEG

@@ -6,7 +6,7 @@ import base64
 import json
 from pathlib import Path
 
-from conftest import JPEG, Deliver, fixture
+from routing_helpers import JPEG, Deliver, fixture
 
 OWNER = "Home Owner <owner@example.com>"
 
@@ -81,6 +81,7 @@ async def test_nut_mails_transitions_with_charge_and_runtime(deliver: Deliver, e
         "UPS den_ups battery LOW",
         "UPS den_ups is back on line",
     ]
+    assert all(m.recipients("to") == ["owner@example.com"] for m in mails)
     text = _text(mails[0])
     assert "UPS den_ups: on battery (was on line)." in text
     assert "Battery charge: 54 %" in text
@@ -103,6 +104,7 @@ async def test_apcupsd_mails_on_battery_low_battery_and_back_on_line(deliver: De
         ],
     )
     assert [m.subject for m in mails] == ["UPS nas is on battery", "UPS nas battery LOW", "UPS nas is back on line"]
+    assert all(m.recipients("to") == ["owner@example.com"] for m in mails)
     assert "Battery charge: 100 %" in _text(mails[0])
     assert "Runtime left:   153.0 min" in _text(mails[0])
     assert "Battery charge: 9 %" in _text(mails[1])
@@ -152,6 +154,7 @@ async def test_paperless_attaches_the_archived_document(deliver: Deliver, event,
     )
     [mail] = mails
     assert mail.subject == "Scanned: Invoice ACME 2026-11.pdf"
+    assert mail.recipients("to") == ["owner@example.com"]
     assert "Correspondent: ACME" in _text(mail)
     assert "Download: http://paperless.local/api/documents/42/download/" in _text(mail)
     [document] = mail.attachments()
@@ -176,7 +179,7 @@ async def test_scanner_attaches_base64_content_or_a_file_inside_the_allowed_dire
     )
     assert [m.subject for m in mails] == [
         "Scan from office: receipt.pdf",
-        f"Scan from office: {scans}/scan-2026-12-02.pdf",
+        "Scan from office: scan-2026-12-02.pdf",
     ]
     content = json.loads(fixture("scanner-content.json"))["content"]
     assert [(a.name, a.content) for a in mails[0].attachments()] == [("receipt.pdf", base64.b64decode(content))]
@@ -221,3 +224,31 @@ async def test_generic_json_and_text(deliver: Deliver, event) -> None:
     assert [m.subject for m in mails] == ["octoPrint/event/PrintDone", "home/doorbell: pressed at the front door"]
     assert '"_event": "PrintDone"' in _text(mails[0])
     assert _text(mails[1]) == "pressed at the front door"
+
+
+async def test_frigate_reviews_one_mail_per_review_with_the_thumbnail(deliver: Deliver, event, tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    thumbs = media / "clips" / "review"
+    thumbs.mkdir(parents=True)
+    webp = b"RIFF\x10\x00\x00\x00WEBPVP8 " + bytes(32)
+    (thumbs / "thumb-front_cam-1718987129.308396-fqk5ka.webp").write_bytes(webp)
+
+    def review(name: str) -> bytes:
+        return fixture(name).replace(b"/media/frigate", str(media).encode())
+
+    mails = await deliver(
+        {"presets": {"frigate_reviews": {"to": OWNER, "allowed_dirs": [str(media)]}}},
+        [
+            event("frigate/reviews", review("frigate-review-new.json")),
+            event("frigate/reviews", review("frigate-review-end.json")),
+            ("advance", 0),
+        ],
+    )
+    [mail] = mails
+    assert mail.subject == "Alert: person, car at front cam"
+    assert "Alert on camera front_cam: person, car (Bob)." in _text(mail)
+    assert "Zones:   front_yard" in _text(mail)
+    assert "Ended:" in _text(mail)
+    assert [(a.name, a.content_type, a.content) for a in mail.attachments()] == [
+        ("thumb-front_cam-1718987129.308396-fqk5ka.webp", "image/webp", webp)
+    ]

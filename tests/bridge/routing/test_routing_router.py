@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, JPEG, MakeRouter
+from routing_helpers import FIXTURES, JPEG, MakeRouter
 
 from acs_email_bridge.mqtt.events import Disposition
 from acs_email_bridge.routing.topics import matches
@@ -205,6 +205,30 @@ async def test_attachments_base64_file_and_companion(make_router: MakeRouter, ev
         assert "outside the allowed directories" in outcome.reason
     bad = await h.send(event("docs/a", json.dumps({"image": "%%% not base64"})))
     assert "not valid base64" in bad.reason
+    gone = await h.send(event("docs/a", json.dumps({"path": str(allowed / "gone.pdf")})))
+    assert gone.disposition is Disposition.FAILED
+    assert "does not exist" in gone.reason
+
+
+async def test_missing_ok_leaves_out_a_file_that_is_not_there(make_router: MakeRouter, event, tmp_path: Path) -> None:
+    h = await make_router(
+        {
+            "routes": [
+                {
+                    "name": "r",
+                    "topic": "t",
+                    "to": TO,
+                    "allowed_dirs": [str(tmp_path)],
+                    "attachments": [{"file": "{{ payload.path }}", "missing_ok": True}],
+                    "text": "{{ attachments | length }} attached",
+                }
+            ]
+        }
+    )
+    [mail] = (await h.send(event("t", json.dumps({"path": str(tmp_path / "gone.webp")})))).mails
+    assert (mail.attachments, mail.text) == ((), "0 attached")
+    outside = await h.send(event("t", json.dumps({"path": "/etc/hostname"})))
+    assert "outside the allowed directories" in outside.reason  # missing_ok never lowers the fence
 
 
 async def test_a_sensor_of_another_kind_is_dropped_by_when_not_failed(make_router: MakeRouter, event) -> None:
