@@ -78,17 +78,18 @@ bench: venv-core
 	if [ $${#files[@]} -eq 0 ]; then echo "bench: no bench/*.py yet"; fi; \
 	for f in "$${files[@]}"; do echo "== $$f"; $(VENV_CORE)/bin/python "$$f"; done
 
-demo: venv-core
+demo: deps venv-core
 	$(VENV_CORE)/bin/acs-email-bridge demo
 
 # Mosquitto for the bridge tests; they start their own broker on a free loopback port, so it is not started here.
+# swaks: a real SMTP client for the relay tests.
 deps:
 	@if ! { [ -x /usr/sbin/mosquitto ] || command -v mosquitto; } >/dev/null 2>&1 \
-	   || ! command -v mosquitto_pub >/dev/null 2>&1; then \
-	  echo "deps: installing mosquitto"; \
+	   || ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v swaks >/dev/null 2>&1; then \
+	  echo "deps: installing mosquitto, swaks"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get install -y -q mosquitto mosquitto-clients \
-	    || { apt-get update -q && apt-get install -y -q mosquitto mosquitto-clients; }; \
+	  apt-get install -y -q mosquitto mosquitto-clients swaks \
+	    || { apt-get update -q && apt-get install -y -q mosquitto mosquitto-clients swaks; }; \
 	fi
 
 clean:

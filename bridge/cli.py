@@ -1,4 +1,4 @@
-"""``acs-email-bridge``: send one mail, inspect the outbox, run the ACS emulator or the demo.
+"""``acs-email-bridge``: run the bridge, send one mail, inspect the outbox, run the ACS emulator or the demo.
 
 Exit codes of ``send``: 0 sent, 1 dead (refused by ACS or gave up), 2 bad input or configuration (nothing
 queued), 3 still queued when ``--timeout`` ran out (it stays in the outbox and goes out with ``queue flush`` or
@@ -29,6 +29,9 @@ from acs_email_core.transport import CERTIFICATE_REFUSED
 from .command import config_hint
 from .config import load_settings
 from .emulator import cli as emulator_cli
+from .mqtt import cli as mqtt_cli
+from .routing import cli as routing_cli
+from .smtp import cli as smtp_cli
 
 EXIT_SENT, EXIT_DEAD, EXIT_INVALID, EXIT_PENDING, EXIT_AUTH, EXIT_STORAGE = 0, 1, 2, 3, 4, 5
 DEFAULT_SEND_TIMEOUT = 120.0  # seconds `send` waits for the outcome; 0 = no limit
@@ -87,9 +90,15 @@ def _build_parser() -> argparse.ArgumentParser:
         help="stop after this long, exit 3, what is left stays queued (default: %(default)g; 0 = no limit)",
     )
 
+    run = sub.add_parser("run", help="run the bridge: engine, MQTT and other sources (SIGHUP reloads routes)")
+    run.add_argument("--config", "-c", required=True, help="YAML config file")
+
     emulator = sub.add_parser("emulator", help="run the local ACS Email emulator")
     emulator_cli.configure_parser(emulator)
 
+    routing_cli.configure(sub)
+    mqtt_cli.configure(sub)
+    smtp_cli.configure_parser(sub.add_parser("smtp", help="SMTP relay: device accounts and certificate"))
     demo = sub.add_parser("demo", help="send a sample mail through the engine to a local emulator")
     demo.add_argument("--dir", default=".demo", help="where the demo keeps its config, outbox and received mail")
     return parser
@@ -324,16 +333,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Its warning repeats Entra's whole answer (body included) for every refused token; the engine reports it.
     logging.getLogger("azure.identity").setLevel(logging.ERROR)
-    if args.verbose:  # our own steps only: the Azure SDK's request dumps stay at WARNING
+    if args.verbose or args.command == "run":  # our own steps only: the Azure SDK's request dumps stay at WARNING
         for name in ("acs_email_core", "acs_email_bridge"):
             logging.getLogger(name).setLevel(logging.INFO)
     try:
         if args.command == "emulator":
             return emulator_cli.run(args)
+        if args.command == "smtp":
+            return smtp_cli.run(args)
         if args.command == "demo":
             from .demo import run_demo  # noqa: PLC0415 - keeps the usual commands' start-up light
 
             return asyncio.run(run_demo(Path(args.dir).resolve()))
+        if args.command == "run":
+            from .service import run_service  # noqa: PLC0415 - paho, prometheus only for the service
+
+            return asyncio.run(run_service(args.config))
+        if args.command in routing_cli.COMMANDS:
+            return routing_cli.run(args)
+        if args.command in mqtt_cli.COMMANDS:
+            return mqtt_cli.run(args)
         if args.command == "send":
             return asyncio.run(_send(args))
         return asyncio.run(_queue(args))

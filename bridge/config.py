@@ -1,27 +1,56 @@
-"""YAML configuration files for the bridge, with secrets from the environment or from files.
+"""YAML configuration files for the bridge, with secrets from the environment, files or ``secrets.yaml``.
 
-``!env_var NAME`` (optionally ``!env_var NAME default``) and ``!file PATH`` keep secrets out of the
-YAML file itself, as in Home Assistant; a missing variable or file is an error naming the variable or
-path, never a value.
+``!env_var NAME`` (optionally ``!env_var NAME default``), ``!file PATH`` and ``!secret NAME`` (a key of the
+``secrets.yaml`` beside the config file, as in Home Assistant) keep secrets out of the YAML file itself; a
+missing variable, file or secret is an error naming it, never a value.
+
+Each top-level section (``acs``/``quota``/``outbox``/``limits`` for the engine, ``mqtt``, ``http``, and the
+sections other parts of the bridge register) is validated by its own voluptuous schema. Errors name the file,
+the line and the key: the loader remembers where every mapping key and list item was written.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import voluptuous as vol
 import yaml
 
-from acs_email_core.config import EngineSettings, settings_from_config
+from acs_email_core.config import ENGINE_SCHEMA, EngineSettings, settings_from_config
 from acs_email_core.errors import ConfigError
+
+SECRETS_FILE = "secrets.yaml"
+ENGINE_SECTIONS = ("acs", "quota", "outbox", "limits")
+
+# A section's validator: a voluptuous schema (or any callable raising vol.Invalid) turning the raw mapping into
+# the validated value that sources receive in BridgeConfig.sections.
+SectionSchema = Callable[[Any], Any]
+
+
+class _Map(dict[Any, Any]):
+    """A YAML mapping that remembers the line of each key (1-based)."""
+
+    line: int = 0
+    lines: dict[Any, int]
+
+
+class _Seq(list[Any]):
+    """A YAML sequence that remembers the line of each item (1-based)."""
+
+    line: int = 0
+    lines: list[int]
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader plus the two secret tags; a fresh subclass so the global SafeLoader stays untouched."""
+    """SafeLoader plus the secret tags and line tracking; a fresh subclass so the global SafeLoader stays untouched."""
 
     base_dir: Path = Path()
     config_name: str = ""
+    secrets: dict[str, Any] | None = None
 
 
 def _where(loader: _Loader, node: yaml.Node) -> str:
@@ -53,11 +82,54 @@ def _file(loader: _Loader, node: yaml.Node) -> str:
         raise ConfigError(f"{_where(loader, node)}: secret file {path} is not UTF-8 text") from None
 
 
+def _secret(loader: _Loader, node: yaml.Node) -> Any:
+    name = str(loader.construct_scalar(node)).strip()  # type: ignore[arg-type]
+    path = loader.base_dir / SECRETS_FILE
+    where = _where(loader, node)
+    if loader.secrets is None:
+        if not path.is_file():
+            raise ConfigError(f"{where}: !secret {name} needs {path}, which does not exist")
+        data = load_yaml(path, secrets=False)
+        loader.secrets = data
+    if name not in loader.secrets:
+        raise ConfigError(f"{where}: secret {name!r} is not defined in {path}")
+    return loader.secrets[name]
+
+
+def _mapping(loader: _Loader, node: yaml.MappingNode) -> _Map:
+    result = _Map()
+    result.line = node.start_mark.line + 1
+    result.lines = {}
+    loader.flatten_mapping(node)
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+def _sequence(loader: _Loader, node: yaml.SequenceNode) -> _Seq:
+    result = _Seq(loader.construct_object(child, deep=True) for child in node.value)
+    result.line = node.start_mark.line + 1
+    result.lines = [child.start_mark.line + 1 for child in node.value]
+    return result
+
+
 _Loader.add_constructor("!env_var", _env_var)
 _Loader.add_constructor("!file", _file)
+_Loader.add_constructor("!secret", _secret)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _sequence)
 
 
-def load_yaml(filename: str | Path) -> dict[str, Any]:
+class _NoSecretsLoader(_Loader):
+    """For secrets.yaml itself: no ``!secret`` inside it."""
+
+
+_NoSecretsLoader.add_constructor("!secret", None)  # type: ignore[arg-type]
+
+
+def load_yaml(filename: str | Path, *, secrets: bool = True) -> dict[str, Any]:
     """Parse a config file (blocking: call before the event loop starts, or in a thread)."""
     path = Path(filename)
     try:
@@ -67,7 +139,7 @@ def load_yaml(filename: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text") from None
 
-    class Loader(_Loader):
+    class Loader(_Loader if secrets else _NoSecretsLoader):  # type: ignore[misc]
         base_dir = path.parent
         config_name = str(path)
 
@@ -77,9 +149,86 @@ def load_yaml(filename: str | Path) -> dict[str, Any]:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
+
+
+def line_of(data: Any, path: list[Any] | tuple[Any, ...]) -> int | None:
+    """The line where the value at ``path`` (keys and list indexes) was written, or of its nearest parent."""
+    line: int | None = getattr(data, "line", None)
+    node = data
+    for key in path:
+        if isinstance(node, _Map) and key in node:
+            line = node.lines.get(key, line)
+            node = node[key]
+        elif isinstance(node, _Seq) and isinstance(key, int) and 0 <= key < len(node):
+            line = node.lines[key]
+            node = node[key]
+        else:
+            break
+    return line
+
+
+def describe_invalid(filename: str | Path, data: Any, err: vol.Invalid, prefix: tuple[Any, ...] = ()) -> str:
+    """``FILE, line N: key.path: message`` for each error of a voluptuous failure (values never shown)."""
+    errors = err.errors if isinstance(err, vol.MultipleInvalid) else [err]
+    parts = []
+    for error in errors:
+        path = (*prefix, *error.path)
+        line = line_of(data, path)
+        where = f"{filename}, line {line}" if line else str(filename)
+        key = ".".join(str(p) for p in path) or "config"
+        parts.append(f"{where}: {key}: {error.msg}")
+    return "\n".join(parts)
+
+
+def validate_section(filename: str | Path, data: Mapping[str, Any], name: str, schema: SectionSchema) -> Any:
+    """Validate one top-level section; raises ConfigError with file, line and key."""
+    try:
+        return schema({} if data[name] is None else data[name])
+    except vol.Invalid as err:
+        raise ConfigError(describe_invalid(filename, data, err, (name,))) from None
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """A loaded config file: the engine's settings, and each bridge section as its schema validated it."""
+
+    path: Path
+    engine: EngineSettings
+    sections: Mapping[str, Any] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_dir(self) -> Path:
+        """Relative paths in the config are relative to its folder."""
+        return self.path.parent
+
+    def resolve(self, path: str | Path) -> Path:
+        """A path from the config, made absolute against the config's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+
+def load_config(filename: str | Path, sections: Mapping[str, SectionSchema]) -> BridgeConfig:
+    """Load and validate a whole bridge config (blocking); unknown top-level sections are errors."""
+    path = Path(filename).absolute()
+    data = load_yaml(path)
+    known = (*ENGINE_SECTIONS, *sections)
+    unknown = [key for key in data if key not in known]
+    if unknown:
+        lines = [f"{path}, line {line_of(data, [key])}: unknown section {key!r}" for key in unknown]
+        raise ConfigError("\n".join(lines) + f" (known: {', '.join(known)})")
+    try:
+        ENGINE_SCHEMA(data)
+    except vol.Invalid as err:
+        raise ConfigError(describe_invalid(path, data, err)) from None
+    engine = settings_from_config(data, base_dir=path.parent)
+    validated = {name: validate_section(path, data, name, schema) for name, schema in sections.items() if name in data}
+    return BridgeConfig(path=path, engine=engine, sections=validated, raw=data)
 
 
 def load_settings(path: str | Path) -> tuple[dict[str, Any], EngineSettings]:

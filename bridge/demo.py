@@ -2,7 +2,8 @@
 
 Starts the ACS emulator (HTTPS, fake Entra authority), writes a config that uses a service principal,
 queues a mail with an attachment and an inline image through the engine, waits for delivery and shows
-where the emulator stored the received ``.eml``.
+where the emulator stored the received ``.eml``; then the MQTT bridge (``demo_mqtt``): Mosquitto, the
+bridge with ``examples/demo.yaml``, and device events published with ``mosquitto_pub``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from acs_email_core.outbox import State
 
 from .command import config_hint
 from .config import load_settings
+from .demo_mqtt import run_mqtt_demo
 from .emulator import Emulator, Fault
+from .smtp.demo import scan_through_relay
 
 SENDER = "DoNotReply@demo.example.com"
 RECIPIENT = "Home Owner <owner@example.com>"
@@ -127,5 +130,9 @@ async def run_demo(directory: Path) -> int:
                 print(f"  | {line}")
             if not await _trouble(engine, emulator, settings.sender):
                 return 1
+            if not await scan_through_relay(directory, engine, "owner@example.com"):
+                return 1
+        if not await run_mqtt_demo(directory, emulator):
+            return 1
     print(f"\nreceived mail: {directory / 'mail'}\nthe outbox: {config_hint('list', config_path)}")
     return 0

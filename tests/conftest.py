@@ -79,3 +79,6 @@ def engine_settings() -> SettingsFactory:
         return EngineSettings(**values)
 
     return make
+
+
+pytest_plugins = ["broker_fixtures"]  # a real Mosquitto for the MQTT bridge tests

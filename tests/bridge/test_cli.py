@@ -187,11 +187,19 @@ async def test_demo_delivers_sample_mail_and_rides_out_trouble(tmp_path: Path) -
     with contextlib.redirect_stdout(out):
         assert await run_demo(tmp_path) == 0
     emls = {path: path.read_text() for path in (tmp_path / "mail").glob("*.eml")}
-    assert len(emls) == 4  # the sample, then three alerts through a 503, a cut connection and a 429
+    # the sample, three alerts through a 503, a cut connection and a 429, a scan by SMTP, six from the MQTT bridge
+    assert len(emls) == 11
+    (scan,) = [text for text in emls.values() if "scan0001.pdf" in text]
+    assert "Reply-To: Office scanner <scanner@office.lan>" in scan
     (sample,) = [path for path, text in emls.items() if "ups-load.csv" in text]
     assert "status-icon" in emls[sample]
     assert str(sample) in out.getvalue()
     assert "3/3 sent" in out.getvalue() and "0 duplicate(s)" in out.getvalue()
+    assert "6 mail(s) arrived at the emulator (expected 6)" in out.getvalue()
+    (camera,) = [text for text in emls.values() if "Subject: Person at front door" in text]
+    assert "snapshot.jpg" in camera
+    (scan,) = [text for text in emls.values() if "invoice-2026-12.pdf" in text and "Subject: Scan from office" in text]
+    assert "application/pdf" in scan
     secret = (tmp_path / "client_secret.txt").read_text().strip()
     assert secret not in (tmp_path / "config.yaml").read_text()
     hint = out.getvalue().rsplit("the outbox: ", 1)[1].strip()  # run as printed

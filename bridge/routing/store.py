@@ -1,0 +1,185 @@
+"""The router's durable state in SQLite, next to the outbox: what must survive a crash to keep promises.
+
+Flood-control memory (dedup keys, cooldowns, last values), companion snapshots, events held for digests or
+collapsed mails, and the decisions of routes with such state per event id (so a message the broker
+redelivers after a crash gets the same decision). Every write is a list of SQL statements committed by
+one worker thread; writes that arrive while a commit runs share the next transaction (group commit), and
+each caller returns only once its own statements are on disk. Writes commit in the order they were made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
+Statement = tuple[str, tuple[Any, ...]]
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS flood (route TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, "
+    "value TEXT, at REAL NOT NULL, PRIMARY KEY (route, kind, key)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS companions (topic TEXT PRIMARY KEY, payload BLOB NOT NULL, at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS held (id TEXT PRIMARY KEY, route TEXT NOT NULL, kind TEXT NOT NULL, "
+    "grp TEXT NOT NULL, due_at REAL NOT NULL, at REAL NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL, "
+    "subject TEXT NOT NULL, text TEXT, qos INTEGER NOT NULL, retained INTEGER NOT NULL, flush_id TEXT)",
+    "CREATE INDEX IF NOT EXISTS held_group ON held (route, kind, grp, at)",
+    "CREATE TABLE IF NOT EXISTS decided (event_id TEXT NOT NULL, route TEXT NOT NULL, kind TEXT NOT NULL, "
+    "rule TEXT NOT NULL, detail TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (event_id, route)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS decided_at ON decided (at)",
+)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything loaded at start; the router keeps it in memory and writes changes through."""
+
+    flood: list[tuple[str, str, str, str | None, float]]
+    companions: list[tuple[str, bytes, float]]
+    held: list[sqlite3.Row]
+
+
+@dataclass
+class _Pending:
+    statements: Sequence[Statement]
+    future: asyncio.Future[None]
+
+
+class StateStore:
+    """One SQLite file, one worker thread; ``write`` is the group-committed way in."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError("synchronous must be FULL or NORMAL")
+        self.path = path
+        self._synchronous = synchronous
+        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    # ---- thread side ---------------------------------------------------------------------------------------
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError(f"router state {self.path} is not open")
+        return self._conn
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self._db
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _open(self) -> Snapshot:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")  # the outbox's setting: NORMAL survives kill -9
+        with self._transaction():
+            for statement in _SCHEMA:
+                conn.execute(statement)
+        return Snapshot(
+            flood=[tuple(r) for r in conn.execute("SELECT route, kind, key, value, at FROM flood")],
+            companions=[tuple(r) for r in conn.execute("SELECT topic, payload, at FROM companions")],
+            held=conn.execute("SELECT * FROM held ORDER BY at, rowid").fetchall(),
+        )
+
+    def _commit(self, batches: Sequence[Sequence[Statement]]) -> list[Exception | None]:
+        """One transaction; a savepoint per caller, so one bad write does not undo the others."""
+        results: list[Exception | None] = []
+        with self._transaction() as conn:
+            for statements in batches:
+                conn.execute("SAVEPOINT w")
+                try:
+                    for sql, params in statements:
+                        conn.execute(sql, params)
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK TO w")
+                    results.append(exc)
+                else:
+                    results.append(None)
+                conn.execute("RELEASE w")
+        return results
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
+        return self._db.execute(sql, params).fetchall()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # ---- loop side -----------------------------------------------------------------------------------------
+    def _call(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+        if self._executor is None:
+            raise RuntimeError(f"router state {self.path} is not open")
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def open(self) -> Snapshot:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="acs-email-routes")
+        try:
+            return await self._call(self._open)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Finish pending writes, then close."""
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, self._close)
+            executor.shutdown(wait=False)
+
+    async def write(self, statements: Sequence[Statement]) -> None:
+        """Commit ``statements`` (in order, after every earlier write); raises the SQLite error if they failed."""
+        if not statements:
+            return
+        if self._executor is None:
+            raise RuntimeError(f"router state {self.path} is not open")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(statements, future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush(), name="acs-email-routes-commit")
+        await future
+
+    async def _flush(self) -> None:
+        batch: list[_Pending] = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    results = await self._call(self._commit, [p.statements for p in batch])
+                except Exception as exc:  # the commit itself failed (disk full...): nobody in this round is stored
+                    results = [exc] * len(batch)
+                for pending, error in zip(batch, results, strict=True):
+                    if pending.future.done():
+                        continue
+                    if error is None:
+                        pending.future.set_result(None)
+                    else:
+                        pending.future.set_exception(error)
+                batch = []
+        finally:
+            for pending in [*batch, *self._pending]:
+                pending.future.cancel()
+            self._pending = []
+            self._flusher = None
+
+    async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """A read on the worker thread (it sees every committed write)."""
+        return await self._call(self._query, sql, params)

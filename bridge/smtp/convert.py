@@ -1,0 +1,214 @@
+"""MIME as devices send it → the core's EmailMessage, as ACS will deliver it.
+
+* Recipients come from the envelope (RCPT TO), never from headers: devices omit Bcc headers, and a header
+  naming someone the device did not RCPT must not make the relay write to them. Envelope recipients named
+  in To/Cc keep that role and display name; the others become Bcc (all To when the device wrote neither
+  a To nor a Cc header).
+* The From becomes the verified ACS sender; the device's From (or its Reply-To) is kept as Reply-To, named
+  by the policy's ``display_name``, else the From's display name, else the device name.
+* The first text/plain and text/html parts are the body; every other leaf is an attachment, inline when it
+  has a Content-ID. RFC 2047/2231 encoded subjects and file names are decoded by ``email.policy.default``.
+* A part whose declared type ACS refuses (``application/octet-stream`` is common) is typed by its file name.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from collections.abc import Sequence
+from email import policy
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
+from email.headerregistry import Address
+from email.message import EmailMessage as MimeMessage
+from email.message import Message
+from email.parser import BytesParser
+from email.utils import getaddresses
+from typing import Any
+
+from acs_email_core.errors import ValidationError
+from acs_email_core.message import Attachment, EmailAddress, EmailMessage, MessageLimits, Priority
+from acs_email_core.mime import guess_type, is_allowed
+
+from .policy import matches
+
+_PRIORITY = {"1": Priority.HIGH, "2": Priority.HIGH, "4": Priority.LOW, "5": Priority.LOW}
+_IMPORTANCE = {"high": Priority.HIGH, "low": Priority.LOW}
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+
+
+def _one_line(value: object) -> str:
+    """A header value on one line; raw 8-bit UTF-8 in headers (no RFC 2047) is read as UTF-8."""
+    text = str(value).encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+    return _LINE_BREAKS.sub(" ", text).strip()
+
+
+def _headers(message: Message, name: str) -> list[Any]:
+    """Every ``name`` header, parsed; raw when CPython's header parser chokes on a malformed one."""
+    try:
+        return list(message.get_all(name) or ())
+    except Exception:
+        return [value for key, value in message.raw_items() if key.lower() == name]
+
+
+def _get(message: Message, name: str) -> str:
+    return _one_line(next(iter(_headers(message, name)), ""))
+
+
+def _decoded(text: str) -> str:
+    try:
+        return str(make_header(decode_header(text)))
+    except (LookupError, UnicodeError, HeaderParseError):
+        return text
+
+
+def _header_addresses(message: Message, name: str) -> list[EmailAddress]:
+    """Addresses of every ``name`` header; malformed entries are skipped (the envelope decides anyway)."""
+    result = []
+    for value in _headers(message, name):
+        addresses = getattr(value, "addresses", None)
+        pairs: list[tuple[str, str]]
+        if addresses is not None:
+            pairs = [(a.display_name, a.addr_spec) for a in addresses if isinstance(a, Address)]
+        else:
+            pairs = [(_decoded(display), addr) for display, addr in getaddresses([str(value)])]
+        for display, addr in pairs:
+            try:
+                result.append(EmailAddress(addr, _one_line(display) or None))
+            except ValidationError:
+                continue
+    return result
+
+
+def _recipients(
+    message: Message, rcpt_tos: Sequence[str], sender: str
+) -> tuple[list[EmailAddress], list[EmailAddress], list[EmailAddress]]:
+    remaining = {a.lower(): a for a in rcpt_tos}  # insertion order = envelope order
+    roles: list[list[EmailAddress]] = [[], []]
+    for role, header in zip(roles, ("to", "cc"), strict=True):
+        for address in _header_addresses(message, header):
+            if remaining.pop(address.address.lower(), None) is not None:
+                role.append(address)
+    to, cc = roles
+    rest = [EmailAddress(a) for a in remaining.values()]
+    if "to" not in message and "cc" not in message:
+        return rest, [], []  # the device wrote no recipient headers (UPS cards, scripts): nothing to hide
+    if not to:
+        # ACS needs a To. Naming one Bcc recipient there would show that address to the others:
+        # address it to the relay's own sender instead ("undisclosed recipients").
+        to = [EmailAddress(sender)]
+    return to, cc, rest
+
+
+def _reply_to(
+    message: Message, mail_from: str, display_name: str | None, device: str, senders: Sequence[str]
+) -> list[EmailAddress]:
+    author = next(iter(_header_addresses(message, "from")), None)
+    if author is not None and not matches(author.address, senders):
+        raise ValidationError("from", f"<{author.address}> is not a sender allowed for device {device!r}")
+    explicit = _header_addresses(message, "reply-to")
+    if explicit:
+        return explicit
+    if author is None:
+        return [EmailAddress(mail_from, display_name or device)]
+    return [EmailAddress(author.address, display_name or author.display_name or device)]
+
+
+def _priority(message: Message) -> Priority:
+    x_priority = _get(message, "x-priority")[:1]
+    if x_priority in _PRIORITY:
+        return _PRIORITY[x_priority]
+    return _IMPORTANCE.get(_get(message, "importance").lower(), Priority.NORMAL)
+
+
+def _text(part: MimeMessage) -> str:
+    """The part as text: its declared charset, else UTF-8 (devices send 8-bit text as "us-ascii"), else cp1252."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    for charset in (part.get_content_charset(), "utf-8"):
+        if charset:
+            try:
+                return payload.decode(charset).replace("\r\n", "\n")  # CRLF or bare LF alike
+            except (LookupError, UnicodeError):
+                continue
+    return payload.decode("cp1252", errors="replace").replace("\r\n", "\n")
+
+
+def _attachment(part: MimeMessage, index: int) -> Attachment | None:
+    data = part.get_payload(decode=True)
+    if not isinstance(data, bytes) or not data:
+        return None
+    declared = part.get_content_type()
+    content_id = _get(part, "content-id").strip("<>").strip() or None
+    name = _one_line(part.get_filename() or "")
+    if not name:
+        extension = mimetypes.guess_extension(declared) or ".bin"
+        name = f"{content_id or f'attachment-{index}'}{extension}"
+    content_type = declared if is_allowed(declared) else guess_type(name)
+    if content_type is None:
+        raise ValidationError(f"attachment {name!r}", f"type {declared} is not one ACS Email accepts")
+    return Attachment(name, data, content_type, content_id)
+
+
+def _body(message: MimeMessage) -> tuple[str | None, str | None, list[Attachment]]:
+    texts: list[str] = []
+    htmls: list[str] = []
+    attachments: list[Attachment] = []
+    for index, part in enumerate(message.walk()):
+        if part.is_multipart():
+            continue
+        try:
+            content_type = part.get_content_type()
+            filename = part.get_filename()
+            is_body = part.get_content_disposition() != "attachment" and not filename and "content-id" not in part
+            if is_body and content_type == "text/plain":
+                texts.append(_text(part))
+            elif is_body and content_type == "text/html":
+                htmls.append(_text(part))
+            elif (attachment := _attachment(part, index)) is not None:
+                attachments.append(attachment)
+        except ValidationError:
+            raise
+        except Exception as err:
+            raise ValidationError(f"MIME part {index}", f"cannot be read ({type(err).__name__})") from None
+    html = "\n".join(htmls) if htmls else None
+    text = "\n\n".join(texts) if texts else None
+    if text is None and html is None:
+        text = ""  # a scan with nothing but the attachment
+    return text, html, attachments
+
+
+def to_email_message(
+    raw: bytes,
+    *,
+    mail_from: str,
+    rcpt_tos: Sequence[str],
+    sender: str,
+    device: str,
+    display_name: str | None = None,
+    senders: Sequence[str] = ("*",),
+    limits: MessageLimits,
+) -> EmailMessage:
+    """Convert one received mail (CPU-bound for big attachments: run it in a thread).
+
+    ``senders`` are the device's allowed sender patterns: a From header outside them is refused, so a
+    device cannot put someone else's address in the Reply-To of the mail it relays.
+    """
+    message = BytesParser(policy=policy.default).parsebytes(raw)
+    assert isinstance(message, MimeMessage)  # policy.default always builds this class
+    to, cc, bcc = _recipients(message, rcpt_tos, sender)
+    text, html, attachments = _body(message)
+    return EmailMessage.build(
+        sender=sender,
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        reply_to=_reply_to(message, mail_from, display_name, device, senders),
+        subject=_get(message, "subject"),
+        text=text,
+        html=html,
+        attachments=attachments,
+        priority=_priority(message),
+        limits=limits,
+    )

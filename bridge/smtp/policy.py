@@ -1,0 +1,125 @@
+"""No open relay: address patterns, per-device sending rates and the brute-force lockout.
+
+Each check returns the SMTP reply to give, or None when the action is allowed, so every refusal is a
+clear reply: 5xx when retrying cannot help, 4xx when it can.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from .config import DevicePolicy, Network
+
+Clock = Callable[[], float]
+
+
+def matches(address: str, patterns: Iterable[str]) -> bool:
+    """``*``, an exact address, a domain, or ``*.domain`` (its subdomains), case-insensitively."""
+    address = address.lower()
+    domain = address.rpartition("@")[2]
+    for pattern in patterns:
+        if pattern in ("*", address, domain):
+            return True
+        if pattern.startswith("*.") and domain.endswith(pattern[1:]):
+            return True
+    return False
+
+
+def in_networks(peer: str, networks: Iterable[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in networks)
+
+
+def refuse_sender(device: DevicePolicy, address: str) -> str | None:
+    if matches(address, device.senders):
+        return None
+    return f"553 5.7.1 Sender <{address}> is not allowed for device {device.name!r}"
+
+
+def refuse_recipient(device: DevicePolicy, address: str) -> str | None:
+    if matches(address, device.recipients):
+        return None
+    return f"550 5.7.1 Relaying to <{address}> is not allowed for device {device.name!r}"
+
+
+class RateLimiter:
+    """Sliding one-minute and one-hour windows of accepted mails, per device (in memory)."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._accepted: dict[str, deque[float]] = {}
+
+    def refuse(self, device: DevicePolicy) -> str | None:
+        now = self._clock()
+        times = self._accepted.setdefault(device.name, deque())
+        while times and times[0] <= now - 3600:
+            times.popleft()
+        last_minute = sum(1 for t in times if t > now - 60)
+        for count, limit, window, label in (
+            (last_minute, device.per_minute, 60.0, "minute"),
+            (len(times), device.per_hour, 3600.0, "hour"),
+        ):
+            if count >= limit:
+                oldest = next(t for t in times if t > now - window)
+                wait = max(1, round(oldest + window - now))
+                return (
+                    f"451 4.7.1 Device {device.name!r} sent {limit} mails in the last {label}, its limit; "
+                    f"try again in {wait} s"
+                )
+        return None
+
+    def record(self, device: DevicePolicy) -> float:
+        """Count one mail now; returns its slot for ``forget``."""
+        now = self._clock()
+        self._accepted.setdefault(device.name, deque()).append(now)
+        return now
+
+    def forget(self, device: DevicePolicy, slot: float) -> None:
+        """Un-count a mail that could not be queued after all."""
+        with contextlib.suppress(KeyError, ValueError):
+            self._accepted[device.name].remove(slot)
+
+
+class Lockout:
+    """After ``attempts`` failed logins from one address within ``window`` s, refuse AUTH for ``duration`` s."""
+
+    def __init__(self, attempts: int, window: float, duration: float, clock: Clock = time.monotonic) -> None:
+        self.attempts, self.window, self.duration = attempts, window, duration
+        self._clock = clock
+        self._failures: dict[str, deque[float]] = {}
+        self._locked_until: dict[str, float] = {}
+
+    def refuse(self, peer: str) -> str | None:
+        until = self._locked_until.get(peer)
+        now = self._clock()
+        if until is None:
+            return None
+        if until <= now:
+            del self._locked_until[peer]
+            return None
+        return f"454 4.7.0 Too many failed logins from {peer}; try again in {max(1, round(until - now))} s"
+
+    def failed(self, peer: str) -> bool:
+        """Count a failure; True when it locks the address out."""
+        now = self._clock()
+        failures = self._failures.setdefault(peer, deque())
+        failures.append(now)
+        while failures and failures[0] <= now - self.window:
+            failures.popleft()
+        if len(failures) >= self.attempts:
+            self._locked_until[peer] = now + self.duration
+            failures.clear()
+            return True
+        return False
+
+    def succeeded(self, peer: str) -> None:
+        self._failures.pop(peer, None)

@@ -1,0 +1,210 @@
+"""The SMTP relay as a bridge source: listeners on the event loop, feeding the engine's outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from acs_email_core.engine import Engine
+from acs_email_core.message import MessageLimits
+
+from .accounts import DeviceStore
+from .config import DevicePolicy, SmtpSettings
+from .metrics import RelayMetrics
+from .policy import Clock, Lockout, RateLimiter, in_networks
+from .server import Listener, RelaySMTP
+from .tls import Certificate, load_certificate, server_context
+
+_LOGGER = logging.getLogger(__name__)
+STOP_GRACE = 10.0  # seconds a mail being queued at stop may take before its connection is closed
+
+# Settings that need the listeners rebuilt on reload; the rest (devices, lockout…) apply to the next command.
+_LISTENER_FIELDS = (
+    "hostname", "listen", "submission_port", "smtps_port", "plain_port", "plain_networks",
+    "cert_file", "key_file", "tls_dir", "min_tls_version", "max_message_size", "timeout",
+)  # fmt: skip
+
+
+@dataclass
+class RelayState:
+    """What every connection shares; replaced field by field on reload."""
+
+    settings: SmtpSettings
+    engine: Engine
+    store: DeviceStore
+    metrics: RelayMetrics
+    lockout: Lockout
+    rates: RateLimiter
+    on_accepted: Callable[[str], None] | None = None  # called with the device name after each 250
+    sessions: set[RelaySMTP] = field(default_factory=set)
+    _writes: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def sender(self) -> str:
+        return self.engine.settings.sender
+
+    @property
+    def limits(self) -> MessageLimits:
+        return self.engine.settings.limits
+
+    @property
+    def insecure_auth_allowed(self) -> bool:
+        """Offer AUTH without TLS only when some device is allowed to use it."""
+        return any(d.insecure_auth for d in self.settings.devices.values())
+
+    def device_by_network(self, peer: str) -> DevicePolicy | None:
+        """The device that sends without AUTH from this address, if any."""
+        for device in self.settings.devices.values():
+            if device.auth == "none" and in_networks(peer, device.networks):
+                return device
+        return None
+
+    def touch(self, name: str, peer: str, accepted: int = 0) -> None:
+        """Record last activity in the accounts file without delaying the SMTP reply."""
+        task = asyncio.create_task(self._touch(name, peer, accepted))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _touch(self, name: str, peer: str, accepted: int) -> None:
+        try:
+            await asyncio.to_thread(self.store.touch, name, peer, accepted)
+        except Exception as err:
+            _LOGGER.warning("could not record SMTP activity of %s: %s", name, err)
+
+    async def flush(self) -> None:
+        if self._writes:
+            await asyncio.gather(*self._writes)
+
+
+class SmtpRelay:
+    """Start, stop and reload the relay; ``ports`` has the bound ports (useful with port 0)."""
+
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        engine: Engine,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Clock = time.monotonic,
+        on_accepted: Callable[[str], None] | None = None,
+    ) -> None:
+        self.state = RelayState(
+            settings=settings,
+            engine=engine,
+            store=DeviceStore(settings.accounts_path),
+            metrics=RelayMetrics(registry),
+            lockout=Lockout(settings.lockout_attempts, settings.lockout_window, settings.lockout_duration, clock),
+            rates=RateLimiter(clock),
+            on_accepted=on_accepted,
+        )
+        self.certificate: Certificate | None = None
+        self.ports: dict[str, int] = {}
+        self._servers: list[asyncio.Server] = []
+
+    @property
+    def settings(self) -> SmtpSettings:
+        return self.state.settings
+
+    @property
+    def metrics(self) -> RelayMetrics:
+        return self.state.metrics
+
+    async def start(self) -> None:
+        settings = self.settings
+        self.certificate = await asyncio.to_thread(load_certificate, settings)
+        context = await asyncio.to_thread(server_context, self.certificate, settings.min_tls_version)
+        _LOGGER.warning(
+            "SMTP relay certificate %s%s, SHA-256 fingerprint %s",
+            self.certificate.cert_file,
+            " (generated)" if self.certificate.generated else "",
+            self.certificate.sha256,
+        )
+        listeners = [
+            (settings.submission_port, Listener("submission", starttls=True), None),
+            (settings.smtps_port, Listener("smtps", implicit_tls=True), context),
+            (settings.plain_port, Listener("plain", networks=settings.plain_networks), None),
+        ]
+        try:
+            for port, listener, implicit in listeners:
+                if port is not None:
+                    await self._listen(port, listener, context if listener.starttls else None, implicit)
+        except BaseException:
+            await self._close_servers()
+            raise
+        _LOGGER.warning(
+            "SMTP relay listening on %s: %s",
+            settings.listen,
+            ", ".join(f"{name} {port}" for name, port in self.ports.items()),
+        )
+
+    async def _listen(
+        self, port: int, listener: Listener, starttls: ssl.SSLContext | None, implicit: ssl.SSLContext | None
+    ) -> None:
+        settings, loop = self.settings, asyncio.get_running_loop()
+
+        def factory() -> RelaySMTP:
+            kwargs: dict[str, Any] = {
+                "hostname": settings.hostname,
+                "ident": "acs_email relay",
+                "tls_context": starttls,
+                "data_size_limit": settings.max_message_size,
+                "enable_SMTPUTF8": True,
+                "auth_require_tls": False,  # decided per device by RelaySMTP
+                "timeout": settings.timeout,
+                "loop": loop,
+            }
+            return RelaySMTP(self.state, listener, **kwargs)
+
+        server = await loop.create_server(factory, settings.listen, port, ssl=implicit)
+        self._servers.append(server)
+        self.ports[listener.name] = server.sockets[0].getsockname()[1]
+
+    async def _close_servers(self) -> None:
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        self.ports.clear()
+
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stop listening, let mails being queued finish (up to ``grace`` s), then close every connection."""
+        for server in self._servers:
+            server.close()
+        deadline = time.monotonic() + grace
+        while any(s.in_data for s in self.state.sessions) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        for session in list(self.state.sessions):
+            if session.transport is not None:
+                session.transport.close()
+        await self._close_servers()
+        await self.state.flush()
+
+    async def reload(self, settings: SmtpSettings) -> None:
+        """Apply a new ``smtp:`` section; listeners are rebuilt only when their settings changed."""
+        old = self.settings
+        self.state.settings = settings
+        self.state.store = DeviceStore(settings.accounts_path)
+        lockout = self.state.lockout
+        lockout.attempts, lockout.window, lockout.duration = (
+            settings.lockout_attempts,
+            settings.lockout_window,
+            settings.lockout_duration,
+        )
+        if any(getattr(old, f) != getattr(settings, f) for f in _LISTENER_FIELDS):
+            await self._close_servers()
+            await self.start()
+
+    def device_stats(self) -> dict[str, dict[str, Any]]:
+        """Per-device counters for the HA discovery state (every configured device, even idle ones)."""
+        stats = self.metrics.snapshot()
+        for name in self.settings.devices:
+            stats.setdefault(name, {"accepted": 0, "refused": 0, "bytes": 0, "auth_failures": 0, "last_seen": None})
+        return dict(sorted(stats.items()))
