@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import socket
 import time
@@ -267,3 +268,30 @@ async def test_commands_pipelined_after_starttls_in_clear_text_are_discarded(rel
 
     rcpt, noop = await asyncio.to_thread(attempt)
     assert rcpt.startswith("503") and noop.startswith("250")  # no MAIL ran, no stray replies
+
+
+async def test_reload_with_new_listeners_does_not_wait_for_open_sessions(relay_env) -> None:
+    """A SIGHUP that changes a listener setting returns at once; a device mid-session finishes its mail."""
+    old = await asyncio.to_thread(tls_session, relay_env)
+    await asyncio.to_thread(old.login)
+    async with asyncio.timeout(10):  # Python >= 3.12: Server.wait_closed() waits for open connections
+        await relay_env.relay.reload(dataclasses.replace(relay_env.relay.settings, timeout=120.0))
+
+    def finish_and_connect() -> tuple[str, str]:
+        try:
+            old.cmd("MAIL FROM:<scanner@office.lan>")
+            old.cmd("RCPT TO:<alice@example.com>")
+            old.cmd("DATA")
+            queued = old.cmd("Subject: across a reload\r\n\r\nhello\r\n.")
+        finally:
+            old.close()
+        new = tls_session(relay_env)
+        try:
+            return queued, new.login()
+        finally:
+            new.close()
+
+    queued, login = await asyncio.to_thread(finish_and_connect)
+    assert queued.startswith("250") and login.startswith("235")
+    [mail] = await relay_env.delivered(1)
+    assert mail.subject == "across a reload"
