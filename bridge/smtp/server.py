@@ -8,7 +8,7 @@ aiosmtpd is kept for the protocol; three commands are replaced:
   client and a brute-force lockout, never in a mail transaction, over-long answers refused in step.
 * STARTTLS: refused once TLS is on (aiosmtpd would start a second handshake and drop the connection).
 * DATA: bare LF line endings and a ``\\n.\\n`` terminator, as sent by old printers, instead of waiting
-  forever for CRLF.
+  forever for CRLF; but not from a client that writes CRLF (no SMTP smuggling); timeout per line.
 """
 
 from __future__ import annotations
@@ -298,10 +298,18 @@ class RelaySMTP(SMTP):
         self._set_post_data_state()  # type: ignore[no-untyped-call]
 
     async def _read_data(self) -> bytes | None:
-        """The message, dot-unstuffed; None when it went over the size limit (read to the end regardless)."""
+        """The message, dot-unstuffed; None when it went over the size limit (read to the end regardless).
+
+        The first line tells how the client ends lines. One that writes CRLF ends its data with CRLF.CRLF
+        only: a bare "\\n.\\n", "\\n.\\r\\n" or "\\r\\n.\\n" in its mail is text, so nothing inside a mail can
+        end it early and be read as commands (SMTP smuggling). One that writes bare LF (old printers) may
+        end with either.
+        """
         data = bytearray()
         limit = self.data_size_limit or 0
         line_start, too_big = True, False
+        crlf: bool | None = None  # how the client ends its lines, from its first one
+        ending = b"\r\n"  # the last two bytes received (a long line comes in pieces)
         while True:
             try:
                 line = await self._reader.readuntil(b"\n")
@@ -314,8 +322,12 @@ class RelaySMTP(SMTP):
             else:
                 complete = True
             self._reset_timeout()  # the timeout is per line of data (RFC 5321 4.5.3.2.6), not for all of it
-            if line_start and line in (b".\r\n", b".\n"):
+            dot = line_start and line in (b".\r\n", b".\n")
+            if dot and (not crlf or (line == b".\r\n" and ending == b"\r\n")):
                 return None if too_big else bytes(data)
+            ending = (ending + line)[-2:]
+            if complete and crlf is None:
+                crlf = ending == b"\r\n"
             if line_start and line.startswith(b"."):
                 line = line[1:]
             line_start = complete

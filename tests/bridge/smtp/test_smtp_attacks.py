@@ -295,3 +295,27 @@ async def test_reload_with_new_listeners_does_not_wait_for_open_sessions(relay_e
     assert queued.startswith("250") and login.startswith("235")
     [mail] = await relay_env.delivered(1)
     assert mail.subject == "across a reload"
+
+
+async def test_smtp_smuggling_with_mixed_line_endings_stays_in_the_mail(relay_env) -> None:
+    """A client that writes CRLF ends its data with CRLF.CRLF only: a "\\n.\\r\\n" or "\\r\\n.\\n" inside a
+    mail (put there by whoever wrote it, passed on by an upstream server) cannot start a second, smuggled mail."""
+    smuggled = "MAIL FROM:<ceo@office.lan>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n"
+
+    def attempt() -> tuple[str, str]:
+        client = tls_session(relay_env)
+        try:
+            client.login()
+            client.cmd("MAIL FROM:<scanner@office.lan>")
+            client.cmd("RCPT TO:<alice@example.com>")
+            client.cmd("DATA")
+            payload = f"Subject: outer\r\n\r\nhello\n.\r\n{smuggled}.\n{smuggled}\r\n.\r\n"
+            client.sock.sendall(payload.encode())
+            return client.reply(), client.cmd("NOOP")
+        finally:
+            client.close()
+
+    queued, noop = await asyncio.to_thread(attempt)
+    assert queued.startswith("250") and noop.startswith("250")
+    [mail] = await relay_env.delivered(1)
+    assert mail.subject == "outer" and mail.payload["content"]["plainText"].count("MAIL FROM:<ceo@office.lan>") == 2
