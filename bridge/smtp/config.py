@@ -108,6 +108,8 @@ SMTP_SCHEMA = vol.Schema(
         vol.Optional("accounts_path", default="smtp_devices.db"): str,
         vol.Optional("max_message_size"): vol.All(int, vol.Range(min=1024)),
         vol.Optional("timeout", default=300.0): vol.All(duration, vol.Range(min=1)),
+        vol.Optional("max_sessions", default=100): vol.All(int, vol.Range(min=1)),
+        vol.Optional("max_sessions_per_address", default=20): vol.All(int, vol.Range(min=1)),
         vol.Optional("lockout_attempts", default=5): vol.All(int, vol.Range(min=1)),
         vol.Optional("lockout_window", default=600.0): duration,
         vol.Optional("lockout_duration", default=900.0): duration,
@@ -149,6 +151,8 @@ class SmtpSettings:
     min_tls_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
     max_message_size: int = 10 * 1024 * 1024
     timeout: float = 300.0
+    max_sessions: int = 100  # connections at once: idle ones must not use up the bridge's file descriptors
+    max_sessions_per_address: int = 20
     lockout_attempts: int = 5
     lockout_window: float = 600.0
     lockout_duration: float = 900.0
@@ -211,6 +215,8 @@ def smtp_settings(data: dict[str, Any], engine: EngineSettings, base_dir: Path) 
         min_tls_version=TLS_VERSIONS[data["min_tls_version"]],
         max_message_size=data.get("max_message_size", engine.limits.max_request_bytes),
         timeout=data["timeout"],
+        max_sessions=data["max_sessions"],
+        max_sessions_per_address=data["max_sessions_per_address"],
         lockout_attempts=data["lockout_attempts"],
         lockout_window=data["lockout_window"],
         lockout_duration=data["lockout_duration"],

@@ -6,8 +6,12 @@
   a To nor a Cc header).
 * The From becomes the verified ACS sender; the device's From (or its Reply-To) is kept as Reply-To, named
   by the policy's ``display_name``, else the From's display name, else the device name.
-* The first text/plain and text/html parts are the body; every other leaf is an attachment, inline when it
-  has a Content-ID. RFC 2047/2231 encoded subjects and file names are decoded by ``email.policy.default``.
+* The text/plain and text/html parts that are not attachments are the body; every other leaf is an
+  attachment, inline when it has a Content-ID (the first part with a given Content-ID: a later duplicate is a
+  plain attachment). An attached mail (message/rfc822) is one text attachment, not part of the body.
+  RFC 2047/2231 encoded subjects and file names are decoded by ``email.policy.default``.
+* Control characters are dropped from the subject and names (and NUL from the text): ACS may refuse them
+  after the device had its 250, and terminal escapes have no place in a subject.
 * A part whose declared type ACS refuses (``application/octet-stream`` is common) is typed by its file name.
 """
 
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import mimetypes
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from email import policy
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
@@ -35,12 +39,13 @@ from .policy import matches
 _PRIORITY = {"1": Priority.HIGH, "2": Priority.HIGH, "4": Priority.LOW, "5": Priority.LOW}
 _IMPORTANCE = {"high": Priority.HIGH, "low": Priority.LOW}
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def _one_line(value: object) -> str:
-    """A header value on one line; raw 8-bit UTF-8 in headers (no RFC 2047) is read as UTF-8."""
+    """A header value on one line, without control characters; raw 8-bit UTF-8 (no RFC 2047) read as UTF-8."""
     text = str(value).encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
-    return _LINE_BREAKS.sub(" ", text).strip()
+    return _CONTROLS.sub("", _LINE_BREAKS.sub(" ", text).replace("\t", " ")).strip()
 
 
 def _headers(message: Message, name: str) -> list[Any]:
@@ -104,9 +109,10 @@ def _reply_to(
     message: Message, mail_from: str, display_name: str | None, device: str, senders: Sequence[str]
 ) -> list[EmailAddress]:
     author = next(iter(_header_addresses(message, "from")), None)
-    if author is not None and not matches(author.address, senders):
-        raise ValidationError("from", f"<{author.address}> is not a sender allowed for device {device!r}")
     explicit = _header_addresses(message, "reply-to")
+    for header, address in [("from", author), *(("reply-to", a) for a in explicit)]:
+        if address is not None and not matches(address.address, senders):
+            raise ValidationError(header, f"<{address.address}> is not a sender allowed for device {device!r}")
     if explicit:
         return explicit
     if author is None:
@@ -129,18 +135,42 @@ def _text(part: MimeMessage) -> str:
     for charset in (part.get_content_charset(), "utf-8"):
         if charset:
             try:
-                return payload.decode(charset).replace("\r\n", "\n")  # CRLF or bare LF alike
+                return payload.decode(charset).replace("\r\n", "\n").replace("\0", "")  # CRLF or bare LF alike
             except (LookupError, UnicodeError):
                 continue
-    return payload.decode("cp1252", errors="replace").replace("\r\n", "\n")
+    return payload.decode("cp1252", errors="replace").replace("\r\n", "\n").replace("\0", "")
 
 
-def _attachment(part: MimeMessage, index: int) -> Attachment | None:
+def _leaves(part: MimeMessage) -> Iterator[MimeMessage]:
+    """Leaf parts in order; an attached mail (message/rfc822) is one leaf, not walked into."""
+    if part.get_content_type() == "message/rfc822" or not part.is_multipart():
+        yield part
+        return
+    for child in part.iter_parts():
+        assert isinstance(child, MimeMessage)  # policy.default builds every part with this class
+        yield from _leaves(child)
+
+
+def _attached_mail(part: MimeMessage) -> Attachment | None:
+    """A forwarded mail as a text file: ACS accepts no message/rfc822 or .eml attachment."""
+    inner = part.get_payload(0) if part.is_multipart() else None
+    if not isinstance(inner, Message):
+        return None
+    subject = re.sub(r"[\\/:*?\"<>|]", "_", _get(inner, "subject"))[:80].strip()
+    return Attachment(f"{subject or 'attached mail'}.eml.txt", inner.as_bytes(), "text/plain")
+
+
+def _attachment(part: MimeMessage, index: int, content_ids: set[str]) -> Attachment | None:
+    if part.get_content_type() == "message/rfc822":
+        return _attached_mail(part)
     data = part.get_payload(decode=True)
     if not isinstance(data, bytes) or not data:
         return None
     declared = part.get_content_type()
     content_id = _get(part, "content-id").strip("<>").strip() or None
+    if content_id is not None and content_id.lower() in content_ids:
+        content_id = None  # an HTML reference finds the first part with this id; the others are attachments
+    content_ids.add((content_id or "").lower())
     name = _one_line(part.get_filename() or "")
     if not name:
         extension = mimetypes.guess_extension(declared) or ".bin"
@@ -155,9 +185,8 @@ def _body(message: MimeMessage) -> tuple[str | None, str | None, list[Attachment
     texts: list[str] = []
     htmls: list[str] = []
     attachments: list[Attachment] = []
-    for index, part in enumerate(message.walk()):
-        if part.is_multipart():
-            continue
+    content_ids: set[str] = set()
+    for index, part in enumerate(_leaves(message)):
         try:
             content_type = part.get_content_type()
             filename = part.get_filename()
@@ -166,7 +195,7 @@ def _body(message: MimeMessage) -> tuple[str | None, str | None, list[Attachment
                 texts.append(_text(part))
             elif is_body and content_type == "text/html":
                 htmls.append(_text(part))
-            elif (attachment := _attachment(part, index)) is not None:
+            elif (attachment := _attachment(part, index, content_ids)) is not None:
                 attachments.append(attachment)
         except ValidationError:
             raise

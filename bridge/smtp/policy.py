@@ -6,11 +6,12 @@ clear reply: 5xx when retrying cannot help, 4xx when it can.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from .config import DevicePolicy, Network
 
@@ -46,6 +47,14 @@ def refuse_sender(device: DevicePolicy, address: str) -> str | None:
 
 
 def refuse_recipient(device: DevicePolicy, address: str) -> str | None:
+    """Recipients the policy names; ``user%host@domain`` and ``host!user@domain`` only when named exactly.
+
+    Such local parts ask the allowed domain's server to relay further (the percent hack, bang paths):
+    refused like Postfix does for untrusted clients, so an allowed domain is not a way out.
+    """
+    local = address.rpartition("@")[0]
+    if ("%" in local or "!" in local) and address.lower() not in device.recipients:
+        return f"550 5.7.1 Sender-specified routing in <{address}> is not allowed (no % or ! in the user part)"
     if matches(address, device.recipients):
         return None
     return f"550 5.7.1 Relaying to <{address}> is not allowed for device {device.name!r}"
@@ -89,28 +98,61 @@ class RateLimiter:
             self._accepted[device.name].remove(slot)
 
 
+def client_key(peer: str) -> str:
+    """Who a lockout applies to: the IPv4 address, or the IPv6 /64 (one host may use any address of it)."""
+    try:
+        ip = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return peer
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 class Lockout:
-    """After ``attempts`` failed logins from one address within ``window`` s, refuse AUTH for ``duration`` s."""
+    """After ``attempts`` failed logins from one client within ``window`` s, refuse AUTH for ``duration`` s.
+
+    Per client (address, or IPv6 /64), not per device: failures from elsewhere cannot lock a printer out.
+    """
 
     def __init__(self, attempts: int, window: float, duration: float, clock: Clock = time.monotonic) -> None:
         self.attempts, self.window, self.duration = attempts, window, duration
         self._clock = clock
         self._failures: dict[str, deque[float]] = {}
         self._locked_until: dict[str, float] = {}
+        self._turns: dict[str, tuple[asyncio.Lock, int]] = {}  # per client: its lock and how many wait
+
+    @contextlib.asynccontextmanager
+    async def turn(self, peer: str) -> AsyncIterator[None]:
+        """One login check at a time per client: parallel sessions cannot outrun the lockout."""
+        key = client_key(peer)
+        lock, users = self._turns.get(key, (asyncio.Lock(), 0))
+        self._turns[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._turns[key]
+            if users == 1:
+                del self._turns[key]
+            else:
+                self._turns[key] = (lock, users - 1)
 
     def refuse(self, peer: str) -> str | None:
-        until = self._locked_until.get(peer)
+        until = self._locked_until.get(client_key(peer))
         now = self._clock()
         if until is None:
             return None
         if until <= now:
-            del self._locked_until[peer]
+            del self._locked_until[client_key(peer)]
             return None
         return f"454 4.7.0 Too many failed logins from {peer}; try again in {max(1, round(until - now))} s"
 
     def failed(self, peer: str) -> bool:
         """Count a failure; True when it locks the address out."""
-        now = self._clock()
+        now, peer = self._clock(), client_key(peer)
         failures = self._failures.setdefault(peer, deque())
         failures.append(now)
         while failures and failures[0] <= now - self.window:
@@ -122,4 +164,4 @@ class Lockout:
         return False
 
     def succeeded(self, peer: str) -> None:
-        self._failures.pop(peer, None)
+        self._failures.pop(client_key(peer), None)

@@ -107,6 +107,7 @@ class SmtpRelay:
         self.certificate: Certificate | None = None
         self.ports: dict[str, int] = {}
         self._servers: list[asyncio.Server] = []
+        self._retired: list[asyncio.Server] = []  # closed by a reload; their sessions may still be running
 
     @property
     def settings(self) -> SmtpSettings:
@@ -136,7 +137,7 @@ class SmtpRelay:
                 if port is not None:
                     await self._listen(port, listener, context if listener.starttls else None, implicit)
         except BaseException:
-            await self._close_servers()
+            self._stop_listening()
             raise
         _LOGGER.warning(
             "SMTP relay listening on %s: %s",
@@ -166,25 +167,30 @@ class SmtpRelay:
         self._servers.append(server)
         self.ports[listener.name] = server.sockets[0].getsockname()[1]
 
-    async def _close_servers(self) -> None:
+    def _stop_listening(self) -> None:
+        """Close the listening sockets without waiting: sessions on them go on until they end or ``stop``.
+
+        (Since Python 3.12 ``Server.wait_closed`` also waits for every open connection: a reload awaiting
+        it would hang as long as a device stays connected.)
+        """
         for server in self._servers:
             server.close()
-        for server in self._servers:
-            await server.wait_closed()
+        self._retired.extend(self._servers)
         self._servers.clear()
         self.ports.clear()
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """Stop listening, let mails being queued finish (up to ``grace`` s), then close every connection."""
-        for server in self._servers:
-            server.close()
+        self._stop_listening()
         deadline = time.monotonic() + grace
         while any(s.in_data for s in self.state.sessions) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         for session in list(self.state.sessions):
             if session.transport is not None:
                 session.transport.close()
-        await self._close_servers()
+        for server in self._retired:
+            await server.wait_closed()
+        self._retired.clear()
         await self.state.flush()
 
     async def reload(self, settings: SmtpSettings) -> None:
@@ -199,7 +205,7 @@ class SmtpRelay:
             settings.lockout_duration,
         )
         if any(getattr(old, f) != getattr(settings, f) for f in _LISTENER_FIELDS):
-            await self._close_servers()
+            self._stop_listening()  # sessions already open finish on the old listeners
             await self.start()
 
     def device_stats(self) -> dict[str, dict[str, Any]]:

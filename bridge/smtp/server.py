@@ -4,9 +4,11 @@ aiosmtpd is kept for the protocol; three commands are replaced:
 * EHLO (through the handler hook): PIPELINING and ENHANCEDSTATUSCODES added; AUTH advertised on TLS
   (implicit TLS included, aiosmtpd#281), and in clear text only on the plain port when a device may use it.
 * AUTH: mechanism names in any case (aiosmtpd#542), ``Username:``/``Password:`` challenges (Xerox and
-  others break on aiosmtpd's ``User Name\\0``), scrypt checked off the event loop, brute-force lockout.
+  others break on aiosmtpd's ``User Name\\0``), scrypt checked off the event loop, one check at a time per
+  client and a brute-force lockout, never in a mail transaction, over-long answers refused in step.
+* STARTTLS: refused once TLS is on (aiosmtpd would start a second handshake and drop the connection).
 * DATA: bare LF line endings and a ``\\n.\\n`` terminator, as sent by old printers, instead of waiting
-  forever for CRLF.
+  forever for CRLF; but not from a client that writes CRLF (no SMTP smuggling); timeout per line.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import asyncio
 import binascii
 import logging
 import sqlite3
-from base64 import b64decode
+from base64 import b64decode, b64encode
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from acs_email_core.errors import AcsEmailError, OutboxFullError, ValidationError
 from acs_email_core.message import EmailAddress
@@ -27,13 +29,39 @@ from acs_email_core.message import EmailAddress
 from .config import DevicePolicy, Network
 from .convert import to_email_message
 from .metrics import UNKNOWN
-from .policy import in_networks, refuse_recipient, refuse_sender
+from .policy import client_key, in_networks, refuse_recipient, refuse_sender
 
 if TYPE_CHECKING:
     from .relay import RelayState
 
 _LOGGER = logging.getLogger(__name__)
 ENCRYPTION_REQUIRED = "538 5.7.11 Encryption required: use STARTTLS (port 587) or implicit TLS (port 465)"
+_COMMANDS = frozenset({"EHLO", "HELO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP"})
+_COMMANDS |= {"AUTH", "STARTTLS"}
+
+
+class _HideClientText(logging.Filter):
+    """aiosmtpd logs unknown command lines (and echoes them in its 500 reply): a device that sends its
+    password out of turn, after a refusal, would have it logged. Only known commands are shown."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if not isinstance(args, tuple) or not args:
+            return True
+        line = args[-1] if isinstance(args[-1], bytes) else str(args[-1]).encode(errors="replace")
+        if record.msg == "%r << %r":
+            hidden = line.startswith(b'500 Error: command "')
+        else:
+            hidden = record.msg in ("%r >> %r", "_handle_client readline: %r", "%r unrecognised: %s")
+            hidden = hidden and line.split(b" ", 1)[0].strip().upper().decode(errors="replace") not in _COMMANDS
+        if hidden:
+            record.args = (*args[:-1], f"({len(line)} bytes not shown)")
+        return True
+
+
+_AIOSMTPD_LOG = logging.getLogger("mail.log")
+if not any(isinstance(f, _HideClientText) for f in _AIOSMTPD_LOG.filters):
+    _AIOSMTPD_LOG.addFilter(_HideClientText())
 
 
 @dataclass(frozen=True)
@@ -75,8 +103,13 @@ class RelaySMTP(SMTP):
     async def _handle_client(self) -> None:
         networks = self.listener.networks
         if networks and not in_networks(self.peer_ip, networks):
-            self.state.metrics.on_refused(UNKNOWN, "network")
-            await self.push(f"554 5.7.1 Connections from {self.peer_ip} are not accepted on this port")
+            refusal: str | None = f"554 5.7.1 Connections from {self.peer_ip} are not accepted on this port"
+            reason = "network"
+        else:
+            refusal, reason = self._sessions_refusal(), "sessions"
+        if refusal is not None:
+            self.state.metrics.on_refused(UNKNOWN, reason)
+            await self.push(refusal)
             assert self.transport is not None
             self.transport.close()
             return
@@ -85,6 +118,26 @@ class RelaySMTP(SMTP):
             await super()._handle_client()
         finally:
             self.state.sessions.discard(self)
+
+    def _sessions_refusal(self) -> str | None:
+        """421 over the session limits: idle connections must not use up the bridge's file descriptors."""
+        settings, sessions = self.state.settings, self.state.sessions
+        if len(sessions) >= settings.max_sessions:
+            return f"421 4.7.0 {self.hostname} has {settings.max_sessions} sessions open, its limit; try again later"
+        client = client_key(self.peer_ip)
+        if sum(1 for s in sessions if client_key(s.peer_ip) == client) >= settings.max_sessions_per_address:
+            return (
+                f"421 4.7.0 {settings.max_sessions_per_address} sessions from {self.peer_ip} are open, "
+                "the limit per address; try again later"
+            )
+        return None
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if self.secure:
+            await self.push("503 5.5.1 TLS is already active")
+            return
+        await super().smtp_STARTTLS(arg)
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
@@ -97,6 +150,9 @@ class RelaySMTP(SMTP):
             await self.push("500 5.5.1 AUTH needs EHLO first")
         elif self.session.authenticated:
             await self.push("503 5.5.1 Already authenticated")
+        elif self.envelope is not None and self.envelope.mail_from is not None:
+            # RFC 4954: the sender was accepted under another identity (a device known by its address).
+            await self.push("503 5.5.1 AUTH is not allowed in a mail transaction; send RSET first")
         elif mechanism not in ("LOGIN", "PLAIN"):
             await self.push("504 5.5.4 Unrecognized authentication type; use LOGIN or PLAIN")
         elif refusal := self.state.lockout.refuse(self.peer_ip):
@@ -119,10 +175,15 @@ class RelaySMTP(SMTP):
 
         async def decode(value: str, challenge: str) -> bytes | None:
             if not value:
-                answer = await self.challenge_auth(challenge)
-                return None if answer is MISSING else bytes(answer)
+                answer = await self._challenge(challenge)
+                if answer is None:
+                    return None
+                value = answer
+                if value == "*":
+                    await self.push("501 5.7.0 Authentication aborted")
+                    return None
             try:
-                return b64decode(value, validate=True)
+                return b"" if value == "=" else b64decode(value, validate=True)  # "=": empty (RFC 4954)
             except binascii.Error:
                 await self.push("501 5.5.2 Cannot decode base64")
                 return None
@@ -133,6 +194,9 @@ class RelaySMTP(SMTP):
             if blob is not None and len(parts) != 3:
                 await self.push("501 5.5.2 Cannot split the PLAIN credentials")
             if len(parts) != 3:
+                return None
+            if parts[0] not in (b"", parts[1]):  # acting as another user (RFC 4616 authzid): not supported
+                await self.push("535 5.7.8 The authorization identity must be empty or the user name")
                 return None
             login, password = parts[1].decode("utf-8", errors="replace"), parts[2]
         else:
@@ -152,6 +216,23 @@ class RelaySMTP(SMTP):
             return None
         return login, password
 
+    async def _challenge(self, prompt: str) -> str | None:
+        """Send a 334 challenge; the answer, or None after replying to an over-long one (read to its end,
+        so the rest of the line is not taken for commands)."""
+        await self.push("334 " + b64encode(prompt.encode()).decode())
+        too_long = False
+        while True:
+            try:
+                line = await self._reader.readuntil(b"\n")
+            except asyncio.LimitOverrunError as err:
+                await self._reader.read(err.consumed)
+                too_long = True
+                continue
+            if too_long:
+                await self.push("500 5.5.6 Authentication exchange line is too long")
+                return None
+            return line.strip().decode("ascii", errors="replace")
+
     def _clear_text_refusal(self, login: str) -> str | None:
         device = self.state.settings.devices.get(login)
         if self.secure or (device is not None and device.insecure_auth):
@@ -163,14 +244,21 @@ class RelaySMTP(SMTP):
         assert self.session is not None
         state, peer = self.state, self.peer_ip
         device = state.settings.devices.get(login)
-        if not await asyncio.to_thread(state.store.verify, login, password):
-            label = login if device else UNKNOWN
-            state.metrics.on_auth_failure(label)
-            _LOGGER.warning("failed SMTP login as %r from %s", login[:64], peer)
-            if state.lockout.failed(peer):
-                _LOGGER.warning("%s locked out after %d failed logins", peer, state.lockout.attempts)
-            return "535 5.7.8 Authentication credentials invalid"
-        state.lockout.succeeded(peer)
+        # One check at a time per client, the lockout looked at again just before: parallel sessions
+        # cannot get more attempts than the lockout allows.
+        async with state.lockout.turn(peer):
+            if refusal := state.lockout.refuse(peer):
+                state.metrics.on_refused(UNKNOWN, "lockout")
+                return refusal
+            verified = await asyncio.to_thread(state.store.verify, login, password)
+            if not verified:
+                state.metrics.on_auth_failure(login if device else UNKNOWN)
+                # An unknown name is not logged: it may be a password typed into the wrong field.
+                _LOGGER.warning("failed SMTP login as %s from %s", repr(login) if device else "an unknown user", peer)
+                if state.lockout.failed(peer):
+                    _LOGGER.warning("%s locked out after %d failed logins", peer, state.lockout.attempts)
+                return "535 5.7.8 Authentication credentials invalid"
+            state.lockout.succeeded(peer)
         if device is None:
             device = DevicePolicy(name=login, recipients=())  # no policy: refused at MAIL, with the reason
         if device.networks and not in_networks(peer, device.networks):
@@ -210,10 +298,18 @@ class RelaySMTP(SMTP):
         self._set_post_data_state()  # type: ignore[no-untyped-call]
 
     async def _read_data(self) -> bytes | None:
-        """The message, dot-unstuffed; None when it went over the size limit (read to the end regardless)."""
+        """The message, dot-unstuffed; None when it went over the size limit (read to the end regardless).
+
+        The first line tells how the client ends lines. One that writes CRLF ends its data with CRLF.CRLF
+        only: a bare "\\n.\\n", "\\n.\\r\\n" or "\\r\\n.\\n" in its mail is text, so nothing inside a mail can
+        end it early and be read as commands (SMTP smuggling). One that writes bare LF (old printers) may
+        end with either.
+        """
         data = bytearray()
         limit = self.data_size_limit or 0
         line_start, too_big = True, False
+        crlf: bool | None = None  # how the client ends its lines, from its first one
+        ending = b"\r\n"  # the last two bytes received (a long line comes in pieces)
         while True:
             try:
                 line = await self._reader.readuntil(b"\n")
@@ -225,8 +321,13 @@ class RelaySMTP(SMTP):
                 raise
             else:
                 complete = True
-            if line_start and line in (b".\r\n", b".\n"):
+            self._reset_timeout()  # the timeout is per line of data (RFC 5321 4.5.3.2.6), not for all of it
+            dot = line_start and line in (b".\r\n", b".\n")
+            if dot and (not crlf or (line == b".\r\n" and ending == b"\r\n")):
                 return None if too_big else bytes(data)
+            ending = (ending + line)[-2:]
+            if complete and crlf is None:
+                crlf = ending == b"\r\n"
             if line_start and line.startswith(b"."):
                 line = line[1:]
             line_start = complete
@@ -321,8 +422,9 @@ class RelayHandler:
         except ValidationError as err:
             if err.field == "size":
                 return self._refuse(device.name, "size", f"552 5.3.4 Message too big for ACS Email: {err.reason}")
-            if err.field == "from":
-                return self._refuse(device.name, "sender", f"550 5.7.1 Header From {err.reason}")
+            if err.field in ("from", "reply-to"):
+                header = "From" if err.field == "from" else "Reply-To"
+                return self._refuse(device.name, "sender", f"550 5.7.1 Header {header} {err.reason}")
             return self._refuse(device.name, "content", f"554 5.6.0 Cannot relay this mail: {err}")
         except Exception:  # a bug of ours or of the email package: the device must not retry it forever
             _LOGGER.exception("could not convert a mail from %s", device.name)

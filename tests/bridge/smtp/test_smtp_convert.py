@@ -172,3 +172,44 @@ def test_any_input_converts_or_is_refused_with_a_validation_error(headers: list[
     except ValidationError:
         return
     message.validate()
+
+
+def test_reply_to_outside_the_device_senders_is_refused() -> None:
+    """A device limited to some senders cannot make replies go elsewhere through a Reply-To header."""
+    raw = b"From: scanner@office.lan\nReply-To: Support <support@evil.example>\nSubject: x\n\nhi\n"
+    with pytest.raises(ValidationError) as info:
+        convert(raw, senders=["office.lan"])
+    assert info.value.field == "reply-to" and "support@evil.example" in info.value.reason
+    allowed = convert(raw.replace(b"evil.example", b"office.lan"), senders=["office.lan"])
+    assert [a.address for a in allowed.reply_to] == ["support@office.lan"]
+
+
+def test_duplicate_content_ids_keep_the_first_inline_and_the_others_as_attachments() -> None:
+    def image(data: bytes) -> bytes:
+        return b"Content-Type: image/png\nContent-ID: <img1>\nContent-Transfer-Encoding: base64\n\n" + base64.b64encode(
+            data
+        )
+
+    raw = multipart(b'Content-Type: text/html\n\n<img src="cid:img1">', image(b"first"), image(b"second"))
+    message = convert(raw)
+    assert [(a.data, a.content_id) for a in message.attachments] == [(b"first", "img1"), (b"second", None)]
+
+
+def test_control_characters_never_reach_subject_names_or_text() -> None:
+    raw = (
+        b"From: =?utf-8?q?Front=00desk=07?= <scanner@office.lan>\nSubject: =?utf-8?q?alarm=00=1B[31m_red?=\n"
+        b"Content-Type: text/plain; charset=utf-8\n\nline\x00one\n"
+    )
+    message = convert(raw)
+    assert message.subject == "alarm[31m red"
+    assert [a.display_name for a in message.reply_to] == ["Frontdesk"]
+    assert message.text == "lineone\n"
+
+
+def test_an_attached_message_is_an_attachment_not_part_of_the_body() -> None:
+    inner = b"Content-Type: message/rfc822\n\nFrom: a@b.example\nSubject: inner\n\ninner body\n"
+    message = convert(multipart(b"Content-Type: text/plain\n\nouter body", inner))
+    assert message.text == "outer body"
+    [attachment] = message.attachments
+    assert attachment.name == "inner.eml.txt" and attachment.content_type == "text/plain"
+    assert b"Subject: inner" in attachment.data and b"inner body" in attachment.data
