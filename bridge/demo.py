@@ -51,6 +51,9 @@ def _write_config(directory: Path, emulator: Emulator) -> Path:
             "client_secret": "!file client_secret.txt",
             "authority": emulator.authority,
             "ca_file": str(emulator.ca_file),
+            # A local emulator answers at once; a short timeout also shortens the wait before a mail whose
+            # POST failed ambiguously (the 503 below) may be resent: three timeouts after that POST started.
+            "timeout": "5s",
         },
         "quota": "custom_domain",
         "outbox": {"path": "outbox.db"},

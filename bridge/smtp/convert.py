@@ -203,8 +203,9 @@ def _body(message: MimeMessage) -> tuple[str | None, str | None, list[Attachment
             raise ValidationError(f"MIME part {index}", f"cannot be read ({type(err).__name__})") from None
     html = "\n".join(htmls) if htmls else None
     text = "\n\n".join(texts) if texts else None
-    if text is None and html is None:
-        text = ""  # a scan with nothing but the attachment
+    if text is None and html is None:  # a scan with nothing but the attachment; ACS refuses mail without a body
+        names = ", ".join(attachment.name for attachment in attachments)
+        text = f"Attached: {names}" if names else "(no text)"
     return text, html, attachments
 
 
@@ -234,7 +235,7 @@ def to_email_message(
         cc=cc,
         bcc=bcc,
         reply_to=_reply_to(message, mail_from, display_name, device, senders),
-        subject=_get(message, "subject"),
+        subject=_get(message, "subject").strip() or f"Message from {device}",  # ACS refuses an empty subject
         text=text,
         html=html,
         attachments=attachments,

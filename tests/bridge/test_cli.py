@@ -205,7 +205,7 @@ async def test_demo_delivers_sample_mail_and_rides_out_trouble(tmp_path: Path) -
     hint = out.getvalue().rsplit("the outbox: ", 1)[1].strip()  # run as printed
     listing = await asyncio.create_subprocess_exec(*shlex.split(hint), stdout=asyncio.subprocess.PIPE)
     listed, _ = await listing.communicate()
-    assert listing.returncode == 0 and "sent 4, dead 0" in listed.decode()
+    assert listing.returncode == 0 and "sent 5, dead 0" in listed.decode()
 
 
 def test_hints_name_the_program_as_it_can_be_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -261,7 +261,7 @@ async def test_sent_mail_does_not_show_an_old_error_as_current(emu: Emulator, tm
     assert code == EXIT_SENT, err
     code, out, _err = await _run("queue", "list", "-c", str(config))
     (line,) = [line for line in out.splitlines()[1:-1] if line.split()[1] == "sent"]
-    assert "[earlier attempt: HTTP 503" in line
+    assert "[earlier attempt: " in line  # the old error is labelled as such, not shown as the current one
 
 
 @pytest.mark.parametrize(

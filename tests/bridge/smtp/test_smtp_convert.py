@@ -118,9 +118,14 @@ def test_attachment_only_and_unknown_charset_still_convert() -> None:
         b"Subject: scan\nContent-Type: application/pdf; name=s.pdf\nContent-Transfer-Encoding: base64\n\naGVsbG8=\n"
     )
     message = convert(pdf_only)
-    assert message.text == "" and [a.data for a in message.attachments] == [b"hello"]
+    assert message.text == "Attached: s.pdf" and [a.data for a in message.attachments] == [b"hello"]
     odd = convert(b"Subject: x\nContent-Type: text/plain; charset=x-unknown-printer\n\nstatus ok\n")
     assert odd.text is not None and "status ok" in odd.text
+
+
+def test_mail_without_subject_gets_one_naming_the_device() -> None:
+    """Some printers send no Subject; ACS refuses mail without one, so the relay names the device instead."""
+    assert convert(b"To: a@example.com\n\nstatus ok\n").subject == "Message from scanner"
 
 
 def test_size_over_the_acs_limit_is_a_size_error() -> None:
