@@ -237,8 +237,9 @@ async def _deliver(args: argparse.Namespace, settings: EngineSettings, message: 
             return EXIT_SENT
         entry = await engine.outbox.get(message_id)
         reason = entry.last_error if entry and entry.last_error else "unknown reason"
-        advice = "; acs.sender must be a MailFrom address of a domain linked to the resource"
-        print(f"dead {message_id}: {reason}{advice if 'DomainNotLinked' in reason else ''}", file=sys.stderr)
+        if "DomainNotLinked" in reason:
+            reason = f"{reason.rstrip('.')}; acs.sender must be a MailFrom address of a domain linked to the resource"
+        print(f"dead {message_id}: {reason}", file=sys.stderr)
         return EXIT_DEAD
 
 
