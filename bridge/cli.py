@@ -308,14 +308,30 @@ async def _queue(args: argparse.Namespace) -> int:
                 print(_entry_line(entry, now))
             stats = await outbox.stats()
             print(f"queued {stats.queued}, sending {stats.sending}, sent {stats.sent}, dead {stats.dead}")
-        elif args.action == "retry":
+            return 0
+        state = State.DEAD if args.action == "retry" else State(args.state)
+        unmatched = await _not_in_state(outbox, args.ids, state)
+        if args.action == "retry":
             count = await outbox.requeue(args.ids or None)
             print(f"requeued {count} dead letter(s)")
         else:
-            state = State(args.state)
             count = await outbox.purge(args.ids or None, state=state)
             print(f"purged {count} {state.value} mail(s)")
-    return 0
+    for line in unmatched:
+        print(line, file=sys.stderr)
+    return EXIT_INVALID if unmatched else 0
+
+
+async def _not_in_state(outbox: Outbox, ids: Sequence[str], state: State) -> list[str]:
+    """What is wrong with each given id that names no mail in ``state`` (a typo would otherwise pass as 0)."""
+    problems = []
+    for message_id in ids:
+        entry = await outbox.get(message_id)
+        if entry is None:
+            problems.append(f"no mail with id {message_id!r} in {outbox.path}")
+        elif entry.state is not state:
+            problems.append(f"{message_id} is {entry.state.value}, not {state.value}: left as it is")
+    return problems
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ path, never a value.
 from __future__ import annotations
 
 import os
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,20 @@ from acs_email_core.errors import ConfigError
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader plus the two secret tags; a fresh subclass so the global SafeLoader stays untouched."""
+    """SafeLoader plus the two secret tags, refusing a key given twice in one mapping (YAML would silently keep
+    the last: two pasted ``outbox:`` blocks, say); a fresh subclass so the global SafeLoader stays untouched."""
 
     base_dir: Path = Path()
     config_name: str = ""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: set[str] = set()
+        for key, _value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                if key.value in seen:
+                    raise ConfigError(f"{_where(self, key)}: {key.value!r} is given twice; only one can apply")
+                seen.add(key.value)
+        return super().construct_mapping(node, deep)
 
 
 def _where(loader: _Loader, node: yaml.Node) -> str:
