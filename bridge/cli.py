@@ -25,6 +25,7 @@ from acs_email_core.message import Attachment, EmailMessage, MessageLimits
 from acs_email_core.outbox import Outbox, OutboxEntry, State
 from acs_email_core.transport import CERTIFICATE_REFUSED
 
+from .arguments import seconds
 from .command import config_hint
 from .config import load_settings
 from .emulator import cli as emulator_cli
@@ -59,7 +60,7 @@ def _build_parser() -> argparse.ArgumentParser:
     send.add_argument("--priority", choices=["high", "normal", "low"], default="normal")
     send.add_argument(
         "--timeout",
-        type=_seconds,
+        type=seconds,
         default=DEFAULT_SEND_TIMEOUT,
         metavar="SECONDS",
         help="stop waiting after this long, exit 3, the mail stays queued (default: %(default)g; 0 = no limit)",
@@ -80,7 +81,7 @@ def _build_parser() -> argparse.ArgumentParser:
     flush = actions.add_parser("flush", parents=[config], help="deliver everything queued, then exit")
     flush.add_argument(
         "--timeout",
-        type=_seconds,
+        type=seconds,
         default=DEFAULT_SEND_TIMEOUT,
         metavar="SECONDS",
         help="stop after this long, exit 3, what is left stays queued (default: %(default)g; 0 = no limit)",
@@ -92,16 +93,6 @@ def _build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="send a sample mail through the engine to a local emulator")
     demo.add_argument("--dir", default=".demo", help="where the demo keeps its config, outbox and received mail")
     return parser
-
-
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {value!r}")
-    return seconds
 
 
 class _AuthWatch(logging.Filter):

@@ -495,3 +495,10 @@ async def test_a_key_given_twice_is_refused_not_silently_overridden(emu: Emulato
     merged = tmp_path / "merge.yaml"  # YAML merge keys may still override what they bring in
     merged.write_text("base: &base {path: a.db, max_attempts: 3}\nother: {<<: *base, path: b.db}\n")
     assert load_yaml(merged)["other"] == {"path": "b.db", "max_attempts": 3}
+
+
+async def test_demo_directory_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    code, _out, err = await _run("demo", "--dir", str(tmp_path / "file" / "demo"))
+    assert code == EXIT_INVALID
+    assert err == f"error: --dir {tmp_path / 'file' / 'demo'}: Not a directory\n"

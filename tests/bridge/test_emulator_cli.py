@@ -118,6 +118,9 @@ def test_bad_access_key_is_a_usage_error() -> None:
         ["--senders", "Alerts <alerts@example.com>"],
         ["--senders", "ok@example.com", "not-an-address"],
         ["--port", "99999"],
+        ["--http-port", "-1"],
+        ["--retry-after", "-5"],
+        ["--running-for", "nan"],
     ],
 )
 def test_bad_options_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
