@@ -153,6 +153,7 @@ async def test_refused_mail_is_dead_then_requeued_and_purged(emu: Emulator, tmp_
 async def test_timeout_leaves_mail_queued(emu: Emulator, tmp_path: Path) -> None:
     emu.faults.add(Fault.error(503, times=1_000))
     config = _config(tmp_path, emu)
+    config.write_text(config.read_text().replace("max_attempts: 2", "max_attempts: 100"))  # 503s for 2 s
     code, _out, err = await _run(
         "send", "-c", str(config), "--to", "a@example.com", "--subject", "x", "--text", "y", "--timeout", "1"
     )
