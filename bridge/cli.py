@@ -26,6 +26,7 @@ from acs_email_core.message import Attachment, EmailMessage, MessageLimits
 from acs_email_core.outbox import Outbox, OutboxEntry, State
 from acs_email_core.transport import CERTIFICATE_REFUSED
 
+from .arguments import seconds
 from .command import config_hint
 from .config import load_settings
 from .emulator import cli as emulator_cli
@@ -63,7 +64,7 @@ def _build_parser() -> argparse.ArgumentParser:
     send.add_argument("--priority", choices=["high", "normal", "low"], default="normal")
     send.add_argument(
         "--timeout",
-        type=_seconds,
+        type=seconds,
         default=DEFAULT_SEND_TIMEOUT,
         metavar="SECONDS",
         help="stop waiting after this long, exit 3, the mail stays queued (default: %(default)g; 0 = no limit)",
@@ -84,7 +85,7 @@ def _build_parser() -> argparse.ArgumentParser:
     flush = actions.add_parser("flush", parents=[config], help="deliver everything queued, then exit")
     flush.add_argument(
         "--timeout",
-        type=_seconds,
+        type=seconds,
         default=DEFAULT_SEND_TIMEOUT,
         metavar="SECONDS",
         help="stop after this long, exit 3, what is left stays queued (default: %(default)g; 0 = no limit)",
@@ -102,16 +103,6 @@ def _build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="send a sample mail through the engine to a local emulator")
     demo.add_argument("--dir", default=".demo", help="where the demo keeps its config, outbox and received mail")
     return parser
-
-
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {value!r}")
-    return seconds
 
 
 class _AuthWatch(logging.Filter):
@@ -247,8 +238,9 @@ async def _deliver(args: argparse.Namespace, settings: EngineSettings, message: 
             return EXIT_SENT
         entry = await engine.outbox.get(message_id)
         reason = entry.last_error if entry and entry.last_error else "unknown reason"
-        advice = "; acs.sender must be a MailFrom address of a domain linked to the resource"
-        print(f"dead {message_id}: {reason}{advice if 'DomainNotLinked' in reason else ''}", file=sys.stderr)
+        if "DomainNotLinked" in reason:
+            reason = f"{reason.rstrip('.')}; acs.sender must be a MailFrom address of a domain linked to the resource"
+        print(f"dead {message_id}: {reason}", file=sys.stderr)
         return EXIT_DEAD
 
 
@@ -317,14 +309,30 @@ async def _queue(args: argparse.Namespace) -> int:
                 print(_entry_line(entry, now))
             stats = await outbox.stats()
             print(f"queued {stats.queued}, sending {stats.sending}, sent {stats.sent}, dead {stats.dead}")
-        elif args.action == "retry":
+            return 0
+        state = State.DEAD if args.action == "retry" else State(args.state)
+        unmatched = await _not_in_state(outbox, args.ids, state)
+        if args.action == "retry":
             count = await outbox.requeue(args.ids or None)
             print(f"requeued {count} dead letter(s)")
         else:
-            state = State(args.state)
             count = await outbox.purge(args.ids or None, state=state)
             print(f"purged {count} {state.value} mail(s)")
-    return 0
+    for line in unmatched:
+        print(line, file=sys.stderr)
+    return EXIT_INVALID if unmatched else 0
+
+
+async def _not_in_state(outbox: Outbox, ids: Sequence[str], state: State) -> list[str]:
+    """What is wrong with each given id that names no mail in ``state`` (a typo would otherwise pass as 0)."""
+    problems = []
+    for message_id in ids:
+        entry = await outbox.get(message_id)
+        if entry is None:
+            problems.append(f"no mail with id {message_id!r} in {outbox.path}")
+        elif entry.state is not state:
+            problems.append(f"{message_id} is {entry.state.value}, not {state.value}: left as it is")
+    return problems
 
 
 def main(argv: Sequence[str] | None = None) -> int:

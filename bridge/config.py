@@ -46,7 +46,9 @@ class _Seq(list[Any]):
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader plus the secret tags and line tracking; a fresh subclass so the global SafeLoader stays untouched."""
+    """SafeLoader plus the secret tags and line tracking, refusing a key given twice in one mapping (YAML would
+    silently keep the last: two pasted ``outbox:`` blocks, say); a fresh subclass so the global SafeLoader stays
+    untouched."""
 
     base_dir: Path = Path()
     config_name: str = ""
@@ -100,6 +102,12 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> _Map:
     result = _Map()
     result.line = node.start_mark.line + 1
     result.lines = {}
+    seen: set[str] = set()
+    for key_node, _value in node.value:  # as written: keys a ``<<:`` merge brings may be overridden
+        if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+            if key_node.value in seen:
+                raise ConfigError(f"{_where(loader, key_node)}: {key_node.value!r} is given twice; only one can apply")
+            seen.add(key_node.value)
     loader.flatten_mapping(node)
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from acs_email_core.engine import Engine
+from acs_email_core.errors import ConfigError
 from acs_email_core.message import Attachment, EmailMessage
 from acs_email_core.outbox import State
 
@@ -112,7 +113,10 @@ async def _trouble(engine: Engine, emulator: Emulator, sender: str) -> bool:
 
 async def run_demo(directory: Path) -> int:
     """Run the demo end to end in ``directory`` (absolute); returns the process exit code."""
-    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    try:
+        await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--dir {directory}: {err.strerror}") from None
     async with Emulator(tls_dir=directory / "tls", record_dir=directory / "mail", senders=[SENDER]) as emulator:
         print(f"ACS emulator listening on {emulator.endpoint} (CA {emulator.ca_file})")
         config_path = await asyncio.to_thread(_write_config, directory, emulator)

@@ -17,6 +17,7 @@ from acs_email_core.errors import ValidationError
 from acs_email_core.message import check_address
 from acs_email_core.quota import PRESETS
 
+from ..arguments import port, seconds, whole_seconds
 from .server import Emulator
 
 DEFAULT_STATE_DIR = Path(".acs-emulator")
@@ -25,8 +26,8 @@ DEFAULT_STATE_DIR = Path(".acs-emulator")
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the emulator's options to ``parser`` (the bridge CLI mounts it as a subcommand)."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=_port, default=8443, help="HTTPS port, 0 = any free one (default: %(default)s)")
-    parser.add_argument("--http-port", type=_port, default=None, help="also serve plain http on this port (0 = any)")
+    parser.add_argument("--port", type=port, default=8443, help="HTTPS port, 0 = any free one (default: %(default)s)")
+    parser.add_argument("--http-port", type=port, default=None, help="also serve plain http on this port (0 = any)")
     parser.add_argument(
         "--tls-dir",
         type=Path,
@@ -63,17 +64,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--access-key", default=None, help="base64 access key (default: one generated once and kept in --tls-dir)"
     )
     parser.add_argument(
-        "--running-for", type=float, default=0.0, help="seconds an operation stays Running (default: %(default)s)"
+        "--running-for", type=seconds, default=0.0, help="seconds an operation stays Running (default: %(default)s)"
     )
     parser.add_argument(
-        "--retry-after", type=int, default=3, help="Retry-After seconds on 202 and Running (default: %(default)s)"
+        "--retry-after",
+        type=whole_seconds,
+        default=3,
+        help="Retry-After seconds on 202 and Running (default: %(default)s)",
     )
-
-
-def _port(value: str) -> int:
-    if not (value.isdigit() and int(value) <= 65535):
-        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, not {value!r}")
-    return int(value)
 
 
 def _sender(value: str) -> str:

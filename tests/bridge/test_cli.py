@@ -26,6 +26,7 @@ from acs_email_bridge.cli import (
     _build_parser,
     main,
 )
+from acs_email_bridge.config import load_yaml
 from acs_email_bridge.demo import run_demo
 from acs_email_bridge.emulator import Emulator, Fault
 
@@ -152,13 +153,18 @@ async def test_refused_mail_is_dead_then_requeued_and_purged(emu: Emulator, tmp_
 async def test_timeout_leaves_mail_queued(emu: Emulator, tmp_path: Path) -> None:
     emu.faults.add(Fault.error(503, times=1_000))
     config = _config(tmp_path, emu)
+    config.write_text(config.read_text().replace("max_attempts: 2", "max_attempts: 100"))  # 503s for 2 s
     code, _out, err = await _run(
         "send", "-c", str(config), "--to", "a@example.com", "--subject", "x", "--text", "y", "--timeout", "1"
     )
     assert code == EXIT_PENDING
     assert "still queued after 1 s (last attempt: HTTP 503" in err and "the mail is kept in" in err
-    emu.faults.clear()
     hint = err.rsplit("or now by: ", 1)[1].strip()
+    code, out, err = await _run("queue", "flush", "-c", str(config), "--timeout", "1")  # no hang while ACS is down
+    assert (code, out) == (EXIT_PENDING, "sent 0, dead 0\n")
+    assert err.startswith("1 mail(s) still queued after 1 s; they are kept in ") and "--timeout 0" in err
+    assert _build_parser().parse_args(["queue", "flush", "-c", "x"]).timeout == DEFAULT_SEND_TIMEOUT
+    emu.faults.clear()
     flush = await asyncio.create_subprocess_exec(*shlex.split(hint), stdout=asyncio.subprocess.PIPE)
     out, _ = await flush.communicate()
     assert flush.returncode == EXIT_SENT, out
@@ -251,7 +257,18 @@ async def test_retry_takes_ids_after_the_config_option(emu: Emulator, tmp_path: 
     code, out, err = await _run("queue", "retry", "--config", str(config), message_id)
     assert (code, out.strip()) == (0, "requeued 1 dead letter(s)"), err
     code, out, err = await _run("queue", "purge", "--config", str(config), message_id, "--state", "dead")
-    assert (code, out.strip()) == (0, "purged 0 dead mail(s)"), err  # it is queued now, not dead
+    assert (code, out.strip()) == (EXIT_INVALID, "purged 0 dead mail(s)"), err  # it is queued now, not dead
+    assert err == f"{message_id} is queued, not dead: left as it is\n"
+
+
+async def test_an_id_that_names_no_such_mail_is_reported(emu: Emulator, tmp_path: Path) -> None:
+    config = _config(tmp_path, emu, sender="other@cli.example.com")  # not a linked sender: dead
+    code, out, _err = await _run("send", "-c", str(config), "--to", "a@example.com", "-s", "x", "-t", "y")
+    message_id = out.split()[1]
+    typo = message_id[:-1] + ("0" if message_id[-1] != "0" else "1")
+    code, out, err = await _run("queue", "retry", "--config", str(config), message_id, typo)
+    assert (code, out) == (EXIT_INVALID, "requeued 1 dead letter(s)\n")  # the good one is requeued all the same
+    assert err == f"no mail with id {typo!r} in {tmp_path / 'outbox.db'}\n"
 
 
 async def test_sent_mail_does_not_show_an_old_error_as_current(emu: Emulator, tmp_path: Path) -> None:
@@ -413,20 +430,6 @@ async def test_ctrl_c_while_acs_is_down_keeps_the_mail_and_says_how_it_goes_out(
     assert len(emu.mails) == 1
 
 
-async def test_flush_does_not_hang_while_acs_is_down(emu: Emulator, tmp_path: Path) -> None:
-    emu.faults.add(Fault.error(503, times=1_000))
-    config = _config(tmp_path, emu)
-    code, _out, _err = await _run(
-        "send", "-c", str(config), "--to", "a@example.com", "-s", "x", "-t", "y", "--timeout", "0.5"
-    )
-    assert code == EXIT_PENDING
-    code, out, err = await _run("queue", "flush", "-c", str(config), "--timeout", "1")
-    assert code == EXIT_PENDING
-    assert out == "sent 0, dead 0\n"
-    assert err.startswith("1 mail(s) still queued after 1 s; they are kept in ") and "--timeout 0" in err
-    assert _build_parser().parse_args(["queue", "flush", "-c", "x"]).timeout == DEFAULT_SEND_TIMEOUT
-
-
 async def test_an_attachment_too_large_to_send_is_refused_without_reading_it_whole(
     emu: Emulator, tmp_path: Path
 ) -> None:
@@ -479,3 +482,22 @@ async def test_unreadable_config_or_secret_is_one_line(emu: Emulator, tmp_path: 
     code, _out, err = await _run("send", "-c", str(config), "--to", "a@example.com", "-s", "x", "-t", "y")
     assert code == EXIT_INVALID
     assert expected.format(d=tmp_path) in err and len(err.splitlines()) == 1, err
+
+
+async def test_a_key_given_twice_is_refused_not_silently_overridden(emu: Emulator, tmp_path: Path) -> None:
+    config = _config(tmp_path, emu)
+    config.write_text(config.read_text() + "outbox:\n  path: elsewhere.db\n")  # a second outbox: block pasted
+    code, out, err = await _run("send", "-c", str(config), "--to", "a@example.com", "-s", "x", "-t", "y")
+    assert code == EXIT_INVALID and "queued" not in out
+    line = len(config.read_text().splitlines()) - 1
+    assert err == f"error: {config} line {line}: 'outbox' is given twice; only one can apply\n"
+    merged = tmp_path / "merge.yaml"  # YAML merge keys may still override what they bring in
+    merged.write_text("base: &base {path: a.db, max_attempts: 3}\nother: {<<: *base, path: b.db}\n")
+    assert load_yaml(merged)["other"] == {"path": "b.db", "max_attempts": 3}
+
+
+async def test_demo_directory_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    code, _out, err = await _run("demo", "--dir", str(tmp_path / "file" / "demo"))
+    assert code == EXIT_INVALID
+    assert err == f"error: --dir {tmp_path / 'file' / 'demo'}: Not a directory\n"

@@ -118,6 +118,9 @@ def test_bad_access_key_is_a_usage_error() -> None:
         ["--senders", "Alerts <alerts@example.com>"],
         ["--senders", "ok@example.com", "not-an-address"],
         ["--port", "99999"],
+        ["--http-port", "-1"],
+        ["--retry-after", "-5"],
+        ["--running-for", "nan"],
     ],
 )
 def test_bad_options_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -130,14 +133,20 @@ def test_bad_options_are_usage_errors(argv: list[str], capsys: pytest.CaptureFix
 
 
 @pytest.mark.parametrize("option", ["--state-dir", "--record-dir", "--tls-dir"])
-def test_a_directory_option_naming_a_file_is_refused_at_start(
-    option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def test_a_directory_option_naming_a_file_is_refused_at_start(option: str, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
-    parser = argparse.ArgumentParser()
-    cli.configure_parser(parser)
-    defaults = ["--port", "0", f"--tls-dir={tmp_path / 'tls'}", f"--state-dir={tmp_path}", f"--record-dir={tmp_path}"]
-    args = parser.parse_args([*defaults, option, str(tmp_path / "file" / "sub")])
-    assert cli.run(args) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"emulator: {option} {tmp_path / 'file' / 'sub'}: ") and len(err.splitlines()) == 1
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "acs_email_bridge.emulator", "--port=0", f"--tls-dir={tmp_path / 'tls'}",
+        f"--state-dir={tmp_path}", f"--record-dir={tmp_path}", option, str(tmp_path / "file" / "sub"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(30):  # not serving, and failing each send later
+            _out, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 2
+    assert err.decode().startswith(f"emulator: {option} {tmp_path / 'file' / 'sub'}: ")
+    assert len(err.splitlines()) == 1

@@ -86,6 +86,9 @@ def test_connection_string_alone_is_enough() -> None:
         ({**_principal(), "quota": {"per_minute": 5}}, "per_minute and per_hour"),
         ({**_principal(), "outbox": {"max_age": "three days"}}, "outbox.max_age"),
         ({**_principal(), "outbox": {"synchronous": "off"}}, "outbox.synchronous"),
+        ({**_principal(), "outbox": {"retry_initial": float("nan")}}, "outbox.retry_initial: expected a duration"),
+        ({**_principal(), "acs": {**_principal()["acs"], "timeout": float("inf")}}, "acs.timeout: expected a duration"),
+        ({**_principal(), "quota": {"per_minute": 5, "per_hour": 9, "burst": 2}}, "quota: unknown key 'burst'"),
     ],
 )
 def test_mistakes_are_named(config: dict[str, object], expected: str) -> None:
@@ -110,7 +113,7 @@ def test_durations(value: object, seconds: float) -> None:
     assert duration(value) == seconds
 
 
-@pytest.mark.parametrize("value", ["soon", "-5s", True, "5 weeks"])
+@pytest.mark.parametrize("value", ["soon", "-5s", True, "5 weeks", float("nan"), float("inf"), -1.0])
 def test_bad_durations(value: object) -> None:
     import voluptuous as vol
 

@@ -57,6 +57,10 @@ def test_custom_quota_with_explicit_polls():
         {"per_minute": 5, "per_hour": 10, "poll_per_minute": 0},
         {"per_minute": 5, "per_hour": 10, "poll_per_hour": "lots"},
         {"per_minute": 5, "per_hour": 10, "poll_per_minute": None},
+        {"per_minute": 29.9, "per_hour": 100},  # not read as 29
+        {"per_minute": True, "per_hour": 100},  # not read as 1
+        {"per_minute": 5, "per_hour": 10, "poll_per_minite": 20},  # a misspelt key would leave its default
+        {"per_minute": 5, "per_hour": 10, "burst": 20},
         None,
         30,
         ["azure_managed"],
@@ -80,3 +84,8 @@ def test_describe_and_scaled():
     assert fast.poll == (Window(10, 1.0), Window(20, 60.0))
     assert fast.describe() == "5/1s, 10/min"
     assert quota.scaled(0.01).describe() == "5/0.6s, 10/36s"
+
+
+def test_unknown_custom_quota_key_is_named():
+    with pytest.raises(ConfigError, match=r"unknown key 'poll_per_minite'"):
+        quota_from_config({"per_minute": 5, "per_hour": 10, "poll_per_minite": 20})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 import ssl
 from collections.abc import Callable
@@ -42,6 +43,8 @@ def duration(value: Any) -> float:
         if not match:
             raise vol.Invalid("expected a duration such as 30s, 5m, 72h or 7d")
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if not math.isfinite(seconds):  # nan or inf: a wait that never ends, or compares false with everything
+        raise vol.Invalid("expected a duration such as 30s, 5m, 72h or 7d")
     if seconds < 0:
         raise vol.Invalid("a duration cannot be negative")
     return seconds

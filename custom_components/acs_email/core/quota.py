@@ -59,6 +59,16 @@ PRESETS: dict[str, Quota] = {
 }
 
 
+_CUSTOM_KEYS = ("per_minute", "per_hour", "poll_per_minute", "poll_per_hour")
+
+
+def _count(value: object) -> int:
+    """An integer, or its digits as text (``!env_var`` gives text); not 29.9 read as 29, nor true as 1."""
+    if type(value) is int or (isinstance(value, str) and value.strip().isdigit()):
+        return int(value)
+    raise ValueError(value)
+
+
 def quota_from_config(value: str | dict[str, Any] | Quota) -> Quota:
     """Accept a preset name or ``{per_minute, per_hour[, poll_per_minute, poll_per_hour]}`` (raised quotas)."""
     if isinstance(value, Quota):
@@ -68,15 +78,18 @@ def quota_from_config(value: str | dict[str, Any] | Quota) -> Quota:
             return PRESETS[value]
         except KeyError:
             raise ConfigError(f"unknown quota preset {value!r}; use one of {sorted(PRESETS)}") from None
+    usage = "custom quota needs integer per_minute and per_hour (and optionally poll_per_minute, poll_per_hour)"
+    if not isinstance(value, dict):
+        raise ConfigError(usage)
+    unknown = sorted(str(key) for key in value if key not in _CUSTOM_KEYS)
+    if unknown:  # a misspelt key would otherwise leave its default in force, unnoticed
+        raise ConfigError(f"unknown key {unknown[0]!r}; {usage}")
     try:
-        per_minute = int(value["per_minute"])
-        per_hour = int(value["per_hour"])
-        poll_minute = int(value.get("poll_per_minute", 2 * per_minute))
-        poll_hour = int(value.get("poll_per_hour", 2 * per_hour))
-    except (KeyError, TypeError, ValueError):
-        raise ConfigError(
-            "custom quota needs integer per_minute and per_hour (and optionally poll_per_minute, poll_per_hour)"
-        ) from None
+        per_minute, per_hour = _count(value["per_minute"]), _count(value["per_hour"])
+        poll_minute = _count(value.get("poll_per_minute", 2 * per_minute))
+        poll_hour = _count(value.get("poll_per_hour", 2 * per_hour))
+    except (KeyError, ValueError):
+        raise ConfigError(usage) from None
     if min(per_minute, per_hour, poll_minute, poll_hour) < 1:
         raise ConfigError("quota numbers must be at least 1")
     return _quota(per_minute, per_hour, poll_minute, poll_hour)
