@@ -26,18 +26,23 @@ class _Loader(yaml.SafeLoader):
     config_name: str = ""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        seen: set[str] = set()
-        for key, _value in node.value:
-            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
-                if key.value in seen:
-                    raise ConfigError(f"{_where(self, key)}: {key.value!r} is given twice; only one can apply")
-                seen.add(key.value)
+        _refuse_repeated_keys(self, node)
         return super().construct_mapping(node, deep)
 
 
 def _where(loader: _Loader, node: yaml.Node) -> str:
-    """``acs.yaml line 4``: where a tag is, since its error cannot name the key it is the value of."""
+    """``acs.yaml line 4``: where a node was written, for errors that cannot name a validated key."""
     return f"{loader.config_name} line {node.start_mark.line + 1}"
+
+
+def _refuse_repeated_keys(loader: _Loader, node: yaml.MappingNode) -> None:
+    """A key written twice in one mapping is an error (keys a ``<<`` merge brings in may still be overridden)."""
+    seen: set[str] = set()
+    for key, _value in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+            if key.value in seen:
+                raise ConfigError(f"{_where(loader, key)}: {key.value!r} is given twice; only one can apply")
+            seen.add(key.value)
 
 
 def _env_var(loader: _Loader, node: yaml.Node) -> str:
