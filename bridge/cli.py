@@ -154,7 +154,11 @@ class _AuthWatch(logging.Filter):
             fix = "fix acs.ca_file or the endpoint"
         else:
             print(f"authentication failed: {self.reason}", file=sys.stderr)
-            fix = "fix the credentials"
+            fix = (
+                "give the service principal a role on the ACS resource (Communication and Email Service Owner)"
+                if "AuthorizationFailed" in self.reason
+                else "fix the credentials"
+            )
         hint = config_hint("flush", config)
         print(f"the mail stays queued in {settings.outbox_path}; {fix}, then run: {hint}", file=sys.stderr)
         return EXIT_AUTH

@@ -56,8 +56,18 @@ class _Loader(yaml.SafeLoader):
 
 
 def _where(loader: _Loader, node: yaml.Node) -> str:
-    """``acs.yaml line 4``: where a tag is, since its error cannot name the key it is the value of."""
+    """``acs.yaml line 4``: where a node was written, for errors that cannot name a validated key."""
     return f"{loader.config_name} line {node.start_mark.line + 1}"
+
+
+def _refuse_repeated_keys(loader: _Loader, node: yaml.MappingNode) -> None:
+    """A key written twice in one mapping is an error (keys a ``<<`` merge brings in may still be overridden)."""
+    seen: set[str] = set()
+    for key, _value in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+            if key.value in seen:
+                raise ConfigError(f"{_where(loader, key)}: {key.value!r} is given twice; only one can apply")
+            seen.add(key.value)
 
 
 def _env_var(loader: _Loader, node: yaml.Node) -> str:
@@ -102,12 +112,7 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> _Map:
     result = _Map()
     result.line = node.start_mark.line + 1
     result.lines = {}
-    seen: set[str] = set()
-    for key_node, _value in node.value:  # as written: keys a ``<<:`` merge brings may be overridden
-        if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-            if key_node.value in seen:
-                raise ConfigError(f"{_where(loader, key_node)}: {key_node.value!r} is given twice; only one can apply")
-            seen.add(key_node.value)
+    _refuse_repeated_keys(loader, node)
     loader.flatten_mapping(node)
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
@@ -157,8 +162,6 @@ def load_yaml(filename: str | Path, *, secrets: bool = True) -> dict[str, Any]:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data

@@ -501,3 +501,16 @@ async def test_demo_directory_that_cannot_be_made_is_one_line(tmp_path: Path) ->
     code, _out, err = await _run("demo", "--dir", str(tmp_path / "file" / "demo"))
     assert code == EXIT_INVALID
     assert err == f"error: --dir {tmp_path / 'file' / 'demo'}: Not a directory\n"
+
+
+async def test_a_principal_without_the_role_is_told_to_get_one(emu: Emulator, tmp_path: Path) -> None:
+    (_tenant, client), secret = next(item for item in emu.clients.items() if item[0][1] in emu.without_role)
+    (tmp_path / "no-role.txt").write_text(secret)
+    config = _config(tmp_path, emu, secret_tag="!file no-role.txt", client_id=client)
+    code, _out, err = await _run("send", "-c", str(config), "--to", "a@example.com", "-s", "x", "-t", "y")
+    assert code == EXIT_AUTH
+    first, second = err.splitlines()
+    assert first.startswith("authentication failed: HTTP 403 AuthorizationFailed")
+    assert "give the service principal a role on the ACS resource" in second and secret not in err
+    code, out, _err = await _run("queue", "list", "-c", str(config))
+    assert "queued 1" in out  # kept, not dead
