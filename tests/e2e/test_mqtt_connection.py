@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -118,3 +119,15 @@ async def test_sighup_reloads_and_sigterm_stops_cleanly(tmp_path, emu, broker):
     assert [p for _t, p, _r in status.messages][-1] == b"offline"  # a clean stop, not the last will
     assert "stopping: queued mail stays in the outbox" in bridge.log
     status.close()
+
+
+async def test_a_port_in_use_ends_the_start_with_a_clear_error(tmp_path, emu, broker):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = bridge_config(tmp_path, emu, broker.port, http={"port": taken.getsockname()[1]})
+        bridge = BridgeProcess(config)
+        await bridge.start(wait_connected=False)
+        assert await bridge.stop(signal.SIGCONT) == 1  # it ends by itself (SIGCONT: a no-op signal)
+    assert "cannot start:" in bridge.log and "address already in use" in bridge.log
+    assert "Traceback" not in bridge.log
