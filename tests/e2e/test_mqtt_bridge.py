@@ -263,6 +263,7 @@ async def test_home_assistant_discovery_status_and_http_endpoints(tmp_path, emu,
     assert queued["state_topic"] == "acs_email/state"
     assert queued["availability_topic"] == "acs_email/status"
     assert queued["device"]["name"] == "ACS Email bridge"
+    assert "object_id" not in queued  # deprecated by Home Assistant (removed in 2026.4)
     assert {c["unique_id"] for c in sensors.values()} == {
         f"acs_email_bridge_{k}" for k in ("connected", "queued", "sent", "dead", "quota_left", "last_error")
     }
