@@ -195,7 +195,11 @@ class Router:
 
     # ---- events --------------------------------------------------------------------------------------------
     async def __call__(self, event: InboundEvent) -> Outcome:
-        """Decide, and store what the router keeps; bad input gives a failed outcome, never an exception."""
+        """Decide, and store what the router keeps; bad input gives a failed outcome, never an exception.
+
+        Safe to call for several events at once (their writes then share commits): routes with flood state
+        take them in call order.
+        """
         now = self._clock()
         work = _Work()
         results: list[RouteResult] = []
@@ -203,11 +207,13 @@ class Router:
             results.append(self._store_companion(event, now, work))
         routes = [r for r in self.config.routes if r.accepts(event.topic)]
         stateful = [r for r in routes if _stateful(r)]
-        recorded = await self._recorded(event) if routes and event.duplicate else {}
         decisions: dict[str, _Decision] = {}
         async with contextlib.AsyncExitStack() as stack:
-            for route in stateful:  # in route order, so two events never wait on each other's locks
+            # Locks first, in route order: events calling concurrently keep their order on every stateful route
+            # (a free lock is taken without yielding) and never wait on each other's locks.
+            for route in stateful:
                 await stack.enter_async_context(self._locks.setdefault(route.name, asyncio.Lock()))
+            recorded = await self._recorded(event) if routes and event.duplicate else {}
             for route in routes:
                 step = _Step(
                     route,

@@ -59,12 +59,20 @@ async def test_sigkill_mid_stream_keeps_route_decisions_and_digests_exactly_once
             numbers = range(start, start + CHUNK)
             await broker.publish_lines("dev/a/event", [json.dumps({"n": n}) for n in numbers])
             # Alternating states: every message is a transition, so each must give exactly one mail.
-            await broker.publish_lines(
-                "dev/ups/status", [json.dumps({"n": n, "s": "OLOB"[n % 2 * 2 :][:2]}) for n in numbers]
-            )
+            states = [json.dumps({"n": n, "s": "OB" if n % 2 else "OL"}) for n in numbers]
+            await broker.publish_lines("dev/ups/status", states)
             await broker.publish_lines("dev/motion", [json.dumps({"n": n}) for n in numbers])
             await asyncio.sleep(0.05)
 
+    try:
+        await _stream_with_kills(bridge, devices, rng)
+        await _check_exactly_once(bridge, emu, tmp_path)
+    finally:  # a failed assertion must not leave the child running
+        if bridge.process is not None and bridge.process.returncode is None:
+            await bridge.stop(signal.SIGKILL)
+
+
+async def _stream_with_kills(bridge: BridgeProcess, devices, rng: random.Random) -> None:
     await bridge.start()
     publishing = asyncio.create_task(devices())
     kills = 0
@@ -77,6 +85,8 @@ async def test_sigkill_mid_stream_keeps_route_decisions_and_digests_exactly_once
     await publishing
     await bridge.start()
 
+
+async def _check_exactly_once(bridge: BridgeProcess, emu, tmp_path) -> None:
     def complete() -> bool:
         subjects = [m.subject for m in emu.mails]
         return (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -387,3 +388,19 @@ async def test_an_oversized_companion_is_refused_and_the_previous_one_kept(make_
     assert "over the 1,024 byte companion limit" in refused.reason
     [mail] = (await h.send(event("t", "x"))).mails
     assert mail.attachments[0].data == JPEG
+
+
+async def test_concurrent_calls_keep_their_order_on_stateful_routes(make_router: MakeRouter, event) -> None:
+    h = await make_router(
+        {
+            "routes": [
+                {"name": "ups", "topic": "ups", "to": TO, "change_only": {"initial": "OL"}, "subject": "{{ value }}"},
+                {"name": "log", "topic": "ups", "to": TO, "digest": "1h"},
+            ]
+        }
+    )
+    states = ["OB", "OB", "OL", "OL", "OB", "OL", "OL"]
+    outcomes = await asyncio.gather(*(h.router(event("ups", s)) for s in states))
+    subjects = [m.subject for o in outcomes for m in o.mails]
+    assert subjects == ["OB", "OL", "OB", "OL"]
+    assert h.router.held() == len(states)
