@@ -226,8 +226,11 @@ class MqttSource:
 
     async def _process(self, batch: list[Received]) -> None:
         items = await self._identify(batch)
-        for item in items:
-            item.outcome = await self._decide(item.event)
+        # All of a batch at once: the router keeps call order per stateful route, and its state writes for the
+        # batch share commits (digests, quiet hours).
+        outcomes = await asyncio.gather(*(self._decide(item.event) for item in items))
+        for item, outcome in zip(items, outcomes, strict=True):
+            item.outcome = outcome
         pending = items
         delay = HOLD_BACKOFF[0]
         while pending:
