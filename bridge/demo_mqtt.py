@@ -24,7 +24,8 @@ from .config import load_yaml
 from .emulator import Emulator
 from .mosquitto import MOSQUITTO, MOSQUITTO_PUB, Mosquitto
 
-ROUTES = Path("examples/demo.yaml")
+# examples/demo.yaml, installed with the package (bridge/demo_routes.yaml links to it): the demo runs anywhere.
+ROUTES = Path(__file__).with_name("demo_routes.yaml")
 # The smallest valid JPEG (1x1 pixel): Frigate's snapshot topic carries the raw image bytes.
 JPEG = base64.b64decode(
     "/9j/4AAQSkZJRgABAQEASABIAAD/2wBDAP//////////////////////////////////////////////////////////////////////////"
@@ -104,7 +105,7 @@ def _missing() -> str | None:
     if not (Path(MOSQUITTO).exists() or shutil.which("mosquitto")) or not shutil.which(MOSQUITTO_PUB):
         return "Mosquitto is not installed: `make deps` installs it (mosquitto, mosquitto-clients)"
     if not ROUTES.exists():
-        return f"{ROUTES} not found: run the demo from the repository root (make demo)"
+        return f"{ROUTES} is missing from this installation"
     return None
 
 
@@ -124,7 +125,7 @@ async def run_mqtt_demo(directory: Path, emulator: Emulator) -> bool:
     bridge: asyncio.subprocess.Process | None = None
     try:
         config = await asyncio.to_thread(_write_config, directory, emulator, broker, scans)
-        print(f"\nMosquitto on 127.0.0.1:{broker.port}; bridge config {config} (routes of {ROUTES})")
+        print(f"\nMosquitto on 127.0.0.1:{broker.port}; bridge config {config} (routes of examples/demo.yaml)")
         with log_path.open("wb") as log:
             bridge = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "acs_email_bridge", "run", "--config", str(config), stdout=log, stderr=log

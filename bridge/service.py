@@ -15,9 +15,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from acs_email_core.engine import Engine
 from acs_email_core.errors import AcsEmailError
@@ -119,8 +118,8 @@ class Service:
         return True
 
 
-async def run_service(path: str | Path, *, ready: Callable[[Service], Any] | None = None) -> int:
-    """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit status."""
+async def run_service(path: str | Path) -> int:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit status (1: a source could not start)."""
     config = await asyncio.to_thread(read_config, path)
     service = Service(config)
     loop = asyncio.get_running_loop()
@@ -135,9 +134,11 @@ async def run_service(path: str | Path, *, ready: Callable[[Service], Any] | Non
     for signum, handler in ((signal.SIGTERM, stop.set), (signal.SIGINT, stop.set), (signal.SIGHUP, hangup)):
         loop.add_signal_handler(signum, handler)
     try:
-        await service.start()
-        if ready is not None:
-            ready(service)
+        try:
+            await service.start()
+        except OSError as err:  # a port in use, a certificate file missing…
+            _LOGGER.error("cannot start: %s", err)
+            return 1
         await stop.wait()
         _LOGGER.warning("stopping: queued mail stays in the outbox")
     finally:

@@ -44,11 +44,13 @@ def _line(event: FailedEvent, as_json: bool) -> str:
                 "qos": event.qos,
                 "retain": event.retain,
                 "payload": base64.b64encode(event.payload).decode("ascii"),
+                "size": event.size,
             }
         )
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.received_at))
     route = f" [{event.route}]" if event.route else ""
-    return f"{when}  {event.topic}{route}: {event.reason}\n    {_preview(event.payload)}"
+    kept = "" if event.size <= len(event.payload) else f" (first {len(event.payload):,} of {event.size:,} bytes kept)"
+    return f"{when}  {event.topic}{route}: {event.reason}{kept}\n    {_preview(event.payload)}"
 
 
 async def _failed(args: argparse.Namespace) -> int:

@@ -77,10 +77,10 @@ class StatePublisher:
         }
         configs = []
         for component, key, name, extra in (*_ENTITIES, *self._context.entities):
+            # No object_id: HA 2025.10+ warns about it (and 2026.4 dropped it); the entity id follows the names.
             config: dict[str, Any] = {
                 "name": name,
                 "unique_id": f"{self._node}_{key}",
-                "object_id": f"{self._node}_{key}",
                 "state_topic": s.state_topic,
                 "value_template": f"{{{{ value_json.{key} }}}}",
                 "availability_topic": s.status_topic,

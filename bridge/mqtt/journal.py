@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
+KEEP_PAYLOAD = 256 * 1024  # bytes of a failed event's payload kept for inspection
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
@@ -42,7 +43,8 @@ _SCHEMA = (
         received_at REAL NOT NULL,
         qos INTEGER NOT NULL,
         retain INTEGER NOT NULL,
-        payload BLOB NOT NULL
+        payload BLOB NOT NULL,  -- the first KEEP_PAYLOAD bytes
+        size INTEGER NOT NULL  -- of the whole payload
     )""",
     """CREATE TABLE IF NOT EXISTS results (
         message_id TEXT PRIMARY KEY,
@@ -90,7 +92,8 @@ class FailedEvent:
     received_at: float
     qos: int
     retain: bool
-    payload: bytes
+    payload: bytes  # as kept: the first KEEP_PAYLOAD bytes
+    size: int = 0  # of the whole payload (0: len(payload))
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,9 +222,19 @@ class Journal:
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany(
-                "INSERT OR IGNORE INTO failed VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO failed VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (f.event_id, f.topic, f.reason, f.route, f.received_at, f.qos, int(f.retain), f.payload)
+                    (
+                        f.event_id,
+                        f.topic,
+                        f.reason,
+                        f.route,
+                        f.received_at,
+                        f.qos,
+                        int(f.retain),
+                        f.payload[:KEEP_PAYLOAD],
+                        f.size or len(f.payload),
+                    )
                     for f in failed
                 ],
             )
@@ -246,11 +259,11 @@ class Journal:
 
         def read() -> list[FailedEvent]:
             rows = self._db.execute(
-                "SELECT event_id, topic, reason, route, received_at, qos, retain, payload FROM failed "
+                "SELECT event_id, topic, reason, route, received_at, qos, retain, payload, size FROM failed "
                 "ORDER BY received_at DESC LIMIT ?",
                 (limit,),
             ).fetchall()
-            return [FailedEvent(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), bytes(r[7])) for r in rows]
+            return [FailedEvent(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), bytes(r[7]), r[8]) for r in rows]
 
         return await self._call(read)
 

@@ -66,6 +66,7 @@ class ConnectionState:
     epoch: int
     session_present: bool = False
     reason: str = ""
+    attempt: bool = False  # a connection attempt failed (rather than a connection ending)
 
 
 class MqttLink:
@@ -113,13 +114,6 @@ class MqttLink:
         )
         if s.username is not None:
             client.username_pw_set(s.username, s.password)
-        if s.tls is not None:
-            context = ssl.create_default_context(cafile=s.tls.ca_file)
-            if s.tls.cert_file:
-                context.load_cert_chain(s.tls.cert_file, s.tls.key_file, s.tls.key_password)
-            if s.tls.insecure:
-                context.check_hostname = False
-            client.tls_set_context(context)
         client.will_set(s.status_topic, "offline", qos=1, retain=True)
         client.max_queued_messages_set(0)  # our publishes (results, state) wait for a reconnect rather than vanish
         client.on_connect = self._connected_cb
@@ -141,9 +135,25 @@ class MqttLink:
         props.ReceiveMaximum = self.settings.receive_maximum
         return props
 
+    def _tls_context(self) -> ssl.SSLContext:
+        """CA, client certificate and key read from disk (blocking: runs in a thread)."""
+        tls = self.settings.tls
+        assert tls is not None
+        context = ssl.create_default_context(cafile=tls.ca_file)
+        if tls.cert_file:
+            context.load_cert_chain(tls.cert_file, tls.key_file, tls.key_password)
+        if tls.insecure:
+            context.check_hostname = False
+        return context
+
     # ---- lifecycle -----------------------------------------------------------------------------------------
     async def start(self, filters: Sequence[str]) -> None:
-        """Connect in the background (retrying with backoff) and subscribe ``filters`` on every connect."""
+        """Connect in the background (retrying with backoff) and subscribe ``filters`` on every connect.
+
+        Raises OSError (or ssl.SSLError) when the TLS files cannot be read: a config error, not a network one.
+        """
+        if self.settings.tls is not None:
+            self._client.tls_set_context(await asyncio.to_thread(self._tls_context))
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._filters = tuple(filters)
@@ -191,7 +201,7 @@ class MqttLink:
                 else:
                     await asyncio.to_thread(self._client.connect, s.host, s.port, s.keepalive)
             except (OSError, ssl.SSLError, ValueError) as err:
-                self._on_state(ConnectionState(False, self._epoch, reason=f"cannot reach the broker: {err}"))
+                self._on_state(ConnectionState(False, self._epoch, reason=str(err), attempt=True))
                 self._closed.set()
             await self._closed.wait()
             delay = s.reconnect_min if self._confirmed else min(delay * 2, s.reconnect_max)

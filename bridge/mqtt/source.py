@@ -91,9 +91,13 @@ class MqttSource:
 
     async def start(self) -> None:
         await self.journal.open()
+        try:
+            await self.link.start(self._filters())  # TLS files unreadable: OSError, a config error
+        except BaseException:
+            await self.journal.close()
+            raise
         self._consumer = asyncio.create_task(self._consume(), name="acs-email-mqtt ingest")
         self._results.start()
-        await self.link.start(self._filters())
         self._state.start()
         s = self.settings
         _LOGGER.info("MQTT: connecting to %s:%s as %s (MQTT %s)", s.host, s.port, s.client_id, s.protocol)
@@ -147,6 +151,10 @@ class MqttSource:
             task = asyncio.create_task(self._on_connected(state), name="acs-email-mqtt connected")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        elif state.attempt:
+            s = self.settings
+            _LOGGER.warning("MQTT: cannot connect to %s:%s (%s); retrying", s.host, s.port, state.reason)
+            self._metrics.error(f"MQTT: cannot connect: {state.reason}")
         elif state.reason:
             _LOGGER.warning("MQTT: disconnected from %s (%s); reconnecting", self.settings.host, state.reason)
             self._metrics.error(f"MQTT disconnected: {state.reason}")
@@ -218,8 +226,11 @@ class MqttSource:
 
     async def _process(self, batch: list[Received]) -> None:
         items = await self._identify(batch)
-        for item in items:
-            item.outcome = await self._decide(item.event)
+        # All of a batch at once: the router keeps call order per stateful route, and its state writes for the
+        # batch share commits (digests, quiet hours).
+        outcomes = await asyncio.gather(*(self._decide(item.event) for item in items))
+        for item, outcome in zip(items, outcomes, strict=True):
+            item.outcome = outcome
         pending = items
         delay = HOLD_BACKOFF[0]
         while pending:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from acs_email_bridge.mqtt.journal import FailedEvent, Incoming, Journal, PendingResult, digest
+from acs_email_bridge.mqtt.journal import KEEP_PAYLOAD, FailedEvent, Incoming, Journal, PendingResult, digest
 
 
 def msg(payload: bytes, *, dup: bool = False, epoch: int = 1, topic: str = "t") -> Incoming:
@@ -78,4 +78,14 @@ async def test_pending_send_results_survive_a_restart(tmp_path):
     assert [r for _rowid, r in await journal.pending_results()] == [PendingResult("m1", "res", "req-1", b"corr")]
     await journal.result_published("m1")
     assert await journal.pending_results() == []
+    await journal.close()
+
+
+async def test_a_large_failed_payload_is_kept_in_part_with_its_size(tmp_path):
+    journal = await open_journal(tmp_path / "j.db")
+    big = bytes(range(256)) * 2000  # 512,000 bytes
+    await journal.record([FailedEvent("e1", "t", "too big", None, 1.0, 1, False, big)], [], keep_failed=10)
+    [kept] = await journal.failed()
+    assert kept.payload == big[:KEEP_PAYLOAD]
+    assert kept.size == len(big)
     await journal.close()

@@ -119,7 +119,7 @@ async def test_bad_input_is_logged_kept_and_answered_while_the_bridge_keeps_goin
     assert "not UTF-8" in reasons[1]
     assert "over max_payload" in reasons[2]
     assert "subject: required key not provided" in reasons[3]
-    assert "is not an address list" in reasons[4]
+    assert reasons[4].startswith("invalid send request: to: 'not an address' is not an address list")
     assert failed_rows(service)[1][2] == b"\xff\xfe\x00binary"  # kept as received, for inspection
     lines = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
     assert len(lines) == 5
@@ -263,6 +263,7 @@ async def test_home_assistant_discovery_status_and_http_endpoints(tmp_path, emu,
     assert queued["state_topic"] == "acs_email/state"
     assert queued["availability_topic"] == "acs_email/status"
     assert queued["device"]["name"] == "ACS Email bridge"
+    assert "object_id" not in queued  # deprecated by Home Assistant (removed in 2026.4)
     assert {c["unique_id"] for c in sensors.values()} == {
         f"acs_email_bridge_{k}" for k in ("connected", "queued", "sent", "dead", "quota_left", "last_error")
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -118,3 +119,33 @@ async def test_sighup_reloads_and_sigterm_stops_cleanly(tmp_path, emu, broker):
     assert [p for _t, p, _r in status.messages][-1] == b"offline"  # a clean stop, not the last will
     assert "stopping: queued mail stays in the outbox" in bridge.log
     status.close()
+
+
+async def test_a_port_in_use_ends_the_start_with_a_clear_error(tmp_path, emu, broker):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = bridge_config(tmp_path, emu, broker.port, http={"port": taken.getsockname()[1]})
+        bridge = BridgeProcess(config)
+        await bridge.start(wait_connected=False)
+        assert await bridge.stop(signal.SIGCONT) == 1  # it ends by itself (SIGCONT: a no-op signal)
+    assert "cannot start:" in bridge.log and "address already in use" in bridge.log
+    assert "Traceback" not in bridge.log
+
+
+async def test_unreadable_tls_files_and_an_unreachable_broker_are_reported(tmp_path, emu, broker):
+    config = bridge_config(tmp_path, emu, broker.port, mqtt_extra={"tls": {"ca_file": "missing-ca.pem"}})
+    bridge = BridgeProcess(config)
+    await bridge.start(wait_connected=False)
+    assert await bridge.stop(signal.SIGCONT) == 1
+    assert "cannot start:" in bridge.log and "Traceback" not in bridge.log
+
+    await broker.stop()  # nobody listens there now
+    config = bridge_config(tmp_path, emu, broker.port)
+    await bridge.start(wait_connected=False)
+    await wait_until(
+        lambda: bridge.log.count(f"cannot connect to 127.0.0.1:{broker.port}") >= 2, 30, lambda: bridge.log
+    )
+    await broker.start()
+    await wait_until(lambda: "MQTT: connected" in bridge.log, 30, lambda: bridge.log)
+    assert await bridge.stop() == 0
