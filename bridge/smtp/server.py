@@ -29,7 +29,7 @@ from acs_email_core.message import EmailAddress
 from .config import DevicePolicy, Network
 from .convert import to_email_message
 from .metrics import UNKNOWN
-from .policy import client_key, in_networks, refuse_recipient, refuse_sender
+from .policy import in_networks, refuse_recipient, refuse_sender
 
 if TYPE_CHECKING:
     from .relay import RelayState
@@ -91,6 +91,11 @@ class RelaySMTP(SMTP):
         super().connection_made(transport)
         self.device = None  # also after STARTTLS: nothing learnt in clear text carries over (RFC 3207)
 
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.session is None:  # its TLS handshake on port 465 failed: it was never connected
+            return
+        super().connection_lost(error)
+
     @property
     def secure(self) -> bool:
         return self.listener.implicit_tls or self._tls_protocol is not None
@@ -106,7 +111,7 @@ class RelaySMTP(SMTP):
             refusal: str | None = f"554 5.7.1 Connections from {self.peer_ip} are not accepted on this port"
             reason = "network"
         else:
-            refusal, reason = self._sessions_refusal(), "sessions"
+            refusal, reason = self.state.sessions_refusal(self.peer_ip), "sessions"
         if refusal is not None:
             self.state.metrics.on_refused(UNKNOWN, reason)
             await self.push(refusal)
@@ -118,19 +123,6 @@ class RelaySMTP(SMTP):
             await super()._handle_client()
         finally:
             self.state.sessions.discard(self)
-
-    def _sessions_refusal(self) -> str | None:
-        """421 over the session limits: idle connections must not use up the bridge's file descriptors."""
-        settings, sessions = self.state.settings, self.state.sessions
-        if len(sessions) >= settings.max_sessions:
-            return f"421 4.7.0 {self.hostname} has {settings.max_sessions} sessions open, its limit; try again later"
-        client = client_key(self.peer_ip)
-        if sum(1 for s in sessions if client_key(s.peer_ip) == client) >= settings.max_sessions_per_address:
-            return (
-                f"421 4.7.0 {settings.max_sessions_per_address} sessions from {self.peer_ip} are open, "
-                "the limit per address; try again later"
-            )
-        return None
 
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str) -> None:

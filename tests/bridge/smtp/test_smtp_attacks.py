@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import logging
 import socket
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -319,3 +320,46 @@ async def test_smtp_smuggling_with_mixed_line_endings_stays_in_the_mail(relay_en
     assert queued.startswith("250") and noop.startswith("250")
     [mail] = await relay_env.delivered(1)
     assert mail.subject == "outer" and mail.payload["content"]["plainText"].count("MAIL FROM:<ceo@office.lan>") == 2
+
+
+async def test_silent_connections_on_the_implicit_tls_port_count_against_the_limits(make_relay, caplog) -> None:
+    """Connections that never start their TLS handshake (port 465) are limited like any other session."""
+    env = await make_relay(smtp={"max_sessions": 3, "max_sessions_per_address": 2})
+
+    def silent(source: str = "127.0.0.1") -> socket.socket:
+        return socket.create_connection(("127.0.0.1", env.port("smtps")), timeout=30, source_address=(source, 0))
+
+    def tls_greeting(source: str, opened: list[Raw]) -> str:
+        try:
+            client = Raw(env, "smtps", source=source)
+        except (OSError, ssl.SSLError):
+            return "closed"
+        opened.append(client)
+        return client.greeting[:3]
+
+    def attempt() -> list[str]:
+        held, opened = [silent(), silent()], []
+        try:
+            async_wait_for(lambda: len(env.relay.state.handshakes) == 2)
+            return [tls_greeting(source, opened) for source in ("127.0.0.1", "127.0.0.2", "127.0.0.3")]
+        finally:
+            for sock in held:
+                sock.close()
+            for client in opened:
+                client.close()
+
+    def async_wait_for(condition) -> None:
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
+    assert await asyncio.to_thread(attempt) == ["closed", "220", "closed"]
+    assert env.counter("acs_email_smtp_refused_total", device="unknown", reason="sessions") == 2
+    async with asyncio.timeout(30):
+        while env.relay.state.handshakes or env.relay.state.sessions:
+            await asyncio.sleep(0.02)
+    opened: list[Raw] = []
+    assert await asyncio.to_thread(tls_greeting, "127.0.0.1", opened) == "220"
+    opened[0].close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
