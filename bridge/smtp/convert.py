@@ -34,7 +34,7 @@ from acs_email_core.errors import ValidationError
 from acs_email_core.message import Attachment, EmailAddress, EmailMessage, MessageLimits, Priority
 from acs_email_core.mime import guess_type, is_allowed
 
-from .policy import matches
+from .policy import deliverable, matches
 
 _PRIORITY = {"1": Priority.HIGH, "2": Priority.HIGH, "4": Priority.LOW, "5": Priority.LOW}
 _IMPORTANCE = {"high": Priority.HIGH, "low": Priority.LOW}
@@ -78,6 +78,8 @@ def _header_addresses(message: Message, name: str) -> list[EmailAddress]:
         else:
             pairs = [(_decoded(display), addr) for display, addr in getaddresses([str(value)])]
         for display, addr in pairs:
+            if not deliverable(addr):  # ACS would refuse the whole mail, after the device had its 250
+                continue
             try:
                 result.append(EmailAddress(addr, _one_line(display) or None))
             except ValidationError:

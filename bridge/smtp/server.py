@@ -24,12 +24,11 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from acs_email_core.errors import AcsEmailError, OutboxFullError, ValidationError
-from acs_email_core.message import EmailAddress
 
 from .config import DevicePolicy, Network
 from .convert import to_email_message
 from .metrics import UNKNOWN
-from .policy import in_networks, refuse_recipient, refuse_sender
+from .policy import deliverable, in_networks, printable, refuse_recipient, refuse_sender
 
 if TYPE_CHECKING:
     from .relay import RelayState
@@ -366,6 +365,10 @@ class RelayHandler:
                 f"550 5.7.1 Device {device.name!r} has no policy in the smtp: devices section of the config",
             )
         device = server.device = state.settings.devices[device.name]  # the current policy (after a reload)
+        if not deliverable(address):  # it becomes the Reply-To of a mail without a From header
+            return self._refuse(
+                device.name, "sender", f"553 5.1.7 <{printable(address)}> is not an address ACS accepts"
+            )
         if refusal := refuse_sender(device, address):
             return self._refuse(device.name, "sender", refusal)
         if refusal := state.rates.refuse(device):
@@ -379,10 +382,10 @@ class RelayHandler:
     ) -> str:
         device = server.device
         assert device is not None  # aiosmtpd refuses RCPT before a successful MAIL
-        try:
-            EmailAddress(address)
-        except ValidationError:
-            return self._refuse(device.name, "recipient", f"553 5.1.3 <{address}> is not an address ACS accepts")
+        if not deliverable(address):
+            return self._refuse(
+                device.name, "recipient", f"553 5.1.3 <{printable(address)}> is not an address ACS accepts"
+            )
         if refusal := refuse_recipient(device, address):
             return self._refuse(device.name, "recipient", refusal)
         if len(envelope.rcpt_tos) >= self.state.limits.max_recipients:

@@ -363,3 +363,27 @@ async def test_silent_connections_on_the_implicit_tls_port_count_against_the_lim
     assert await asyncio.to_thread(tls_greeting, "127.0.0.1", opened) == "220"
     opened[0].close()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_addresses_acs_would_refuse_are_refused_at_once_not_after_the_250(relay_env, caplog) -> None:
+    """Invalid UTF-8 or symbols in an address: refused in the dialogue, never a dead letter after a 250."""
+
+    def attempt() -> list[str]:
+        client = tls_session(relay_env)
+        try:
+            client.login()
+            replies = []
+            for line in (b"MAIL FROM:<sc\xffanner@office.lan>", b"MAIL FROM:<scanner@office.lan>"):
+                client.sock.sendall(line + b"\r\n")
+                replies.append(client.reply())
+            for line in (b"RCPT TO:<al\xffice@example.com>", "RCPT TO:<al\ufffdice@example.com>".encode()):
+                client.sock.sendall(line + b"\r\n")
+                replies.append(client.reply())
+            replies.append(client.cmd("NOOP"))
+            return replies
+        finally:
+            client.close()
+
+    replies = await asyncio.to_thread(attempt)
+    assert [r[:9] for r in replies] == ["553 5.1.7", "250 2.1.0", "553 5.1.3", "553 5.1.3", "250 OK"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -213,3 +213,9 @@ def test_an_attached_message_is_an_attachment_not_part_of_the_body() -> None:
     [attachment] = message.attachments
     assert attachment.name == "inner.eml.txt" and attachment.content_type == "text/plain"
     assert b"Subject: inner" in attachment.data and b"inner body" in attachment.data
+
+
+def test_header_addresses_acs_would_refuse_are_not_used() -> None:
+    """A From or Reply-To with invalid UTF-8 would make ACS refuse the whole mail after its 250."""
+    message = convert(b"From: Scanner <sc\xffanner@office.lan>\nReply-To: r\xffx@office.lan\nSubject: x\n\nhi\n")
+    assert [(a.address, a.display_name) for a in message.reply_to] == [("scanner@office.lan", "scanner")]
