@@ -10,6 +10,7 @@
   attachment, inline when it has a Content-ID (the first part with a given Content-ID: a later duplicate is a
   plain attachment). An attached mail (message/rfc822) is one text attachment, not part of the body.
   RFC 2047/2231 encoded subjects and file names are decoded by ``email.policy.default``.
+* A mail without a subject gets ``(no subject)``: ACS refuses an empty one.
 * Control characters are dropped from the subject and names (and NUL from the text): ACS may refuse them
   after the device had its 250, and terminal escapes have no place in a subject.
 * A part whose declared type ACS refuses (``application/octet-stream`` is common) is typed by its file name.
@@ -36,6 +37,7 @@ from acs_email_core.mime import guess_type, is_allowed
 
 from .policy import deliverable, matches
 
+NO_SUBJECT = "(no subject)"  # ACS refuses an empty subject; devices often send none
 _PRIORITY = {"1": Priority.HIGH, "2": Priority.HIGH, "4": Priority.LOW, "5": Priority.LOW}
 _IMPORTANCE = {"high": Priority.HIGH, "low": Priority.LOW}
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
@@ -236,7 +238,7 @@ def to_email_message(
         cc=cc,
         bcc=bcc,
         reply_to=_reply_to(message, mail_from, display_name, device, senders),
-        subject=_get(message, "subject"),
+        subject=_get(message, "subject") or NO_SUBJECT,
         text=text,
         html=html,
         attachments=attachments,

@@ -387,3 +387,20 @@ async def test_addresses_acs_would_refuse_are_refused_at_once_not_after_the_250(
     replies = await asyncio.to_thread(attempt)
     assert [r[:9] for r in replies] == ["553 5.1.7", "250 2.1.0", "553 5.1.3", "553 5.1.3", "250 OK"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_mail_without_subject_is_delivered(relay_env) -> None:
+    def attempt() -> str:
+        client = tls_session(relay_env)
+        try:
+            client.login()
+            client.cmd("MAIL FROM:<scanner@office.lan>")
+            client.cmd("RCPT TO:<alice@example.com>")
+            client.cmd("DATA")
+            return client.cmd("From: scanner@office.lan\r\n\r\nscan attached\r\n.")
+        finally:
+            client.close()
+
+    assert (await asyncio.to_thread(attempt)).startswith("250")
+    [mail] = await relay_env.delivered(1)
+    assert mail.subject == "(no subject)"

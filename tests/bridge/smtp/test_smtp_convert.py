@@ -219,3 +219,9 @@ def test_header_addresses_acs_would_refuse_are_not_used() -> None:
     """A From or Reply-To with invalid UTF-8 would make ACS refuse the whole mail after its 250."""
     message = convert(b"From: Scanner <sc\xffanner@office.lan>\nReply-To: r\xffx@office.lan\nSubject: x\n\nhi\n")
     assert [(a.address, a.display_name) for a in message.reply_to] == [("scanner@office.lan", "scanner")]
+
+
+@pytest.mark.parametrize("header", [b"", b"Subject:   \n", b"Subject: =?utf-8?q?=00=07?=\n"])
+def test_a_mail_without_a_subject_gets_one(header: bytes) -> None:
+    """ACS refuses an empty subject: the device's 250 would have been a dead letter."""
+    assert convert(b"From: scanner@office.lan\n" + header + b"\nscan attached\n").subject == "(no subject)"
