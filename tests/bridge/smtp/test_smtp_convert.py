@@ -225,3 +225,18 @@ def test_header_addresses_acs_would_refuse_are_not_used() -> None:
 def test_a_mail_without_a_subject_gets_one(header: bytes) -> None:
     """ACS refuses an empty subject: the device's 250 would have been a dead letter."""
     assert convert(b"From: scanner@office.lan\n" + header + b"\nscan attached\n").subject == "(no subject)"
+
+
+@pytest.mark.parametrize(
+    ("declared", "expected", "extension"),
+    [
+        ("image/jpg", "image/jpeg", ".jpg"),
+        ("image/pjpeg", "image/jpeg", ".jpg"),
+        ("application/x-pdf", "application/pdf", ".pdf"),
+    ],
+)
+def test_legacy_type_names_without_a_file_name_are_understood(declared: str, expected: str, extension: str) -> None:
+    """Cameras and old scanners send ``image/jpg``, ``image/pjpeg`` or ``application/x-pdf``, often unnamed."""
+    part = f"Content-Type: {declared}\nContent-ID: <snap>\nContent-Transfer-Encoding: base64\n\naGVsbG8=".encode()
+    [attachment] = convert(multipart(b'Content-Type: text/html\n\n<img src="cid:snap">', part)).attachments
+    assert (attachment.content_type, attachment.name, attachment.content_id) == (expected, f"snap{extension}", "snap")
