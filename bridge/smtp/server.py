@@ -388,10 +388,10 @@ class RelayHandler:
             )
         if refusal := refuse_recipient(device, address):
             return self._refuse(device.name, "recipient", refusal)
-        if len(envelope.rcpt_tos) >= self.state.limits.max_recipients:
-            return self._refuse(
-                device.name, "recipient", f"452 4.5.3 Too many recipients: at most {self.state.limits.max_recipients}"
-            )
+        # One place is kept for the relay's own address, the To of a mail whose recipients are all hidden.
+        limit = max(1, self.state.limits.max_recipients - 1)
+        if len(envelope.rcpt_tos) >= limit:
+            return self._refuse(device.name, "recipient", f"452 4.5.3 Too many recipients: at most {limit} per mail")
         if address.lower() not in (a.lower() for a in envelope.rcpt_tos):
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(options)

@@ -404,3 +404,30 @@ async def test_a_mail_without_subject_is_delivered(relay_env) -> None:
     assert (await asyncio.to_thread(attempt)).startswith("250")
     [mail] = await relay_env.delivered(1)
     assert mail.subject == "(no subject)"
+
+
+async def test_a_recipient_storm_gets_452_and_a_full_bcc_mail_still_fits_acs(relay_env) -> None:
+    """10,000 RCPTs: 452 beyond the limit, one reply each, and the mail that was accepted is deliverable
+    even when every recipient is hidden (the relay's own address is then its To, and counts)."""
+    limit = relay_env.engine.settings.limits.max_recipients
+
+    def attempt() -> tuple[dict[str, int], str]:
+        client = tls_session(relay_env)
+        try:
+            client.login()
+            client.cmd("MAIL FROM:<scanner@office.lan>")
+            client.sock.sendall("".join(f"RCPT TO:<u{i}@example.com>\r\n" for i in range(10_000)).encode())
+            codes: dict[str, int] = {}
+            for _ in range(10_000):
+                code = client.reply()[:3]
+                codes[code] = codes.get(code, 0) + 1
+            client.cmd("DATA")
+            return codes, client.cmd("To: undisclosed-recipients:;\r\nSubject: to many\r\n\r\nhello\r\n.")
+        finally:
+            client.close()
+
+    codes, queued = await asyncio.to_thread(attempt)
+    assert codes == {"250": limit - 1, "452": 10_000 - limit + 1}
+    assert queued.startswith("250")
+    [mail] = await relay_env.delivered(1)
+    assert mail.recipients("to") == ["relay@devices.example.com"] and len(mail.recipients("bcc")) == limit - 1
