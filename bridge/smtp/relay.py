@@ -17,7 +17,7 @@ from acs_email_core.message import MessageLimits
 
 from .accounts import DeviceStore
 from .config import DevicePolicy, SmtpSettings
-from .metrics import RelayMetrics
+from .metrics import UNKNOWN, RelayMetrics
 from .policy import Clock, Lockout, RateLimiter, client_key, in_networks
 from .server import Listener, RelaySMTP
 from .smtps import ImplicitTls
@@ -78,6 +78,15 @@ class RelayState:
                 "the limit per address; try again later"
             )
         return None
+
+    def tls_failed(self, peer: str, error: BaseException | None) -> None:
+        """A failed TLS handshake: one warning line, with the fix when the device's TLS is too old."""
+        self.metrics.on_refused(UNKNOWN, "tls")
+        reason = getattr(error, "reason", None) or str(error)
+        hint = ""
+        if any(word in str(reason).upper() for word in ("PROTOCOL", "VERSION", "CIPHER")):
+            hint = '; a device that only speaks TLS 1.0 or 1.1 needs min_tls_version: "1.0" in the smtp section'
+        _LOGGER.warning("TLS handshake with %s failed: %s%s", peer, reason, hint)
 
     def device_by_network(self, peer: str) -> DevicePolicy | None:
         """The device that sends without AUTH from this address, if any."""

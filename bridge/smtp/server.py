@@ -21,7 +21,7 @@ from base64 import b64decode, b64encode
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
+from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException, syntax
 
 from acs_email_core.errors import AcsEmailError, OutboxFullError, ValidationError
 
@@ -122,6 +122,15 @@ class RelaySMTP(SMTP):
             await super()._handle_client()
         finally:
             self.state.sessions.discard(self)
+
+    async def handle_exception(self, error: Exception) -> str:
+        """A failed STARTTLS handshake is a warning line (aiosmtpd closes the connection); anything else
+        is our bug: logged with its traceback, and a temporary reply so the device tries again."""
+        if isinstance(error, TLSSetupException):
+            self.state.tls_failed(self.peer_ip, error.__cause__)
+            return ""
+        _LOGGER.error("SMTP session with %s failed", self.peer_ip, exc_info=error)
+        return "451 4.3.0 Internal error of the relay (see its log); try again later"
 
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str) -> None:

@@ -49,7 +49,10 @@ class ImplicitTls(asyncio.Protocol):
             tls = await loop.start_tls(
                 transport, session, self.context, server_side=True, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
             )
-        except (OSError, ssl.SSLError, TimeoutError, EOFError):  # a failed handshake ends that connection only
+        except ssl.SSLError as err:  # a failed handshake ends that connection only
+            self.state.tls_failed(self.state.handshakes.get(transport, "?"), err)
+            tls = None
+        except (OSError, TimeoutError, EOFError):  # gone or silent during the handshake: nothing to tell
             tls = None
         finally:
             self.state.handshakes.pop(transport, None)

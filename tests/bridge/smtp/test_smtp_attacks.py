@@ -431,3 +431,37 @@ async def test_a_recipient_storm_gets_452_and_a_full_bcc_mail_still_fits_acs(rel
     assert queued.startswith("250")
     [mail] = await relay_env.delivered(1)
     assert mail.recipients("to") == ["relay@devices.example.com"] and len(mail.recipients("bcc")) == limit - 1
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
+async def test_a_device_with_too_old_tls_gets_a_one_line_warning_with_the_fix(relay_env, caplog) -> None:
+    """An old printer's failed handshake (port 587 or 465) is a warning naming min_tls_version, not a traceback."""
+    legacy = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    legacy.check_hostname, legacy.verify_mode = False, ssl.CERT_NONE
+    try:
+        legacy.minimum_version = ssl.TLSVersion.TLSv1
+        legacy.maximum_version = ssl.TLSVersion.TLSv1_1
+        legacy.set_ciphers("DEFAULT:@SECLEVEL=0")
+    except (ValueError, ssl.SSLError):
+        pytest.skip("this OpenSSL cannot speak TLS 1.1")
+
+    def handshakes() -> None:
+        client = Raw(relay_env)
+        client.cmd("EHLO printer")
+        assert client.cmd("STARTTLS").startswith("220")
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            legacy.wrap_socket(client.sock, server_hostname="localhost")
+        client.close()
+        sock = socket.create_connection(("127.0.0.1", relay_env.port("smtps")), timeout=30)
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            legacy.wrap_socket(sock, server_hostname="localhost")
+        sock.close()
+
+    await asyncio.to_thread(handshakes)
+    async with asyncio.timeout(30):
+        while len([r for r in caplog.records if "min_tls_version" in r.getMessage()]) < 2:
+            await asyncio.sleep(0.02)
+    warnings = [r for r in caplog.records if "min_tls_version" in r.getMessage()]
+    assert all(r.levelno == logging.WARNING and r.exc_info is None for r in warnings)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert relay_env.counter("acs_email_smtp_refused_total", device="unknown", reason="tls") == 2
