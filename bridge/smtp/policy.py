@@ -41,11 +41,21 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def _ascii_domain(address: str) -> str:
+    """The address with its domain in lowercase ASCII (IDNA), so both spellings of a domain match."""
+    local, at, domain = address.lower().rpartition("@")
+    with contextlib.suppress(UnicodeError):  # not a valid internationalised name: compared as written
+        domain = domain.encode("idna").decode("ascii")
+    return f"{local}{at}{domain}"
+
+
 def matches(address: str, patterns: Iterable[str]) -> bool:
-    """``*``, an exact address, a domain, or ``*.domain`` (its subdomains), case-insensitively."""
-    address = address.lower()
+    """``*``, an exact address, a domain, or ``*.domain`` (its subdomains), case-insensitively; a domain
+    may be written in Unicode or in its ``xn--`` form on either side."""
+    address = _ascii_domain(address)
     domain = address.rpartition("@")[2]
-    for pattern in patterns:
+    for written in patterns:
+        pattern = _ascii_domain(written) if "@" in written else _ascii_domain(f"@{written}")[1:]
         if pattern in ("*", address, domain):
             return True
         if pattern.startswith("*.") and domain.endswith(pattern[1:]):

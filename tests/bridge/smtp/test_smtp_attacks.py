@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from acs_email_bridge.smtp.policy import Lockout
+from acs_email_bridge.smtp.policy import Lockout, matches
 
 
 def b64(text: str) -> str:
@@ -465,3 +465,13 @@ async def test_a_device_with_too_old_tls_gets_a_one_line_warning_with_the_fix(re
     assert all(r.levelno == logging.WARNING and r.exc_info is None for r in warnings)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert relay_env.counter("acs_email_smtp_refused_total", device="unknown", reason="tls") == 2
+
+
+def test_policies_match_internationalised_domains_in_either_form() -> None:
+    """``bücher.example`` in the config and ``xn--bcher-kva.example`` on the wire (or the reverse) are one domain."""
+    assert matches("a@xn--bcher-kva.example", ["bücher.example"])
+    assert matches("a@BÜCHER.example", ["xn--bcher-kva.example"])
+    assert matches("a@scan.xn--bcher-kva.example", ["*.bücher.example"])
+    assert matches("ä@bücher.example", ["ä@xn--bcher-kva.example"])
+    assert not matches("a@xn--bcher-kva.example.evil", ["bücher.example"])
+    assert not matches("a@bucher.example", ["bücher.example"])
