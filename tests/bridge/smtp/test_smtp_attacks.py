@@ -475,3 +475,19 @@ def test_policies_match_internationalised_domains_in_either_form() -> None:
     assert matches("ä@bücher.example", ["ä@xn--bcher-kva.example"])
     assert not matches("a@xn--bcher-kva.example.evil", ["bücher.example"])
     assert not matches("a@bucher.example", ["bücher.example"])
+
+
+async def test_the_auth_parameter_of_mail_is_accepted(relay_env) -> None:
+    """RFC 4954: a server offering AUTH takes ``MAIL FROM:<…> AUTH=<>`` (Exim as a smarthost client sends it)."""
+
+    def attempt() -> list[str]:
+        client = tls_session(relay_env)
+        try:
+            client.login()
+            replies = [client.cmd("MAIL FROM:<scanner@office.lan> SIZE=100 AUTH=<>")]
+            replies += [client.cmd("RSET"), client.cmd("MAIL FROM:<scanner@office.lan> auth=scanner+40office.lan")]
+            return replies
+        finally:
+            client.close()
+
+    assert [r[:3] for r in await asyncio.to_thread(attempt)] == ["250", "250", "250"]
