@@ -1,12 +1,13 @@
 """The SMTP dialogue: aiosmtpd plus what real devices need, and the relay's policy at each command.
 
-aiosmtpd is kept for the protocol; three commands are replaced:
+aiosmtpd is kept for the protocol; these commands are replaced or extended:
 * EHLO (through the handler hook): PIPELINING and ENHANCEDSTATUSCODES added; AUTH advertised on TLS
   (implicit TLS included, aiosmtpd#281), and in clear text only on the plain port when a device may use it.
 * AUTH: mechanism names in any case (aiosmtpd#542), ``Username:``/``Password:`` challenges (Xerox and
   others break on aiosmtpd's ``User Name\\0``), scrypt checked off the event loop, one check at a time per
   client and a brute-force lockout, never in a mail transaction, over-long answers refused in step.
 * STARTTLS: refused once TLS is on (aiosmtpd would start a second handshake and drop the connection).
+* MAIL: the AUTH= parameter of RFC 4954 is accepted (and ignored).
 * DATA: bare LF line endings and a ``\\n.\\n`` terminator, as sent by old printers, instead of waiting
   forever for CRLF; but not from a client that writes CRLF (no SMTP smuggling); timeout per line.
 """
@@ -36,8 +37,9 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 ENCRYPTION_REQUIRED = "538 5.7.11 Encryption required: use STARTTLS (port 587) or implicit TLS (port 465)"
-_COMMANDS = frozenset({"EHLO", "HELO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP"})
-_COMMANDS |= {"AUTH", "STARTTLS"}
+_COMMANDS = frozenset(
+    ["EHLO", "HELO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP", "AUTH", "STARTTLS"]
+)
 _AUTH_PARAMETER = re.compile(r"\s+AUTH=\S*", re.IGNORECASE)
 
 
