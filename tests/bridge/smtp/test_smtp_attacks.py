@@ -60,6 +60,12 @@ class Raw:
         self.sock.sendall(line.encode() + b"\r\n")
         return self.reply()
 
+    def begin_data(self, recipient: str = "alice@example.com") -> None:
+        """MAIL, RCPT and DATA as the scanner: the mail's content comes next."""
+        assert self.cmd("MAIL FROM:<scanner@office.lan>").startswith("250")
+        assert self.cmd(f"RCPT TO:<{recipient}>").startswith("250")
+        assert self.cmd("DATA").startswith("354")
+
     def login(self, user: str = "scanner", password: str | None = None) -> str:
         password = self.env.passwords[user] if password is None else password
         return self.cmd("AUTH PLAIN " + b64(f"\0{user}\0{password}"))
@@ -236,9 +242,7 @@ async def test_data_timeout_counts_from_the_last_line_not_from_the_command(make_
         client = tls_session(env)
         try:
             client.login()
-            client.cmd("MAIL FROM:<scanner@office.lan>")
-            client.cmd("RCPT TO:<alice@example.com>")
-            client.cmd("DATA")
+            client.begin_data()
             client.sock.sendall(b"Subject: slow\r\n\r\n")
             for _ in range(12):  # 3 s of data, each line well within the 2 s timeout
                 time.sleep(0.25)
@@ -280,9 +284,7 @@ async def test_reload_with_new_listeners_does_not_wait_for_open_sessions(relay_e
 
     def finish_and_connect() -> tuple[str, str]:
         try:
-            old.cmd("MAIL FROM:<scanner@office.lan>")
-            old.cmd("RCPT TO:<alice@example.com>")
-            old.cmd("DATA")
+            old.begin_data()
             queued = old.cmd("Subject: across a reload\r\n\r\nhello\r\n.")
         finally:
             old.close()
@@ -307,9 +309,7 @@ async def test_smtp_smuggling_with_mixed_line_endings_stays_in_the_mail(relay_en
         client = tls_session(relay_env)
         try:
             client.login()
-            client.cmd("MAIL FROM:<scanner@office.lan>")
-            client.cmd("RCPT TO:<alice@example.com>")
-            client.cmd("DATA")
+            client.begin_data()
             payload = f"Subject: outer\r\n\r\nhello\n.\r\n{smuggled}.\n{smuggled}\r\n.\r\n"
             client.sock.sendall(payload.encode())
             return client.reply(), client.cmd("NOOP")
@@ -394,9 +394,7 @@ async def test_a_mail_without_subject_is_delivered(relay_env) -> None:
         client = tls_session(relay_env)
         try:
             client.login()
-            client.cmd("MAIL FROM:<scanner@office.lan>")
-            client.cmd("RCPT TO:<alice@example.com>")
-            client.cmd("DATA")
+            client.begin_data()
             return client.cmd("From: scanner@office.lan\r\n\r\nscan attached\r\n.")
         finally:
             client.close()
@@ -434,27 +432,19 @@ async def test_a_recipient_storm_gets_452_and_a_full_bcc_mail_still_fits_acs(rel
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
-async def test_a_device_with_too_old_tls_gets_a_one_line_warning_with_the_fix(relay_env, caplog) -> None:
+async def test_a_device_with_too_old_tls_gets_a_one_line_warning_with_the_fix(relay_env, caplog, legacy_tls) -> None:
     """An old printer's failed handshake (port 587 or 465) is a warning naming min_tls_version, not a traceback."""
-    legacy = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    legacy.check_hostname, legacy.verify_mode = False, ssl.CERT_NONE
-    try:
-        legacy.minimum_version = ssl.TLSVersion.TLSv1
-        legacy.maximum_version = ssl.TLSVersion.TLSv1_1
-        legacy.set_ciphers("DEFAULT:@SECLEVEL=0")
-    except (ValueError, ssl.SSLError):
-        pytest.skip("this OpenSSL cannot speak TLS 1.1")
 
     def handshakes() -> None:
         client = Raw(relay_env)
         client.cmd("EHLO printer")
         assert client.cmd("STARTTLS").startswith("220")
         with pytest.raises((ssl.SSLError, ConnectionError)):
-            legacy.wrap_socket(client.sock, server_hostname="localhost")
+            legacy_tls.wrap_socket(client.sock, server_hostname="localhost")
         client.close()
         sock = socket.create_connection(("127.0.0.1", relay_env.port("smtps")), timeout=30)
         with pytest.raises((ssl.SSLError, ConnectionError)):
-            legacy.wrap_socket(sock, server_hostname="localhost")
+            legacy_tls.wrap_socket(sock, server_hostname="localhost")
         sock.close()
 
     await asyncio.to_thread(handshakes)
