@@ -10,9 +10,11 @@
   attachment, inline when it has a Content-ID (the first part with a given Content-ID: a later duplicate is a
   plain attachment). An attached mail (message/rfc822) is one text attachment, not part of the body.
   RFC 2047/2231 encoded subjects and file names are decoded by ``email.policy.default``.
+* A mail without a subject gets ``(no subject)``: ACS refuses an empty one.
 * Control characters are dropped from the subject and names (and NUL from the text): ACS may refuse them
   after the device had its 250, and terminal escapes have no place in a subject.
-* A part whose declared type ACS refuses (``application/octet-stream`` is common) is typed by its file name.
+* A part whose declared type ACS refuses (``application/octet-stream`` is common) is typed by its file name;
+  legacy names (``image/jpg``, ``image/pjpeg``, ``application/x-pdf``…) are read as their standard type.
 """
 
 from __future__ import annotations
@@ -32,12 +34,26 @@ from typing import Any
 
 from acs_email_core.errors import ValidationError
 from acs_email_core.message import Attachment, EmailAddress, EmailMessage, MessageLimits, Priority
-from acs_email_core.mime import guess_type, is_allowed
+from acs_email_core.mime import ALLOWED_BY_EXTENSION, guess_type, is_allowed
 
-from .policy import matches
+from .policy import deliverable, matches
 
+NO_SUBJECT = "(no subject)"  # ACS refuses an empty subject; devices often send none
 _PRIORITY = {"1": Priority.HIGH, "2": Priority.HIGH, "4": Priority.LOW, "5": Priority.LOW}
 _IMPORTANCE = {"high": Priority.HIGH, "low": Priority.LOW}
+# Type names older devices (IP cameras, scanners) still send, often on parts without a file name.
+_LEGACY_TYPES = {
+    "image/jpg": "image/jpeg",
+    "image/pjpeg": "image/jpeg",
+    "image/x-png": "image/png",
+    "image/x-ms-bmp": "image/bmp",
+    "application/x-pdf": "application/pdf",
+    "application/x-zip-compressed": "application/zip",
+    "text/comma-separated-values": "text/csv",
+    "audio/x-wav": "audio/wav",
+}
+# type -> its first extension on the ACS list (".jpg", not ".jpeg"): reversed, so the first one wins
+_EXTENSIONS = {type_: f".{extension}" for extension, type_ in reversed(ALLOWED_BY_EXTENSION.items())}
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -78,6 +94,8 @@ def _header_addresses(message: Message, name: str) -> list[EmailAddress]:
         else:
             pairs = [(_decoded(display), addr) for display, addr in getaddresses([str(value)])]
         for display, addr in pairs:
+            if not deliverable(addr):  # ACS would refuse the whole mail, after the device had its 250
+                continue
             try:
                 result.append(EmailAddress(addr, _one_line(display) or None))
             except ValidationError:
@@ -166,14 +184,14 @@ def _attachment(part: MimeMessage, index: int, content_ids: set[str]) -> Attachm
     data = part.get_payload(decode=True)
     if not isinstance(data, bytes) or not data:
         return None
-    declared = part.get_content_type()
+    declared = _LEGACY_TYPES.get(part.get_content_type(), part.get_content_type())
     content_id = _get(part, "content-id").strip("<>").strip() or None
     if content_id is not None and content_id.lower() in content_ids:
         content_id = None  # an HTML reference finds the first part with this id; the others are attachments
     content_ids.add((content_id or "").lower())
     name = _one_line(part.get_filename() or "")
     if not name:
-        extension = mimetypes.guess_extension(declared) or ".bin"
+        extension = _EXTENSIONS.get(declared) or mimetypes.guess_extension(declared) or ".bin"
         name = f"{content_id or f'attachment-{index}'}{extension}"
     content_type = declared if is_allowed(declared) else guess_type(name)
     if content_type is None:
@@ -235,7 +253,7 @@ def to_email_message(
         cc=cc,
         bcc=bcc,
         reply_to=_reply_to(message, mail_from, display_name, device, senders),
-        subject=_get(message, "subject").strip() or f"Message from {device}",  # ACS refuses an empty subject
+        subject=_get(message, "subject") or NO_SUBJECT,
         text=text,
         html=html,
         attachments=attachments,

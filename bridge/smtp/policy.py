@@ -9,20 +9,53 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 
+from acs_email_core.errors import ValidationError
+from acs_email_core.message import EmailAddress
+
 from .config import DevicePolicy, Network
 
 Clock = Callable[[], float]
+_USER_PART = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+")  # what ACS takes before the @: RFC 5322 atext and dots
+
+
+def deliverable(address: str) -> bool:
+    """True when ACS will take the address: refused later, it would be a dead letter after the device's 250.
+
+    The core's check, and a user part of letters, digits and RFC 5322 symbols only (no invalid UTF-8 from
+    8-bit bytes, no U+FFFD, no control characters).
+    """
+    try:
+        EmailAddress(address)
+    except ValidationError:
+        return False
+    return _USER_PART.fullmatch(address.rpartition("@")[0]) is not None
+
+
+def printable(text: str) -> str:
+    """Client text fit for a reply or a log line (invalid UTF-8 shown escaped)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _ascii_domain(address: str) -> str:
+    """The address with its domain in lowercase ASCII (IDNA), so both spellings of a domain match."""
+    local, at, domain = address.lower().rpartition("@")
+    with contextlib.suppress(UnicodeError):  # not a valid internationalised name: compared as written
+        domain = domain.encode("idna").decode("ascii")
+    return f"{local}{at}{domain}"
 
 
 def matches(address: str, patterns: Iterable[str]) -> bool:
-    """``*``, an exact address, a domain, or ``*.domain`` (its subdomains), case-insensitively."""
-    address = address.lower()
+    """``*``, an exact address, a domain, or ``*.domain`` (its subdomains), case-insensitively; a domain
+    may be written in Unicode or in its ``xn--`` form on either side."""
+    address = _ascii_domain(address)
     domain = address.rpartition("@")[2]
-    for pattern in patterns:
+    for written in patterns:
+        pattern = _ascii_domain(written) if "@" in written else _ascii_domain(f"@{written}")[1:]
         if pattern in ("*", address, domain):
             return True
         if pattern.startswith("*.") and domain.endswith(pattern[1:]):

@@ -17,9 +17,10 @@ from acs_email_core.message import MessageLimits
 
 from .accounts import DeviceStore
 from .config import DevicePolicy, SmtpSettings
-from .metrics import RelayMetrics
-from .policy import Clock, Lockout, RateLimiter, in_networks
+from .metrics import UNKNOWN, RelayMetrics
+from .policy import Clock, Lockout, RateLimiter, client_key, in_networks
 from .server import Listener, RelaySMTP
+from .smtps import ImplicitTls
 from .tls import Certificate, load_certificate, server_context
 
 _LOGGER = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class RelayState:
     rates: RateLimiter
     on_accepted: Callable[[str], None] | None = None  # called with the device name after each 250
     sessions: set[RelaySMTP] = field(default_factory=set)
+    handshakes: dict[asyncio.Transport, str] = field(default_factory=dict)  # port 465, before TLS: peer address
     _writes: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -58,6 +60,33 @@ class RelayState:
     def insecure_auth_allowed(self) -> bool:
         """Offer AUTH without TLS only when some device is allowed to use it."""
         return any(d.insecure_auth for d in self.settings.devices.values())
+
+    def sessions_refusal(self, peer: str) -> str | None:
+        """A 421 reply over the session limits (handshakes on port 465 count too), else None.
+
+        Idle or silent connections must not use up the bridge's file descriptors (MQTT, ACS and the outbox
+        need some too).
+        """
+        settings, sessions = self.settings, self.sessions
+        if len(sessions) + len(self.handshakes) >= settings.max_sessions:
+            return f"421 4.7.0 {settings.max_sessions} sessions are open, the relay's limit; try again later"
+        client = client_key(peer)
+        peers = [s.peer_ip for s in sessions] + list(self.handshakes.values())
+        if sum(1 for p in peers if client_key(p) == client) >= settings.max_sessions_per_address:
+            return (
+                f"421 4.7.0 {settings.max_sessions_per_address} sessions from {peer} are open, "
+                "the limit per address; try again later"
+            )
+        return None
+
+    def tls_failed(self, peer: str, error: BaseException | None) -> None:
+        """A failed TLS handshake: one warning line, with the fix when the device's TLS is too old."""
+        self.metrics.on_refused(UNKNOWN, "tls")
+        reason = getattr(error, "reason", None) or str(error)
+        hint = ""
+        if any(word in str(reason).upper() for word in ("PROTOCOL", "VERSION", "CIPHER")):
+            hint = '; a device that only speaks TLS 1.0 or 1.1 needs min_tls_version: "1.0" in the smtp section'
+        _LOGGER.warning("TLS handshake with %s failed: %s%s", peer, reason, hint)
 
     def device_by_network(self, peer: str) -> DevicePolicy | None:
         """The device that sends without AUTH from this address, if any."""
@@ -163,7 +192,11 @@ class SmtpRelay:
             }
             return RelaySMTP(self.state, listener, **kwargs)
 
-        server = await loop.create_server(factory, settings.listen, port, ssl=implicit)
+        if implicit is None:
+            server = await loop.create_server(factory, settings.listen, port)
+        else:
+            context = implicit
+            server = await loop.create_server(lambda: ImplicitTls(self.state, factory, context), settings.listen, port)
         self._servers.append(server)
         self.ports[listener.name] = server.sockets[0].getsockname()[1]
 
@@ -188,6 +221,8 @@ class SmtpRelay:
         for session in list(self.state.sessions):
             if session.transport is not None:
                 session.transport.close()
+        for transport in list(self.state.handshakes):
+            transport.close()
         for server in self._retired:
             await server.wait_closed()
         self._retired.clear()

@@ -1,12 +1,13 @@
 """The SMTP dialogue: aiosmtpd plus what real devices need, and the relay's policy at each command.
 
-aiosmtpd is kept for the protocol; three commands are replaced:
+aiosmtpd is kept for the protocol; these commands are replaced or extended:
 * EHLO (through the handler hook): PIPELINING and ENHANCEDSTATUSCODES added; AUTH advertised on TLS
   (implicit TLS included, aiosmtpd#281), and in clear text only on the plain port when a device may use it.
 * AUTH: mechanism names in any case (aiosmtpd#542), ``Username:``/``Password:`` challenges (Xerox and
   others break on aiosmtpd's ``User Name\\0``), scrypt checked off the event loop, one check at a time per
   client and a brute-force lockout, never in a mail transaction, over-long answers refused in step.
 * STARTTLS: refused once TLS is on (aiosmtpd would start a second handshake and drop the connection).
+* MAIL: the AUTH= parameter of RFC 4954 is accepted (and ignored).
 * DATA: bare LF line endings and a ``\\n.\\n`` terminator, as sent by old printers, instead of waiting
   forever for CRLF; but not from a client that writes CRLF (no SMTP smuggling); timeout per line.
 """
@@ -16,28 +17,30 @@ from __future__ import annotations
 import asyncio
 import binascii
 import logging
+import re
 import sqlite3
 from base64 import b64decode, b64encode
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
+from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException, syntax
 
 from acs_email_core.errors import AcsEmailError, OutboxFullError, ValidationError
-from acs_email_core.message import EmailAddress
 
 from .config import DevicePolicy, Network
 from .convert import to_email_message
 from .metrics import UNKNOWN
-from .policy import client_key, in_networks, refuse_recipient, refuse_sender
+from .policy import deliverable, in_networks, printable, refuse_recipient, refuse_sender
 
 if TYPE_CHECKING:
     from .relay import RelayState
 
 _LOGGER = logging.getLogger(__name__)
 ENCRYPTION_REQUIRED = "538 5.7.11 Encryption required: use STARTTLS (port 587) or implicit TLS (port 465)"
-_COMMANDS = frozenset({"EHLO", "HELO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP"})
-_COMMANDS |= {"AUTH", "STARTTLS"}
+_COMMANDS = frozenset(
+    ["EHLO", "HELO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP", "AUTH", "STARTTLS"]
+)
+_AUTH_PARAMETER = re.compile(r"\s+AUTH=\S*", re.IGNORECASE)
 
 
 class _HideClientText(logging.Filter):
@@ -91,6 +94,11 @@ class RelaySMTP(SMTP):
         super().connection_made(transport)
         self.device = None  # also after STARTTLS: nothing learnt in clear text carries over (RFC 3207)
 
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.session is None:  # its TLS handshake on port 465 failed: it was never connected
+            return
+        super().connection_lost(error)
+
     @property
     def secure(self) -> bool:
         return self.listener.implicit_tls or self._tls_protocol is not None
@@ -106,7 +114,7 @@ class RelaySMTP(SMTP):
             refusal: str | None = f"554 5.7.1 Connections from {self.peer_ip} are not accepted on this port"
             reason = "network"
         else:
-            refusal, reason = self._sessions_refusal(), "sessions"
+            refusal, reason = self.state.sessions_refusal(self.peer_ip), "sessions"
         if refusal is not None:
             self.state.metrics.on_refused(UNKNOWN, reason)
             await self.push(refusal)
@@ -119,18 +127,20 @@ class RelaySMTP(SMTP):
         finally:
             self.state.sessions.discard(self)
 
-    def _sessions_refusal(self) -> str | None:
-        """421 over the session limits: idle connections must not use up the bridge's file descriptors."""
-        settings, sessions = self.state.settings, self.state.sessions
-        if len(sessions) >= settings.max_sessions:
-            return f"421 4.7.0 {self.hostname} has {settings.max_sessions} sessions open, its limit; try again later"
-        client = client_key(self.peer_ip)
-        if sum(1 for s in sessions if client_key(s.peer_ip) == client) >= settings.max_sessions_per_address:
-            return (
-                f"421 4.7.0 {settings.max_sessions_per_address} sessions from {self.peer_ip} are open, "
-                "the limit per address; try again later"
-            )
-        return None
+    async def handle_exception(self, error: Exception) -> str:
+        """A failed STARTTLS handshake is a warning line (aiosmtpd closes the connection); anything else
+        is our bug: logged with its traceback, and a temporary reply so the device tries again."""
+        if isinstance(error, TLSSetupException):
+            self.state.tls_failed(self.peer_ip, error.__cause__)
+            return ""
+        _LOGGER.error("SMTP session with %s failed", self.peer_ip, exc_info=error)
+        return "451 4.3.0 Internal error of the relay (see its log); try again later"
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        # RFC 4954: a server that offers AUTH takes MAIL's AUTH= parameter (Exim sends "AUTH=<>"); aiosmtpd
+        # refuses it with 555. The relay decides the sender by its own policy: the value is dropped.
+        await super().smtp_MAIL(_AUTH_PARAMETER.sub("", arg) if arg else arg)
 
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str) -> None:
@@ -374,6 +384,10 @@ class RelayHandler:
                 f"550 5.7.1 Device {device.name!r} has no policy in the smtp: devices section of the config",
             )
         device = server.device = state.settings.devices[device.name]  # the current policy (after a reload)
+        if not deliverable(address):  # it becomes the Reply-To of a mail without a From header
+            return self._refuse(
+                device.name, "sender", f"553 5.1.7 <{printable(address)}> is not an address ACS accepts"
+            )
         if refusal := refuse_sender(device, address):
             return self._refuse(device.name, "sender", refusal)
         if refusal := state.rates.refuse(device):
@@ -387,16 +401,16 @@ class RelayHandler:
     ) -> str:
         device = server.device
         assert device is not None  # aiosmtpd refuses RCPT before a successful MAIL
-        try:
-            EmailAddress(address)
-        except ValidationError:
-            return self._refuse(device.name, "recipient", f"553 5.1.3 <{address}> is not an address ACS accepts")
+        if not deliverable(address):
+            return self._refuse(
+                device.name, "recipient", f"553 5.1.3 <{printable(address)}> is not an address ACS accepts"
+            )
         if refusal := refuse_recipient(device, address):
             return self._refuse(device.name, "recipient", refusal)
-        if len(envelope.rcpt_tos) >= self.state.limits.max_recipients:
-            return self._refuse(
-                device.name, "recipient", f"452 4.5.3 Too many recipients: at most {self.state.limits.max_recipients}"
-            )
+        # One place is kept for the relay's own address, the To of a mail whose recipients are all hidden.
+        limit = max(1, self.state.limits.max_recipients - 1)
+        if len(envelope.rcpt_tos) >= limit:
+            return self._refuse(device.name, "recipient", f"452 4.5.3 Too many recipients: at most {limit} per mail")
         if address.lower() not in (a.lower() for a in envelope.rcpt_tos):
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(options)

@@ -140,6 +140,20 @@ async def relay_env(make_relay: RelayFactory) -> RelayEnv:
     return await make_relay()
 
 
+@pytest.fixture
+def legacy_tls() -> ssl.SSLContext:
+    """A client that speaks only TLS 1.0/1.1, like an old printer (the test is skipped where OpenSSL cannot)."""
+    legacy = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    legacy.check_hostname, legacy.verify_mode = False, ssl.CERT_NONE
+    try:
+        legacy.minimum_version = ssl.TLSVersion.TLSv1
+        legacy.maximum_version = ssl.TLSVersion.TLSv1_1
+        legacy.set_ciphers("DEFAULT:@SECLEVEL=0")
+    except (ValueError, ssl.SSLError):
+        pytest.skip("this OpenSSL cannot speak TLS 1.1")
+    return legacy
+
+
 class FakeClock:
     """A monotonic clock the test moves (rate limits, lockouts)."""
 

@@ -7,12 +7,13 @@ import base64
 import dataclasses
 import logging
 import socket
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from acs_email_bridge.smtp.policy import Lockout
+from acs_email_bridge.smtp.policy import Lockout, matches
 
 
 def b64(text: str) -> str:
@@ -58,6 +59,12 @@ class Raw:
     def cmd(self, line: str) -> str:
         self.sock.sendall(line.encode() + b"\r\n")
         return self.reply()
+
+    def begin_data(self, recipient: str = "alice@example.com") -> None:
+        """MAIL, RCPT and DATA as the scanner: the mail's content comes next."""
+        assert self.cmd("MAIL FROM:<scanner@office.lan>").startswith("250")
+        assert self.cmd(f"RCPT TO:<{recipient}>").startswith("250")
+        assert self.cmd("DATA").startswith("354")
 
     def login(self, user: str = "scanner", password: str | None = None) -> str:
         password = self.env.passwords[user] if password is None else password
@@ -229,17 +236,15 @@ async def test_a_password_sent_as_a_command_never_reaches_the_log(relay_env, cap
 
 async def test_data_timeout_counts_from_the_last_line_not_from_the_command(make_relay) -> None:
     """A slow old printer sending a big scan is not cut off while its data keeps coming."""
-    env = await make_relay(smtp={"timeout": 1.5})
+    env = await make_relay(smtp={"timeout": 2})
 
     def attempt() -> str:
         client = tls_session(env)
         try:
             client.login()
-            client.cmd("MAIL FROM:<scanner@office.lan>")
-            client.cmd("RCPT TO:<alice@example.com>")
-            client.cmd("DATA")
+            client.begin_data()
             client.sock.sendall(b"Subject: slow\r\n\r\n")
-            for _ in range(10):
+            for _ in range(12):  # 3 s of data, each line well within the 2 s timeout
                 time.sleep(0.25)
                 client.sock.sendall(b"a line of the scan\r\n")
             return client.cmd(".")
@@ -279,9 +284,7 @@ async def test_reload_with_new_listeners_does_not_wait_for_open_sessions(relay_e
 
     def finish_and_connect() -> tuple[str, str]:
         try:
-            old.cmd("MAIL FROM:<scanner@office.lan>")
-            old.cmd("RCPT TO:<alice@example.com>")
-            old.cmd("DATA")
+            old.begin_data()
             queued = old.cmd("Subject: across a reload\r\n\r\nhello\r\n.")
         finally:
             old.close()
@@ -306,9 +309,7 @@ async def test_smtp_smuggling_with_mixed_line_endings_stays_in_the_mail(relay_en
         client = tls_session(relay_env)
         try:
             client.login()
-            client.cmd("MAIL FROM:<scanner@office.lan>")
-            client.cmd("RCPT TO:<alice@example.com>")
-            client.cmd("DATA")
+            client.begin_data()
             payload = f"Subject: outer\r\n\r\nhello\n.\r\n{smuggled}.\n{smuggled}\r\n.\r\n"
             client.sock.sendall(payload.encode())
             return client.reply(), client.cmd("NOOP")
@@ -319,3 +320,164 @@ async def test_smtp_smuggling_with_mixed_line_endings_stays_in_the_mail(relay_en
     assert queued.startswith("250") and noop.startswith("250")
     [mail] = await relay_env.delivered(1)
     assert mail.subject == "outer" and mail.payload["content"]["plainText"].count("MAIL FROM:<ceo@office.lan>") == 2
+
+
+async def test_silent_connections_on_the_implicit_tls_port_count_against_the_limits(make_relay, caplog) -> None:
+    """Connections that never start their TLS handshake (port 465) are limited like any other session."""
+    env = await make_relay(smtp={"max_sessions": 3, "max_sessions_per_address": 2})
+
+    def silent(source: str = "127.0.0.1") -> socket.socket:
+        return socket.create_connection(("127.0.0.1", env.port("smtps")), timeout=30, source_address=(source, 0))
+
+    def tls_greeting(source: str, opened: list[Raw]) -> str:
+        try:
+            client = Raw(env, "smtps", source=source)
+        except (OSError, ssl.SSLError):
+            return "closed"
+        opened.append(client)
+        return client.greeting[:3]
+
+    def attempt() -> list[str]:
+        held, opened = [silent(), silent()], []
+        try:
+            async_wait_for(lambda: len(env.relay.state.handshakes) == 2)
+            return [tls_greeting(source, opened) for source in ("127.0.0.1", "127.0.0.2", "127.0.0.3")]
+        finally:
+            for sock in held:
+                sock.close()
+            for client in opened:
+                client.close()
+
+    def async_wait_for(condition) -> None:
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
+    assert await asyncio.to_thread(attempt) == ["closed", "220", "closed"]
+    assert env.counter("acs_email_smtp_refused_total", device="unknown", reason="sessions") == 2
+    async with asyncio.timeout(30):
+        while env.relay.state.handshakes or env.relay.state.sessions:
+            await asyncio.sleep(0.02)
+    opened: list[Raw] = []
+    assert await asyncio.to_thread(tls_greeting, "127.0.0.1", opened) == "220"
+    opened[0].close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_addresses_acs_would_refuse_are_refused_at_once_not_after_the_250(relay_env, caplog) -> None:
+    """Invalid UTF-8 or symbols in an address: refused in the dialogue, never a dead letter after a 250."""
+
+    def attempt() -> list[str]:
+        client = tls_session(relay_env)
+        try:
+            client.login()
+            replies = []
+            for line in (b"MAIL FROM:<sc\xffanner@office.lan>", b"MAIL FROM:<scanner@office.lan>"):
+                client.sock.sendall(line + b"\r\n")
+                replies.append(client.reply())
+            for line in (b"RCPT TO:<al\xffice@example.com>", "RCPT TO:<al\ufffdice@example.com>".encode()):
+                client.sock.sendall(line + b"\r\n")
+                replies.append(client.reply())
+            replies.append(client.cmd("NOOP"))
+            return replies
+        finally:
+            client.close()
+
+    replies = await asyncio.to_thread(attempt)
+    assert [r[:9] for r in replies] == ["553 5.1.7", "250 2.1.0", "553 5.1.3", "553 5.1.3", "250 OK"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_mail_without_subject_is_delivered(relay_env) -> None:
+    def attempt() -> str:
+        client = tls_session(relay_env)
+        try:
+            client.login()
+            client.begin_data()
+            return client.cmd("From: scanner@office.lan\r\n\r\nscan attached\r\n.")
+        finally:
+            client.close()
+
+    assert (await asyncio.to_thread(attempt)).startswith("250")
+    [mail] = await relay_env.delivered(1)
+    assert mail.subject == "(no subject)"
+
+
+async def test_a_recipient_storm_gets_452_and_a_full_bcc_mail_still_fits_acs(relay_env) -> None:
+    """10,000 RCPTs: 452 beyond the limit, one reply each, and the mail that was accepted is deliverable
+    even when every recipient is hidden (the relay's own address is then its To, and counts)."""
+    limit = relay_env.engine.settings.limits.max_recipients
+
+    def attempt() -> tuple[dict[str, int], str]:
+        client = tls_session(relay_env)
+        try:
+            client.login()
+            client.cmd("MAIL FROM:<scanner@office.lan>")
+            client.sock.sendall("".join(f"RCPT TO:<u{i}@example.com>\r\n" for i in range(10_000)).encode())
+            codes: dict[str, int] = {}
+            for _ in range(10_000):
+                code = client.reply()[:3]
+                codes[code] = codes.get(code, 0) + 1
+            client.cmd("DATA")
+            return codes, client.cmd("To: undisclosed-recipients:;\r\nSubject: to many\r\n\r\nhello\r\n.")
+        finally:
+            client.close()
+
+    codes, queued = await asyncio.to_thread(attempt)
+    assert codes == {"250": limit - 1, "452": 10_000 - limit + 1}
+    assert queued.startswith("250")
+    [mail] = await relay_env.delivered(1)
+    assert mail.recipients("to") == ["relay@devices.example.com"] and len(mail.recipients("bcc")) == limit - 1
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
+async def test_a_device_with_too_old_tls_gets_a_one_line_warning_with_the_fix(relay_env, caplog, legacy_tls) -> None:
+    """An old printer's failed handshake (port 587 or 465) is a warning naming min_tls_version, not a traceback."""
+
+    def handshakes() -> None:
+        client = Raw(relay_env)
+        client.cmd("EHLO printer")
+        assert client.cmd("STARTTLS").startswith("220")
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            legacy_tls.wrap_socket(client.sock, server_hostname="localhost")
+        client.close()
+        sock = socket.create_connection(("127.0.0.1", relay_env.port("smtps")), timeout=30)
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            legacy_tls.wrap_socket(sock, server_hostname="localhost")
+        sock.close()
+
+    await asyncio.to_thread(handshakes)
+    async with asyncio.timeout(30):
+        while len([r for r in caplog.records if "min_tls_version" in r.getMessage()]) < 2:
+            await asyncio.sleep(0.02)
+    warnings = [r for r in caplog.records if "min_tls_version" in r.getMessage()]
+    assert all(r.levelno == logging.WARNING and r.exc_info is None for r in warnings)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert relay_env.counter("acs_email_smtp_refused_total", device="unknown", reason="tls") == 2
+
+
+def test_policies_match_internationalised_domains_in_either_form() -> None:
+    """``bücher.example`` in the config and ``xn--bcher-kva.example`` on the wire (or the reverse) are one domain."""
+    assert matches("a@xn--bcher-kva.example", ["bücher.example"])
+    assert matches("a@BÜCHER.example", ["xn--bcher-kva.example"])
+    assert matches("a@scan.xn--bcher-kva.example", ["*.bücher.example"])
+    assert matches("ä@bücher.example", ["ä@xn--bcher-kva.example"])
+    assert not matches("a@xn--bcher-kva.example.evil", ["bücher.example"])
+    assert not matches("a@bucher.example", ["bücher.example"])
+
+
+async def test_the_auth_parameter_of_mail_is_accepted(relay_env) -> None:
+    """RFC 4954: a server offering AUTH takes ``MAIL FROM:<…> AUTH=<>`` (Exim as a smarthost client sends it)."""
+
+    def attempt() -> list[str]:
+        client = tls_session(relay_env)
+        try:
+            client.login()
+            replies = [client.cmd("MAIL FROM:<scanner@office.lan> SIZE=100 AUTH=<>")]
+            replies += [client.cmd("RSET"), client.cmd("MAIL FROM:<scanner@office.lan> auth=scanner+40office.lan")]
+            return replies
+        finally:
+            client.close()
+
+    assert [r[:3] for r in await asyncio.to_thread(attempt)] == ["250", "250", "250"]

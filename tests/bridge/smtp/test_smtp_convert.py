@@ -123,11 +123,6 @@ def test_attachment_only_and_unknown_charset_still_convert() -> None:
     assert odd.text is not None and "status ok" in odd.text
 
 
-def test_mail_without_subject_gets_one_naming_the_device() -> None:
-    """Some printers send no Subject; ACS refuses mail without one, so the relay names the device instead."""
-    assert convert(b"To: a@example.com\n\nstatus ok\n").subject == "Message from scanner"
-
-
 def test_size_over_the_acs_limit_is_a_size_error() -> None:
     big = multipart(
         b"Content-Type: application/pdf; name=big.pdf\nContent-Transfer-Encoding: base64\n\n"
@@ -218,3 +213,30 @@ def test_an_attached_message_is_an_attachment_not_part_of_the_body() -> None:
     [attachment] = message.attachments
     assert attachment.name == "inner.eml.txt" and attachment.content_type == "text/plain"
     assert b"Subject: inner" in attachment.data and b"inner body" in attachment.data
+
+
+def test_header_addresses_acs_would_refuse_are_not_used() -> None:
+    """A From or Reply-To with invalid UTF-8 would make ACS refuse the whole mail after its 250."""
+    message = convert(b"From: Scanner <sc\xffanner@office.lan>\nReply-To: r\xffx@office.lan\nSubject: x\n\nhi\n")
+    assert [(a.address, a.display_name) for a in message.reply_to] == [("scanner@office.lan", "scanner")]
+
+
+@pytest.mark.parametrize("header", [b"", b"Subject:   \n", b"Subject: =?utf-8?q?=00=07?=\n"])
+def test_a_mail_without_a_subject_gets_one(header: bytes) -> None:
+    """ACS refuses an empty subject: the device's 250 would have been a dead letter."""
+    assert convert(b"From: scanner@office.lan\n" + header + b"\nscan attached\n").subject == "(no subject)"
+
+
+@pytest.mark.parametrize(
+    ("declared", "expected", "extension"),
+    [
+        ("image/jpg", "image/jpeg", ".jpg"),
+        ("image/pjpeg", "image/jpeg", ".jpg"),
+        ("application/x-pdf", "application/pdf", ".pdf"),
+    ],
+)
+def test_legacy_type_names_without_a_file_name_are_understood(declared: str, expected: str, extension: str) -> None:
+    """Cameras and old scanners send ``image/jpg``, ``image/pjpeg`` or ``application/x-pdf``, often unnamed."""
+    part = f"Content-Type: {declared}\nContent-ID: <snap>\nContent-Transfer-Encoding: base64\n\naGVsbG8=".encode()
+    [attachment] = convert(multipart(b'Content-Type: text/html\n\n<img src="cid:snap">', part)).attachments
+    assert (attachment.content_type, attachment.name, attachment.content_id) == (expected, f"snap{extension}", "snap")
