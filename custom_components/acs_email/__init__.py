@@ -30,7 +30,7 @@ from .const import CONF_SECRET_EXPIRY, DOMAIN
 from .core.engine import Engine
 from .core.errors import AcsEmailError
 from .entity import account_device_info
-from .issues import async_check_secret_expiry, async_delete_all, async_sending_paused
+from .issues import async_check_secret_expiry, async_delete_all, async_sending_paused, needs_new_credentials
 from .runtime import AcsEmailConfigEntry, AcsEmailRuntime, StatusCoordinator
 from .services import async_setup_services
 from .settings import engine_settings, notify_service_name
@@ -126,9 +126,10 @@ async def _async_reload(hass: HomeAssistant, entry: AcsEmailConfigEntry) -> None
 
 @callback
 def _auth_failed(hass: HomeAssistant, entry: AcsEmailConfigEntry, reason: str) -> None:
-    """ACS refused the credentials: sending pauses (mail waits) and the user is asked for new ones."""
+    """ACS refused the request: sending pauses (mail waits); bad credentials start a re-authentication."""
     async_sending_paused(hass, entry, reason)
-    entry.async_start_reauth(hass)
+    if needs_new_credentials(reason):
+        entry.async_start_reauth(hass)
 
 
 @callback

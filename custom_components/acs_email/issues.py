@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 FIX_REAUTH = "reauth"
 FIX_RETRY = "retry"
+FIX_RESUME = "resume"
 SENDING_PAUSED = "sending_paused"
 SENDER_NOT_LINKED = "sender_not_linked"
 PERMISSION_DENIED = "permission_denied"
@@ -49,21 +50,31 @@ def _placeholders(entry: ConfigEntry, **extra: str) -> dict[str, str]:
 
 
 @callback
+def needs_new_credentials(reason: str) -> bool:
+    """Whether a pause is fixed by entering credentials here (not by granting a role in Azure)."""
+    return fixable_kind(reason) != PERMISSION_DENIED
+
+
 def async_sending_paused(hass: HomeAssistant, entry: ConfigEntry, reason: str | None) -> None:
-    """Show (reason set) or remove (None) the issue that says sending waits for new credentials."""
+    """Show (reason set) or remove (None) the issue that says why sending waits (mail stays queued).
+
+    A missing role is fixed in Azure, then sending resumes; anything else needs new credentials here.
+    """
     if reason is None:
-        ir.async_delete_issue(hass, DOMAIN, issue_id(SENDING_PAUSED, entry))
+        for kind in (SENDING_PAUSED, PERMISSION_DENIED):
+            ir.async_delete_issue(hass, DOMAIN, issue_id(kind, entry))
         return
+    kind, fix = (SENDING_PAUSED, FIX_REAUTH) if needs_new_credentials(reason) else (PERMISSION_DENIED, FIX_RESUME)
     ir.async_create_issue(
         hass,
         DOMAIN,
-        issue_id(SENDING_PAUSED, entry),
+        issue_id(kind, entry),
         is_fixable=True,
         is_persistent=False,
         severity=ir.IssueSeverity.ERROR,
-        translation_key=SENDING_PAUSED,
+        translation_key=kind,
         translation_placeholders=_placeholders(entry, reason=reason),
-        data={"entry_id": entry.entry_id, "fix": FIX_REAUTH},
+        data={"entry_id": entry.entry_id, "fix": fix},
     )
 
 

@@ -1,4 +1,5 @@
-"""Fix flows: confirm, then re-authenticate (paused sending, expiring secret) or retry the dead letters."""
+"""Fix flows: confirm, then re-authenticate (paused sending, expiring secret), or resume sending and retry the
+dead letters (a role granted, a sender linked in Azure)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from homeassistant.components.repairs import ConfirmRepairFlow, RepairsFlow
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 
-from .issues import FIX_RETRY
+from .issues import FIX_RESUME, FIX_RETRY
 from .runtime import AcsEmailConfigEntry
 from .services import async_retry_dead_letters
 
@@ -27,9 +28,11 @@ class AcsEmailRepairFlow(ConfirmRepairFlow):
             entry: AcsEmailConfigEntry | None = self.hass.config_entries.async_get_entry(self._entry_id)
             if entry is None:
                 return self.async_abort(reason="entry_removed")
-            if self._fix == FIX_RETRY:
+            if self._fix in (FIX_RETRY, FIX_RESUME):
                 if entry.state is not ConfigEntryState.LOADED:
                     return self.async_abort(reason="entry_not_loaded")
+                if self._fix == FIX_RESUME:  # the role was granted in Azure: try now, not in up to 15 min
+                    entry.runtime_data.engine.dispatcher.resume()
                 await async_retry_dead_letters(self.hass, entry)
             else:
                 entry.async_start_reauth(self.hass)

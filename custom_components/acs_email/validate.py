@@ -51,6 +51,8 @@ class TestMailResult:
 
 def _error_key(outcome: Outcome) -> str:
     """Form error for a failed request."""
+    if outcome.detail.startswith("HTTP 403"):  # a token, but no role on the resource (paused, not refused)
+        return "forbidden"
     if outcome.kind is OutcomeKind.AUTH:
         return "invalid_auth"
     if outcome.kind is OutcomeKind.THROTTLED:
@@ -59,8 +61,6 @@ def _error_key(outcome: Outcome) -> str:
         return "cannot_connect"
     if any(code in outcome.detail for code in _SENDER_CODES):
         return "sender_not_linked"
-    if outcome.detail.startswith("HTTP 403"):
-        return "forbidden"
     return "rejected"
 
 

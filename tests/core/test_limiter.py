@@ -122,6 +122,19 @@ def test_remaining_is_the_tightest_window():
     assert limiter.remaining(300.0) == 3  # minute: 4 left (1 in flight); hour: 3 left (6 done + 1 in flight)
 
 
+def test_a_slot_held_only_to_look_for_work_counts_as_free():
+    """The dispatcher holds a token while it looks for a due mail; the quota left it shows must not drop by one."""
+    limiter, _ = limiter_at(MANAGED)
+    looking = limiter.start()
+    assert limiter.remaining(0.0) == 4
+    assert limiter.remaining(0.0, reserved=looking) == 5
+    other = limiter.start()
+    assert limiter.remaining(0.0, reserved=looking) == 4
+    limiter.cancel(looking)
+    assert limiter.remaining(0.0, reserved=looking) == 4  # given back: nothing more to add
+    limiter.cancel(other)
+
+
 def test_block_until_is_obeyed_and_never_shortened():
     limiter, _ = limiter_at([PER_MINUTE])
     limiter.block_until(100.0)

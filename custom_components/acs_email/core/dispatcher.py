@@ -115,6 +115,7 @@ class Dispatcher:
         self._resumed.set()
         self._paused: str | None = None
         self._storage_error: str | None = None
+        self._looking: int | None = None  # the quota token held while looking for a due mail (not a request)
         self._outages = 0
         self._outage_backoff = outage_backoff
         self._storage_backoff = storage_backoff
@@ -194,7 +195,7 @@ class Dispatcher:
             throttled_total=self._throttled,
             failed_total=self._failed,
             dead_total=self._dead,
-            quota_left=self._send_limiter.remaining(),
+            quota_left=self._send_limiter.remaining(reserved=self._looking),
             oldest_queued_age=oldest,
             paused=self._paused,
             storage_error=self._storage_error,
@@ -266,6 +267,7 @@ class Dispatcher:
     async def _next_message(self) -> tuple[ClaimedMessage, int] | None:
         """Take a quota slot, then a due message; None (slot given back) when there is none, or on stop/pause."""
         token = await self._send_limiter.acquire()  # waiting and taking are one step: no resend slips in between
+        self._looking = token
         try:
             if self._paused is not None or self._stopping.is_set():
                 claimed = []
@@ -274,6 +276,8 @@ class Dispatcher:
         except BaseException:
             self._send_limiter.cancel(token)
             raise
+        finally:
+            self._looking = None
         if claimed:
             return claimed[0], token
         self._send_limiter.cancel(token)

@@ -62,13 +62,17 @@ class SlidingWindowLimiter:
             wait = max(wait, frees_at - now)
         return wait
 
-    def remaining(self, now: float | None = None) -> int:
-        """Requests that could start right now without waiting (the tightest window decides)."""
+    def remaining(self, now: float | None = None, *, reserved: int | None = None) -> int:
+        """Requests that could start right now without waiting (the tightest window decides).
+
+        ``reserved``: a token taken only to look for work, counted as free (it is given back when there is none).
+        """
         now = self._clock() if now is None else now
         self._expire(now)
         if self._blocked_until > now:
             return 0
-        return max(0, min(w.limit - self._used(w, now)[0] - len(self._inflight) for w in self._windows))
+        inflight = len(self._inflight) - (reserved in self._inflight)
+        return max(0, min(w.limit - self._used(w, now)[0] - inflight for w in self._windows))
 
     # ---- request lifecycle -------------------------------------------------------------------------------
     def start(self) -> int:

@@ -164,16 +164,31 @@ async def test_refused_mail_fires_failed_event_raises_repair_and_retry_sends_it(
     assert ir.async_get(hass).async_get_issue(DOMAIN, issue.issue_id) is None
 
 
-async def test_missing_role_raises_its_own_repair(hass: HomeAssistant, make_entry: MakeEntry, emu: Emulator) -> None:
+async def test_missing_role_pauses_with_its_own_repair_and_the_fix_resumes(
+    hass: HomeAssistant, make_entry: MakeEntry, emu: Emulator
+) -> None:
+    """A 403 (no role on the resource) pauses sending: the mail waits, no reauth is asked, the repair says why."""
     entry = await make_entry()
     failed = async_capture_events(hass, "acs_email_failed")
+    sent = async_capture_events(hass, "acs_email_sent")
     emu.add_fault(Fault.error(403, code="AuthorizationFailed", message="The client does not have authorization."))
     await _notify(hass)
-    await wait_until(lambda: len(failed) == 1)
-    issue = ir.async_get(hass).async_get_issue(DOMAIN, f"permission_denied_{entry.entry_id}")
+    registry = ir.async_get(hass)
+    issue_key = f"permission_denied_{entry.entry_id}"
+    await wait_until(lambda: registry.async_get_issue(DOMAIN, issue_key) is not None)
+    issue = registry.async_get_issue(DOMAIN, issue_key)
     assert issue is not None
     assert "AuthorizationFailed" in issue.translation_placeholders["reason"]
-    assert ir.async_get(hass).async_get_issue(DOMAIN, f"sender_not_linked_{entry.entry_id}") is None
+    assert registry.async_get_issue(DOMAIN, f"sender_not_linked_{entry.entry_id}") is None
+    assert registry.async_get_issue(DOMAIN, f"sending_paused_{entry.entry_id}") is None
+    assert not [flow for flow in hass.config_entries.flow.async_progress() if flow["context"]["source"] == SOURCE_REAUTH]
+    assert failed == [] and emu.mails == []
+
+    # The role is granted in Azure (the fault was used up); confirming the repair sends the waiting mail now.
+    result = await fix_issue(hass, issue.issue_id)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await wait_until(lambda: len(sent) == 1)
+    assert len(emu.mails) == 1 and failed == []
 
 
 @pytest.mark.parametrize(
