@@ -181,7 +181,9 @@ async def test_missing_role_pauses_with_its_own_repair_and_the_fix_resumes(
     assert "AuthorizationFailed" in issue.translation_placeholders["reason"]
     assert registry.async_get_issue(DOMAIN, f"sender_not_linked_{entry.entry_id}") is None
     assert registry.async_get_issue(DOMAIN, f"sending_paused_{entry.entry_id}") is None
-    assert not [flow for flow in hass.config_entries.flow.async_progress() if flow["context"]["source"] == SOURCE_REAUTH]
+    assert not [
+        flow for flow in hass.config_entries.flow.async_progress() if flow["context"]["source"] == SOURCE_REAUTH
+    ]
     assert failed == [] and emu.mails == []
 
     # The role is granted in Azure (the fault was used up); confirming the repair sends the waiting mail now.
