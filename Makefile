@@ -73,10 +73,13 @@ test-ha-latest: venv-ha-latest
 	$(VENV_HA_LATEST)/bin/python -m pytest -p no:sugar tests/ha
 
 # --- extras
-bench: venv-core
+# bench/bench_ha_*.py run a Home Assistant core: they use the HA-minimum venv, the others the core one.
+bench: venv-core venv-ha-min
 	@shopt -s nullglob; files=(bench/*.py); \
 	if [ $${#files[@]} -eq 0 ]; then echo "bench: no bench/*.py yet"; fi; \
-	for f in "$${files[@]}"; do echo "== $$f"; $(VENV_CORE)/bin/python "$$f"; done
+	for f in "$${files[@]}"; do \
+	  case "$$f" in bench/bench_ha_*) py=$(VENV_HA_MIN)/bin/python;; *) py=$(VENV_CORE)/bin/python;; esac; \
+	  echo "== $$f"; "$$py" "$$f"; done
 
 demo: deps venv-core
 	$(VENV_CORE)/bin/acs-email-bridge demo

@@ -147,7 +147,7 @@ class MqttSource:
     def _state_changed(self, state: ConnectionState) -> None:
         self._metrics.mqtt_connected.set(int(state.connected))
         self.settled.clear()
-        if state.connected:
+        if state.connected and not self._stopping:  # a CONNACK read while stopping: the journal may be closed
             task = asyncio.create_task(self._on_connected(state), name="acs-email-mqtt connected")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
