@@ -14,7 +14,14 @@ import yaml
 
 from acs_email_bridge.mosquitto import Mosquitto
 
-from .mqtt_helpers import BridgeProcess, Listener, bridge_config, send_request, wait_until
+from .mqtt_helpers import (
+    BridgeProcess,
+    Listener,
+    bridge_config,
+    kill_leftover_bridges,  # noqa: F401 - autouse fixture
+    send_request,
+    wait_until,
+)
 
 
 def _tls_broker(tmp_path: Path) -> tuple[Mosquitto, dict[str, str]]:
