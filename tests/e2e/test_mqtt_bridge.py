@@ -7,13 +7,18 @@ import base64
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import paho.mqtt.client as mqtt
 import pytest
 import voluptuous as vol
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from acs_email_bridge import service as service_module
 from acs_email_bridge.cli import main as cli_main
@@ -358,3 +363,31 @@ async def test_a_small_inbox_budget_pauses_reading_and_loses_nothing(tmp_path, e
     await wait_until(lambda: len(emu.mails) == 300, 60)
     assert source.link.pauses > 0  # the broker waited (TCP backpressure) while the bridge caught up
     assert sorted(int(m.subject.split()[1]) for m in emu.mails) == list(range(300))
+
+
+async def test_a_v5_request_is_answered_on_its_response_topic_with_its_correlation_data(
+    tmp_path, emu, broker, start_bridge
+):
+    await start_bridge(bridge_config(tmp_path, emu, broker.port))
+    answers: list[tuple[str, bytes, bytes | None]] = []
+    subscribed = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_connect = lambda c, *_: c.subscribe("esp/kitchen/reply", 1)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_message = lambda _c, _u, m: answers.append(
+        (m.topic, m.payload, getattr(m.properties, "CorrelationData", None))
+    )
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        assert await asyncio.to_thread(subscribed.wait, 10)
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = "esp/kitchen/reply"
+        props.CorrelationData = b"req-42"
+        client.publish("acs_email/send", send_request(1), qos=1, properties=props).wait_for_publish(10)
+        await wait_until(lambda: len(answers) == 2, 30)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert [(t, c) for t, _p, c in answers] == [("esp/kitchen/reply", b"req-42")] * 2
+    assert [json.loads(p)["state"] for _t, p, _c in answers] == ["queued", "sent"]
