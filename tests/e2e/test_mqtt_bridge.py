@@ -391,3 +391,18 @@ async def test_a_v5_request_is_answered_on_its_response_topic_with_its_correlati
         client.loop_stop()
     assert [(t, c) for t, _p, c in answers] == [("esp/kitchen/reply", b"req-42")] * 2
     assert [json.loads(p)["state"] for _t, p, _c in answers] == ["queued", "sent"]
+
+
+async def test_the_final_result_of_a_request_is_published_after_a_restart(tmp_path, emu, broker, start_bridge):
+    config = bridge_config(tmp_path, emu, broker.port)
+    results = await Listener(broker.port, "acs_email/result").ready()
+    emu.faults.add(Fault.error(503, times=1000))  # ACS away: the mail stays queued
+    first = await start_bridge(config)
+    await broker.publish("acs_email/send", send_request(1, id="late"))
+    await wait_until(lambda: [r["state"] for r in results.json("acs_email/result")] == ["queued"], 20)
+    await first.stop()
+    emu.faults.clear()
+    await start_bridge(config)
+    await wait_until(lambda: [r["state"] for r in results.json("acs_email/result")] == ["queued", "sent"], 30)
+    assert results.json("acs_email/result")[1]["id"] == "late"
+    results.close()
