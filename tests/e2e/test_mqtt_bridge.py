@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import logging
+import socket
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -406,3 +407,16 @@ async def test_the_final_result_of_a_request_is_published_after_a_restart(tmp_pa
     await wait_until(lambda: [r["state"] for r in results.json("acs_email/result")] == ["queued", "sent"], 30)
     assert results.json("acs_email/result")[1]["id"] == "late"
     results.close()
+
+
+async def test_a_start_that_fails_later_leaves_nothing_running(tmp_path, emu, broker, caplog):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = bridge_config(tmp_path, emu, broker.port, http={"port": taken.getsockname()[1]})
+        service = Service(await asyncio.to_thread(read_config, config))
+        with pytest.raises(OSError, match="address already in use"):
+            await service.start()  # the MQTT source started (and is connecting) before the HTTP one failed
+    await asyncio.sleep(1.0)  # a connect finishing late would log, subscribe or write now
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR and "cannot" not in r.getMessage()]
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("acs-email")]
