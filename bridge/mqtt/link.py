@@ -404,6 +404,10 @@ class MqttLink:
             self._connected = False
             self._epoch += 1
             self._closed.set()
+            for future in self._replies.values():  # no SUBACK will come: the next connect subscribes anew
+                if not future.done():
+                    future.set_result(None)
+            self._replies.clear()
             if was and not self._stopping:
                 self._on_state(ConnectionState(False, self._epoch, reason=str(reason_code)))
 
