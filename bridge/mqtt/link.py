@@ -96,6 +96,7 @@ class MqttLink:
         self._stopping = False
         self._runner: asyncio.Task[None] | None = None
         self._misc: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Future[Any] | None = None  # the connect() running in a worker thread
         self._replies: dict[int, asyncio.Future[None]] = {}  # SUBACK/UNSUBACK awaited, by packet id
         self._subscription: asyncio.Future[None] | None = None  # SUBACK of the current connection's subscribe
         self._received = 0  # messages paho handed over, ever (the reader's progress check)
@@ -183,6 +184,10 @@ class MqttLink:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._runner = self._misc = None
+        if self._connecting is not None:  # let a connect in progress end (and collect its outcome)
+            with contextlib.suppress(Exception, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._connecting), grace)
+            await asyncio.sleep(0)  # its socket registration (scheduled from the thread) sees _stopping
         self._socket_close(self._client, None, self._sock)
 
     async def _run(self) -> None:
@@ -192,14 +197,14 @@ class MqttLink:
         while not self._stopping:
             self._closed.clear()
             self._confirmed = False
+            if s.v5:
+                args: tuple[Any, ...] = (s.host, s.port, s.keepalive)
+                kwargs: dict[str, Any] = {"clean_start": False, "properties": self._connect_properties()}
+            else:
+                args, kwargs = (s.host, s.port, s.keepalive), {}
+            self._connecting = asyncio.ensure_future(asyncio.to_thread(self._client.connect, *args, **kwargs))
             try:
-                if s.v5:
-                    connect = self._client.connect
-                    await asyncio.to_thread(
-                        connect, s.host, s.port, s.keepalive, clean_start=False, properties=self._connect_properties()
-                    )
-                else:
-                    await asyncio.to_thread(self._client.connect, s.host, s.port, s.keepalive)
+                await asyncio.shield(self._connecting)
             except (OSError, ssl.SSLError, ValueError) as err:
                 self._on_state(ConnectionState(False, self._epoch, reason=str(err), attempt=True))
                 self._closed.set()
@@ -230,6 +235,10 @@ class MqttLink:
 
     def _socket_open(self, _client: mqtt.Client, _userdata: Any, sock: Any) -> None:
         def register() -> None:
+            if self._stopping:  # a connect that finished after stop(): drop it
+                with contextlib.suppress(OSError):
+                    sock.close()
+                return
             self._sock = sock
             self._resume_reading()
 
@@ -372,6 +381,8 @@ class MqttLink:
 
     # ---- paho callbacks (event loop) -----------------------------------------------------------------------
     def _connected_cb(self, client: mqtt.Client, _userdata: Any, flags: Any, reason_code: Any, _props: Any) -> None:
+        if self._stopping:
+            return
         if reason_code.is_failure:
             _LOGGER.error(
                 "MQTT broker %s:%s refused the connection: %s", self.settings.host, self.settings.port, reason_code
@@ -393,6 +404,10 @@ class MqttLink:
             self._connected = False
             self._epoch += 1
             self._closed.set()
+            for future in self._replies.values():  # no SUBACK will come: the next connect subscribes anew
+                if not future.done():
+                    future.set_result(None)
+            self._replies.clear()
             if was and not self._stopping:
                 self._on_state(ConnectionState(False, self._epoch, reason=str(reason_code)))
 

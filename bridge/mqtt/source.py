@@ -145,6 +145,8 @@ class MqttSource:
 
     # ---- connection events ---------------------------------------------------------------------------------
     def _state_changed(self, state: ConnectionState) -> None:
+        if self._stopping:
+            return
         self._metrics.mqtt_connected.set(int(state.connected))
         self.settled.clear()
         if state.connected and not self._stopping:  # a CONNACK read while stopping: the journal may be closed

@@ -7,11 +7,12 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -54,6 +55,20 @@ def send_request(index: int, **fields: Any) -> str:
     return json.dumps(body)
 
 
+_RUNNING: set[BridgeProcess] = set()
+
+
+@pytest.fixture(autouse=True)
+async def kill_leftover_bridges() -> AsyncIterator[None]:
+    """A test that fails half-way leaves no bridge process behind."""
+    yield
+    for bridge in list(_RUNNING):
+        if bridge.process is not None and bridge.process.returncode is None:
+            bridge.process.kill()
+            await bridge.process.wait()
+    _RUNNING.clear()
+
+
 class BridgeProcess:
     """``acs-email-bridge run`` in a child process, its log in ``bridge.log`` beside the config."""
 
@@ -61,6 +76,7 @@ class BridgeProcess:
         self.config = config
         self.log_path = config.parent / "bridge.log"
         self.process: asyncio.subprocess.Process | None = None
+        _RUNNING.add(self)
 
     @property
     def log(self) -> str:

@@ -6,14 +6,20 @@ import asyncio
 import base64
 import json
 import logging
+import socket
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import paho.mqtt.client as mqtt
 import pytest
 import voluptuous as vol
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from acs_email_bridge import service as service_module
 from acs_email_bridge.cli import main as cli_main
@@ -358,3 +364,59 @@ async def test_a_small_inbox_budget_pauses_reading_and_loses_nothing(tmp_path, e
     await wait_until(lambda: len(emu.mails) == 300, 60)
     assert source.link.pauses > 0  # the broker waited (TCP backpressure) while the bridge caught up
     assert sorted(int(m.subject.split()[1]) for m in emu.mails) == list(range(300))
+
+
+async def test_a_v5_request_is_answered_on_its_response_topic_with_its_correlation_data(
+    tmp_path, emu, broker, start_bridge
+):
+    await start_bridge(bridge_config(tmp_path, emu, broker.port))
+    answers: list[tuple[str, bytes, bytes | None]] = []
+    subscribed = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_connect = lambda c, *_: c.subscribe("esp/kitchen/reply", 1)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_message = lambda _c, _u, m: answers.append(
+        (m.topic, m.payload, getattr(m.properties, "CorrelationData", None))
+    )
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        assert await asyncio.to_thread(subscribed.wait, 10)
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = "esp/kitchen/reply"
+        props.CorrelationData = b"req-42"
+        client.publish("acs_email/send", send_request(1), qos=1, properties=props).wait_for_publish(10)
+        await wait_until(lambda: len(answers) == 2, 30)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert [(t, c) for t, _p, c in answers] == [("esp/kitchen/reply", b"req-42")] * 2
+    assert [json.loads(p)["state"] for _t, p, _c in answers] == ["queued", "sent"]
+
+
+async def test_the_final_result_of_a_request_is_published_after_a_restart(tmp_path, emu, broker, start_bridge):
+    config = bridge_config(tmp_path, emu, broker.port)
+    results = await Listener(broker.port, "acs_email/result").ready()
+    emu.faults.add(Fault.error(503, times=1000))  # ACS away: the mail stays queued
+    first = await start_bridge(config)
+    await broker.publish("acs_email/send", send_request(1, id="late"))
+    await wait_until(lambda: [r["state"] for r in results.json("acs_email/result")] == ["queued"], 20)
+    await first.stop()
+    emu.faults.clear()
+    await start_bridge(config)
+    await wait_until(lambda: [r["state"] for r in results.json("acs_email/result")] == ["queued", "sent"], 30)
+    assert results.json("acs_email/result")[1]["id"] == "late"
+    results.close()
+
+
+async def test_a_start_that_fails_later_leaves_nothing_running(tmp_path, emu, broker, caplog):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = bridge_config(tmp_path, emu, broker.port, http={"port": taken.getsockname()[1]})
+        service = Service(await asyncio.to_thread(read_config, config))
+        with pytest.raises(OSError, match="address already in use"):
+            await service.start()  # the MQTT source started (and is connecting) before the HTTP one failed
+    await asyncio.sleep(1.0)  # a connect finishing late would log, subscribe or write now
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR and "cannot" not in r.getMessage()]
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("acs-email")]

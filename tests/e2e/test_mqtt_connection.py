@@ -14,7 +14,14 @@ import yaml
 
 from acs_email_bridge.mosquitto import Mosquitto
 
-from .mqtt_helpers import BridgeProcess, Listener, bridge_config, send_request, wait_until
+from .mqtt_helpers import (
+    BridgeProcess,
+    Listener,
+    bridge_config,
+    kill_leftover_bridges,  # noqa: F401 - autouse fixture
+    send_request,
+    wait_until,
+)
 
 
 def _tls_broker(tmp_path: Path) -> tuple[Mosquitto, dict[str, str]]:
@@ -149,3 +156,18 @@ async def test_unreadable_tls_files_and_an_unreachable_broker_are_reported(tmp_p
     await broker.start()
     await wait_until(lambda: "MQTT: connected" in bridge.log, 30, lambda: bridge.log)
     assert await bridge.stop() == 0
+
+
+async def test_sighup_during_a_stream_loses_nothing(tmp_path, emu, broker):
+    config = bridge_config(tmp_path, emu, broker.port)
+    bridge = BridgeProcess(config)
+    await bridge.start()
+    publishing = asyncio.create_task(broker.publish_lines("acs_email/send", [send_request(i) for i in range(600)]))
+    for _ in range(3):
+        bridge.signal(signal.SIGHUP)
+        await asyncio.sleep(0.05)
+    await publishing
+    await wait_until(lambda: len(emu.mails) >= 600, 60, lambda: bridge.log[-2000:])
+    assert bridge.log.count("configuration reloaded") == 3
+    assert await bridge.stop() == 0
+    assert sorted(int(m.subject.split()[1]) for m in emu.mails) == list(range(600))

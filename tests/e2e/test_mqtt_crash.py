@@ -9,7 +9,13 @@ from collections import Counter
 
 from acs_email_core.outbox import Outbox
 
-from .mqtt_helpers import BridgeProcess, bridge_config, send_request, wait_until
+from .mqtt_helpers import (
+    BridgeProcess,
+    bridge_config,
+    kill_leftover_bridges,  # noqa: F401 - autouse fixture
+    send_request,
+    wait_until,
+)
 
 TOTAL = 2000
 CHUNK = 400  # events published between two kills
