@@ -242,10 +242,13 @@ def to_email_message(
     ``senders`` are the device's allowed sender patterns: a From header outside them is refused, so a
     device cannot put someone else's address in the Reply-To of the mail it relays.
     """
-    message = BytesParser(policy=policy.default).parsebytes(raw)
-    assert isinstance(message, MimeMessage)  # policy.default always builds this class
-    to, cc, bcc = _recipients(message, rcpt_tos, sender)
-    text, html, attachments = _body(message)
+    try:
+        message = BytesParser(policy=policy.default).parsebytes(raw)
+        assert isinstance(message, MimeMessage)  # policy.default always builds this class
+        to, cc, bcc = _recipients(message, rcpt_tos, sender)
+        text, html, attachments = _body(message)
+    except RecursionError:  # the email package parses nested parts recursively
+        raise ValidationError("MIME", "parts nested too deeply") from None
     return EmailMessage.build(
         sender=sender,
         to=to,
