@@ -243,20 +243,25 @@ def to_email_message(
     ``senders`` are the device's allowed sender patterns: a From header outside them is refused, so a
     device cannot put someone else's address in the Reply-To of the mail it relays.
     """
-    message = BytesParser(policy=policy.default).parsebytes(raw)
-    assert isinstance(message, MimeMessage)  # policy.default always builds this class
-    to, cc, bcc = _recipients(message, rcpt_tos, sender)
-    text, html, attachments = _body(message)
+    try:
+        message = BytesParser(policy=policy.default).parsebytes(raw)
+        assert isinstance(message, MimeMessage)  # policy.default always builds this class
+        to, cc, bcc = _recipients(message, rcpt_tos, sender)
+        text, html, attachments = _body(message)
+        reply_to = _reply_to(message, mail_from, display_name, device, senders)
+        subject, priority = _get(message, "subject") or NO_SUBJECT, _priority(message)
+    except RecursionError:  # the email package parses nested parts and header comments recursively
+        raise ValidationError("MIME", "parts or header comments nested too deeply") from None
     return EmailMessage.build(
         sender=sender,
         to=to,
         cc=cc,
         bcc=bcc,
-        reply_to=_reply_to(message, mail_from, display_name, device, senders),
-        subject=_get(message, "subject") or NO_SUBJECT,
+        reply_to=reply_to,
+        subject=subject,
         text=text,
         html=html,
         attachments=attachments,
-        priority=_priority(message),
+        priority=priority,
         limits=limits,
     )

@@ -240,3 +240,18 @@ def test_legacy_type_names_without_a_file_name_are_understood(declared: str, exp
     part = f"Content-Type: {declared}\nContent-ID: <snap>\nContent-Transfer-Encoding: base64\n\naGVsbG8=".encode()
     [attachment] = convert(multipart(b'Content-Type: text/html\n\n<img src="cid:snap">', part)).attachments
     assert (attachment.content_type, attachment.name, attachment.content_id) == (expected, f"snap{extension}", "snap")
+
+
+@pytest.mark.parametrize("where", ["parts", "from", "reply-to"])
+def test_mime_nested_too_deeply_is_a_validation_error_not_a_crash(where: str) -> None:
+    """Thousands of nested multiparts or header comments fit in a few kB; Python's parser recurses:
+    a clear 554, no traceback."""
+    raw = b"Subject: deep\n"
+    if where == "parts":
+        for level in range(3000):
+            raw += b"Content-Type: multipart/mixed; boundary=b%d\n\n--b%d\n" % (level, level)
+    else:
+        raw += where.encode() + b": " + b"(" * 3000 + b")" * 3000 + b" <scanner@office.lan>\n\n"
+    with pytest.raises(ValidationError) as info:
+        convert(raw + b"Content-Type: text/plain\n\nleaf\n")
+    assert "nested" in info.value.reason
