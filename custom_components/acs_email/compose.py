@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import mimetypes
+import re
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
@@ -27,6 +30,8 @@ MEDIA_SOURCE_PREFIX = "media-source://"
 SNAPSHOT_DOMAINS = ("camera", "image")
 PRIORITIES = [p.value for p in Priority]
 MAX_FILE_BYTES = DEFAULT_LIMITS.max_request_bytes  # ACS takes at most 10 MB per request, base64 included
+# ``cid:`` URLs in attributes and CSS (``src="cid:x"``, ``url(cid:x)``); RFC 2392 allows %-encoding
+_CID_REFERENCE = re.compile(r"""(?:=\s*["']?|url\(\s*["']?)cid:([^"'\s<>)]+)""", re.IGNORECASE)
 
 
 def invalid(key: str, **placeholders: str) -> ServiceValidationError:
@@ -62,13 +67,21 @@ async def _async_read(hass: HomeAssistant, path: Path, shown: str, *, allowlist:
         if allowlist and (not path.is_absolute() or not hass.config.is_allowed_path(str(path))):
             return "remote_path_not_allowed"
         try:
-            if path.stat().st_size > MAX_FILE_BYTES:  # never read a file that cannot fit into a mail
+            real = path.resolve(strict=True)  # read what was checked, even if a symlink is swapped meanwhile
+            if allowlist and not hass.config.is_allowed_path(str(real)):
+                return "remote_path_not_allowed"
+            status = real.stat()
+            if not stat.S_ISREG(status.st_mode):  # a FIFO or device would block this thread for ever
+                return "file_unreadable"
+            if status.st_size > MAX_FILE_BYTES:  # never read a file that cannot fit into a mail
                 return "file_too_large"
-            return path.read_bytes()
+            with real.open("rb") as file:
+                data = file.read(MAX_FILE_BYTES + 1)  # bounded, even if the file grows meanwhile
         except FileNotFoundError:
             return "file_not_found"
         except OSError:
             return "file_unreadable"
+        return "file_too_large" if len(data) > MAX_FILE_BYTES else data
 
     result = await hass.async_add_executor_job(read)
     if isinstance(result, str):
@@ -182,10 +195,21 @@ class Mail:
     priority: str = Priority.NORMAL
 
 
+def _check_inline_references(mail: Mail) -> None:
+    """Every ``cid:`` the HTML shows must be an attachment's content id, or the reader sees a broken image."""
+    if not mail.html:
+        return
+    content_ids = {a.content_id for a in mail.attachments if a.content_id}
+    for match in _CID_REFERENCE.finditer(mail.html):
+        if unquote(match.group(1)) not in content_ids:
+            raise invalid("missing_inline_image", content_id=unquote(match.group(1)))
+
+
 async def async_build_message(hass: HomeAssistant, mail: Mail, *, sender: str, limits: MessageLimits) -> EmailMessage:
     """Validate everything ACS would refuse (in the executor: the size check base64-encodes attachments)."""
     if not mail.to and not mail.cc and not mail.bcc:
         raise invalid("no_recipients")
+    _check_inline_references(mail)
     fields = {f.name: getattr(mail, f.name) for f in dataclasses.fields(mail)}
     build = partial(EmailMessage.build, sender=sender, limits=limits, **fields)
     try:

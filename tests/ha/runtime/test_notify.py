@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,14 @@ async def test_legacy_notify_refuses_bad_input_and_queues_nothing(
     entry = await make_entry()
     outside = tmp_path / "secret.jpg"
     outside.write_bytes(JPEG)
+    link = allowed_dir / "link.jpg"
+    link.symlink_to(outside)
+    dotdot = f"{allowed_dir}/../secret.jpg"
+    huge = allowed_dir / "huge.bin"
+    with huge.open("wb") as file:
+        file.truncate(20 * 1024 * 1024)  # 20 MB (sparse)
+    fifo = allowed_dir / "pipe.jpg"
+    os.mkfifo(fifo)
     cases = [
         ({"message": "no target"}, "no_recipients"),
         ({"message": "x", "target": ["not an address"]}, "invalid_message"),
@@ -119,6 +128,40 @@ async def test_legacy_notify_refuses_bad_input_and_queues_nothing(
         (
             {"message": "x", "target": ["a@example.com"], "data": {"attachments": [{"filename": "x.pdf"}]}},
             "attachment_without_source",
+        ),
+        ({"message": "x", "target": "a@example.com", "data": {"images": [str(link)]}}, "remote_path_not_allowed"),
+        ({"message": "x", "target": "a@example.com", "data": {"images": [dotdot]}}, "remote_path_not_allowed"),
+        (
+            {"message": "x", "target": "a@example.com", "data": {"images": ["/proc/self/environ"]}},
+            "remote_path_not_allowed",
+        ),
+        ({"message": "x", "target": "a@example.com", "data": {"attachments": [str(huge)]}}, "file_too_large"),
+        # a FIFO (or device) under an allowed dir: reading it would block an executor thread for ever
+        ({"message": "x", "target": "a@example.com", "data": {"attachments": [str(fifo)]}}, "file_unreadable"),
+        (  # an inline image the HTML shows but nobody attached: the mail would show a broken image
+            {
+                "message": "x",
+                "target": "a@example.com",
+                "data": {
+                    "html": '<img src="cid:door.jpg"><img src="cid:gone.png">',
+                    "images": [str(allowed_dir / "door.jpg")],
+                },
+            },
+            "missing_inline_image",
+        ),
+        (
+            {
+                "message": "x",
+                "target": "a@example.com",
+                "data": {
+                    "html": "<p>x</p>",
+                    "images": [
+                        {"path": str(allowed_dir / "door.jpg"), "content_id": "a"},
+                        {"path": str(allowed_dir / "report.pdf"), "content_id": "a"},
+                    ],
+                },
+            },
+            "invalid_message",
         ),
     ]
     for data, key in cases:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import date, timedelta
 
+import pytest
 from emulated import DELIVERY_TIMEOUT, SENDER, MakeEntry, fix_issue, recipient, wait_until
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import SOURCE_REAUTH
@@ -28,6 +29,7 @@ from custom_components.acs_email.const import (
     CONF_SECRET_EXPIRY,
     DOMAIN,
 )
+from custom_components.acs_email.issues import expiry_stage
 
 
 def _state(hass: HomeAssistant, key: str) -> str:
@@ -167,3 +169,19 @@ async def test_diagnostics_redact_connection_string(
     assert emu.access_key not in text
     assert emu.connection_string not in text
     assert '"auth_method": "connection_string"' in text
+
+
+@pytest.mark.parametrize(
+    ("days_left", "stage"),
+    [
+        (31, None),
+        (30, "secret_expiring"),
+        (8, "secret_expiring"),
+        (7, "secret_expiring_soon"),
+        (0, "secret_expiring_soon"),
+        (-1, "secret_expired"),
+    ],
+)
+def test_secret_expiry_stage_on_the_exact_day_boundaries(days_left: int, stage: str | None) -> None:
+    today = date(2026, 12, 2)
+    assert expiry_stage(today + timedelta(days=days_left), today) == stage
