@@ -106,3 +106,38 @@ async def test_camera_detection_mails_the_snapshot_inline(
         JPEG,
         "snapshot",
     )
+
+
+async def test_camera_detection_still_mails_when_the_camera_is_offline(
+    hass: HomeAssistant, make_entry: MakeEntry, emu: Emulator
+) -> None:
+    """No snapshot to take: the detection is mailed all the same, saying the camera is unavailable."""
+    entry = await make_entry()
+    await hass.async_add_executor_job(_install, hass)
+    hass.states.async_set("binary_sensor.gate_person", "off", {"friendly_name": "Person at the gate"})
+    hass.states.async_set("camera.gate", "unavailable", {"friendly_name": "Gate"})
+    assert await async_setup_component(
+        hass,
+        "automation",
+        {
+            "automation": {
+                "use_blueprint": {
+                    "path": "acs_email/camera_detection_snapshot.yaml",
+                    "input": {
+                        "detection": "binary_sensor.gate_person",
+                        "camera": "camera.gate",
+                        "account": entry.entry_id,
+                        "addresses": ["owner@example.com"],
+                        "cooldown": 0,
+                    },
+                }
+            }
+        },
+    )
+    await hass.async_block_till_done()
+    hass.states.async_set("binary_sensor.gate_person", "on", {"friendly_name": "Person at the gate"})
+    await wait_until(lambda: len(emu.mails) == 1)
+    mail = emu.mails[0]
+    assert mail.subject.startswith("Person at the gate at ")
+    assert "The camera Gate is unavailable: no snapshot." in mail.payload["content"]["plainText"]
+    assert mail.attachments() == []
