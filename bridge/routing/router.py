@@ -129,6 +129,7 @@ class Router:
         self._companions: dict[str, bytes] = {}
         self._groups: dict[tuple[str, str, str], _Group] = {}
         self._flushing: dict[str, _Group] = {}  # flush id → group whose mail is being queued
+        self._retired: dict[str, Route] = {}  # routes a reload removed while they held events: flushed as they were
         self._recent: collections.OrderedDict[str, dict[str, _Decision]] = collections.OrderedDict()
         self._counters: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.quota_short = False
@@ -155,6 +156,13 @@ class Router:
             group.events.append(_held_from_row(row))
         if self._groups or self._flushing:
             _LOGGER.info("router: %d held event group(s) restored", len(self._groups) + len(self._flushing))
+        stranded = sorted(
+            {g.route for g in (*self._groups.values(), *self._flushing.values()) if not self._flushable(g)}
+        )
+        if stranded:
+            _LOGGER.warning(
+                "router: collapsed events of route(s) %s wait for that route to return", ", ".join(stranded)
+            )
         if self._flushing:  # before any new event could join what that flush already holds
             await self.flush_due()
         if timers:
@@ -175,9 +183,17 @@ class Router:
             from .service import routing_of  # noqa: PLC0415 - the service glue imports this module
 
             config = await asyncio.to_thread(routing_of, config)
-        gone = {g.route for g in self._groups.values()} - {r.name for r in config.routes}
+        names = {r.name for r in config.routes}
+        held = {g.route for g in (*self._groups.values(), *self._flushing.values())}
+        for route in self.config.routes:
+            if route.name not in names and route.name in held:
+                self._retired[route.name] = route
+        gone = held - names
         if gone:
-            _LOGGER.warning("router: held events of removed route(s) %s stay on disk", ", ".join(sorted(gone)))
+            _LOGGER.warning(
+                "router: held events of removed route(s) %s are mailed when due, as that route said",
+                ", ".join(sorted(gone)),
+            )
         self.config = config
         self._wake.set()
 
@@ -439,17 +455,28 @@ class Router:
         sent: list[str] = []
         due = [g for g in self._groups.values() if g.due_at <= now]
         for group in [*self._flushing.values(), *due]:
-            route = next((r for r in self.config.routes if r.name == group.route), None)
-            if route is None:
+            if not self._flushable(group):
                 continue
-            async with self._locks.setdefault(route.name, asyncio.Lock()):
+            route = self._route_of(group.route)
+            async with self._locks.setdefault(group.route, asyncio.Lock()):
                 try:
                     sent.extend(await self._flush(route, group, now))
                 except (OutboxFullError, OSError, AcsEmailError) as err:
-                    _LOGGER.warning("route %s: %s mail not queued yet, retried later: %s", route.name, group.kind, err)
+                    _LOGGER.warning("route %s: %s mail not queued yet, retried later: %s", group.route, group.kind, err)
+        waiting = {g.route for g in (*self._groups.values(), *self._flushing.values())}
+        for name in [n for n in self._retired if n not in waiting]:
+            del self._retired[name]
         return sent
 
-    async def _flush(self, route: Route, group: _Group, now: float) -> list[str]:
+    def _flushable(self, group: _Group) -> bool:
+        """A collapsed event's recipients were its route's: without that route it waits on disk for it to return."""
+        return group.kind != "collapse" or self._route_of(group.route) is not None
+
+    def _route_of(self, name: str) -> Route | None:
+        """The current route of that name, else the one a reload removed while it held events."""
+        return next((r for r in self.config.routes if r.name == name), None) or self._retired.get(name)
+
+    async def _flush(self, route: Route | None, group: _Group, now: float) -> list[str]:
         """Mark the group's events with the mail's id, queue the mail, then forget them.
 
         The mark makes a flush interrupted by a crash send exactly these events again, under the same id (which
@@ -458,7 +485,7 @@ class Router:
         if group.flush_id is None:
             if self._groups.get((group.route, group.kind, group.grp)) is not group:
                 return []
-            group.flush_id = str(uuid.uuid5(_NAMESPACE, f"{route.name}/{group.kind}/{group.grp}/{group.events[0].id}"))
+            group.flush_id = str(uuid.uuid5(_NAMESPACE, f"{group.route}/{group.kind}/{group.grp}/{group.events[0].id}"))
             ids = [e.id for e in group.events]
             marks = [("UPDATE held SET flush_id = ? WHERE id = ?", (group.flush_id, i)) for i in ids]
             del self._groups[(group.route, group.kind, group.grp)]
@@ -466,16 +493,17 @@ class Router:
             await self._store.write(marks)
         delete: Statement = ("DELETE FROM held WHERE flush_id = ?", (group.flush_id,))
         if group.kind == "collapse":
+            assert route is not None  # flush_due leaves a collapse group without its route on disk
             sent = await self._flush_collapse(route, group, now, delete, group.flush_id)
-        else:
+        else:  # rendered when held: a route gone since then (at a restart) needs nothing but its name
             local = [self._local(e.at) for e in group.events]
-            extras = await self._digest_extras(route, group.events)
+            extras = await self._digest_extras(route, group.events) if route is not None else Extras()
             recipients = Recipients.from_key(group.grp)
-            rendered = digest_mail(route.name, group.kind, recipients, group.events, local, extras=extras)
+            rendered = digest_mail(group.route, group.kind, recipients, group.events, local, extras=extras)
             message = compose.build(rendered, sender=self._sender, message_id=group.flush_id, limits=self._limits)
-            await self._submit(message, f"mqtt:{route.name}:{group.kind}")
+            await self._submit(message, f"mqtt:{group.route}:{group.kind}")
             await self._store.write([delete])
-            self._counters[(route.name, "mailed", group.kind)] += 1
+            self._counters[(group.route, "mailed", group.kind)] += 1
             sent = [group.flush_id]
         del self._flushing[group.flush_id]
         return sent
@@ -587,7 +615,7 @@ class Router:
                     await self.prune()
             except Exception:  # keep the timers alive; the next round tries again
                 _LOGGER.exception("router timers")
-            due = min((g.due_at for g in self._groups.values()), default=None)
+            due = min((g.due_at for g in self._groups.values() if self._flushable(g)), default=None)
             delay = 1.0 if due is None else max(0.0, min(1.0, due - self._clock()))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

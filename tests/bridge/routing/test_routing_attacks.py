@@ -1,0 +1,73 @@
+"""Attacks on the router's promises: a reload or restart that drops a route, unreadable attachment files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from routing_helpers import Clock, MakeRouter
+
+from acs_email_bridge.mqtt.events import InboundEvent
+from acs_email_bridge.routing import routing_from_config
+
+
+def _digest(name: str) -> dict[str, Any]:
+    return {"routes": [{"name": name, "topic": "d/#", "to": "me@example.com", "digest": "10m", "subject": "{{ raw }}"}]}
+
+
+async def test_held_digest_of_a_route_renamed_by_reload_is_mailed(
+    make_router: MakeRouter, event: Callable[..., InboundEvent], clock: Clock, tmp_path: Path
+) -> None:
+    h = await make_router(_digest("old-name"))
+    await h.send(event("d/1", "first"))
+    await h.send(event("d/2", "second"))
+    await h.router.reload(routing_from_config(_digest("new-name"), base_dir=tmp_path))
+    clock.advance(601)
+    [mail] = await h.flush()
+    assert "first" in (mail.text or "") and "second" in (mail.text or "")
+    assert [a.address for a in mail.to] == ["me@example.com"]
+    assert h.router.held() == 0
+
+
+async def test_held_digest_of_a_route_gone_at_restart_is_mailed(
+    make_router: MakeRouter, event: Callable[..., InboundEvent], clock: Clock, tmp_path: Path
+) -> None:
+    state = tmp_path / "state.db"
+    h = await make_router(_digest("removed"), state=state)
+    await h.send(event("d/1", "kept overnight"))
+    await h.send(event("d/2", "and this"))
+    await h.router.stop()
+    second = await make_router({"routes": [{"name": "other", "topic": "x", "to": "me@example.com"}]}, state=state)
+    clock.advance(601)
+    [mail] = await second.flush()
+    assert "kept overnight" in (mail.text or "") and "and this" in (mail.text or "")
+    assert second.router.held() == 0
+
+
+async def test_collapsed_event_of_a_route_removed_by_reload_is_mailed(
+    make_router: MakeRouter, event: Callable[..., InboundEvent], clock: Clock, tmp_path: Path
+) -> None:
+    frigate = {"presets": {"frigate": {"to": "me@example.com"}}}
+    h = await make_router(frigate)
+    new = (
+        '{"type": "new", "before": {}, "after": {"id": "e1", "camera": "drive", "label": "person", '
+        '"start_time": 1764662400, "false_positive": false, "score": 0.8}}'
+    )
+    await h.send(event("frigate/events", new))
+    await h.router.reload(routing_from_config({"routes": []}, base_dir=tmp_path))
+    clock.advance(31)
+    [mail] = await h.flush()
+    assert mail.subject == "Person at drive"
+
+
+async def test_a_fifo_named_as_attachment_fails_the_event_instead_of_blocking(
+    make_router: MakeRouter, event: Callable[..., InboundEvent], tmp_path: Path
+) -> None:
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    os.mkfifo(scans / "pipe.pdf")
+    h = await make_router({"presets": {"scanner": {"to": "me@example.com", "allowed_dirs": [str(scans)]}}})
+    outcome = await h.send(event("scanner/hall", f'{{"path": "{scans / "pipe.pdf"}"}}'))
+    assert outcome.disposition.value == "failed" and "not a regular file" in (outcome.reason or "")
