@@ -34,6 +34,7 @@ from .results import Results
 from .send import build_mail
 
 _LOGGER = logging.getLogger(__name__)
+_SUBSCRIBED = "subscribed"  # journal meta: the filters the broker's session holds, once confirmed
 SOURCE = "mqtt"
 HOLD_BACKOFF = (0.5, 30.0)
 # Settings used when the connection opens (or by the journal): a reload keeps them until the next restart.
@@ -92,6 +93,9 @@ class MqttSource:
     async def start(self) -> None:
         await self.journal.open()
         try:
+            # Forgotten until this run's SUBACK: a crash before it must not skip a subscription the broker lacks.
+            self.link.session_filters = tuple(json.loads(await self.journal.get_meta(_SUBSCRIBED) or "[]"))
+            await self.journal.set_meta(_SUBSCRIBED, "[]")
             await self.link.start(self._filters())  # TLS files unreadable: OSError, a config error
         except BaseException:
             await self.journal.close()
@@ -137,6 +141,12 @@ class MqttSource:
         self._config = config
         await self.link.set_filters(self._filters())
         await self.journal.set_meta("filters", json.dumps(self._filters()))
+        await self._held_filters([f for f in self.link.session_filters if f in self._filters()])
+
+    async def _held_filters(self, filters: Sequence[str]) -> None:
+        """Record what the broker's session is subscribed to (an MQTT 3.1.1 reconnect subscribes only the rest)."""
+        self.link.session_filters = tuple(filters)
+        await self.journal.set_meta(_SUBSCRIBED, json.dumps(list(filters)))
 
     def _health(self) -> str | None:
         if not self.link.connected:
@@ -188,6 +198,8 @@ class MqttSource:
                 await self.link.unsubscribe(stale)
         await self.journal.set_meta("filters", json.dumps(current))
         await self.link.subscribed()
+        if self.link.subscriptions_accepted(state.epoch):
+            await self._held_filters(current)
         self._state.connected()
         self.settled.set()
 

@@ -275,3 +275,25 @@ async def test_remaining_presets(bridge: StartBridge, publish: Publish, tmp_path
     ]
     assert [(a.name, a.content) for a in mails[2].attachments()] == [("scan_0001.pdf", b"%PDF-1.4\ninvoice\n")]
     assert '"reason": "error"' in _text(mails[5])
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_a_retained_status_is_mailed_once_not_again_at_each_restart(
+    bridge: StartBridge, publish: Publish, broker: Mosquitto, protocol: str
+) -> None:
+    mqtt = {"host": "127.0.0.1", "port": broker.port, "client_id": f"retained-{broker.port}", "protocol": protocol}
+
+    def sections() -> dict[str, Any]:
+        return {"mqtt": dict(mqtt), "routes": [{"name": "ups", "topic": "ups/+/status", "to": "a@example.com"}]}
+
+    b = await bridge(sections())
+    await publish("ups/den/status", "OB", retain=True)
+    [mail] = await b.mails(1)
+    assert mail.subject == "ups/den/status"
+    for _restart in range(2):
+        await b.service.stop()
+        b = await bridge(sections())  # ready once its probe came through, after any retained message
+    await publish("ups/den/status", "OL", retain=True)
+    mails = await b.mails(2)
+    assert [m.subject for m in mails] == ["ups/den/status"] * 2
+    assert [_text(m) for m in mails] == [_text(mail), _text(mails[1])] and "OL" in _text(mails[1])
