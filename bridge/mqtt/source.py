@@ -349,7 +349,7 @@ class MqttSource:
         """Keep failures and send results, PUBACK, count and log."""
         if not items:
             return
-        failed = [self._failed(i) for i in items if i.outcome.disposition is Disposition.FAILED]
+        failed = [self._failed(i) for i in items if i.outcome.disposition is Disposition.FAILED or i.outcome.failures]
         sends = [i for i in items if i.outcome.route == "send" and i.outcome.mails]
         results = [self._results.pending(i.event, i.outcome.mails[0].message_id) for i in sends]
         await self.journal.record(failed, results, self.settings.failed_keep)
@@ -367,10 +367,12 @@ class MqttSource:
 
     @staticmethod
     def _failed(item: _Item) -> FailedEvent:
-        e = item.event
-        return FailedEvent(
-            e.event_id, e.topic, item.outcome.reason, item.outcome.route, e.received_at, e.qos, e.retain, e.payload
-        )
+        e, outcome = item.event, item.outcome
+        reason, route = outcome.reason, outcome.route
+        if outcome.disposition is not Disposition.FAILED:  # mailed by some routes, failed on these
+            reason = "; ".join(f"route {name}: {why}" for name, why in outcome.failures)
+            route = ",".join(name for name, _why in outcome.failures)
+        return FailedEvent(e.event_id, e.topic, reason, route, e.received_at, e.qos, e.retain, e.payload)
 
     def _account(self, items: list[_Item]) -> None:
         """Count a batch's outcomes (one metric update per kind), log and answer the failed ones."""

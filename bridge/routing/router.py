@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -624,8 +625,10 @@ class Router:
 
 def _outcome(results: list[RouteResult], mails: list[EmailMessage]) -> Outcome:
     """One disposition for the source: mailed, else failed, digested, dropped; no route at all is ignored."""
-    if mails:
-        return Outcome.mailed(mails, route=",".join(r.route for r in results if r.kind is OutcomeKind.MAILED))
+    if mails:  # a route that failed meanwhile is still kept as a failed event, with its reason
+        failures = [(r.route, r.reason or "failed") for r in results if r.kind is OutcomeKind.FAILED]
+        routes = ",".join(r.route for r in results if r.kind is OutcomeKind.MAILED)
+        return Outcome.mailed(mails, route=routes, failures=failures)
     for kind in (OutcomeKind.FAILED, OutcomeKind.DIGESTED, OutcomeKind.DROPPED, OutcomeKind.STORED):
         for r in results:
             if r.kind is kind:
@@ -681,7 +684,8 @@ _TAGS = re.compile(r"<[^>]+>")
 
 
 def _strip_html(html: str) -> str:
-    return _TAGS.sub("", html).strip()
+    """The text of an HTML-only mail, for its digest line (entities decoded: the digest escapes it again)."""
+    return unescape(_TAGS.sub("", html)).strip()
 
 
 def quota_probe(engine: Engine) -> QuotaProbe:

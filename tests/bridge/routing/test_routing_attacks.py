@@ -71,3 +71,36 @@ async def test_a_fifo_named_as_attachment_fails_the_event_instead_of_blocking(
     h = await make_router({"presets": {"scanner": {"to": "me@example.com", "allowed_dirs": [str(scans)]}}})
     outcome = await h.send(event("scanner/hall", f'{{"path": "{scans / "pipe.pdf"}"}}'))
     assert outcome.disposition.value == "failed" and "not a regular file" in (outcome.reason or "")
+
+
+async def test_an_html_only_route_digests_payload_text_once_escaped(
+    make_router: MakeRouter, event: Callable[..., InboundEvent], clock: Clock
+) -> None:
+    route = {"name": "h", "topic": "h", "to": "me@example.com", "digest": "1m", "html": "<b>{{ raw }}</b>"}
+    h = await make_router({"routes": [route]})
+    await h.send(event("h", "Tom & Jerry <script>x</script>"))
+    await h.send(event("h", "second"))
+    clock.advance(61)
+    [mail] = await h.flush()
+    assert "Tom & Jerry <script>x</script>" in (mail.text or "")
+    assert "Tom &amp; Jerry &lt;script&gt;x&lt;/script&gt;" in (mail.html or "")
+    assert "<script>" not in (mail.html or "")
+
+
+async def test_a_route_failing_while_another_mails_is_reported_with_its_reason(
+    make_router: MakeRouter, event: Callable[..., InboundEvent]
+) -> None:
+    h = await make_router(
+        {
+            "routes": [
+                {"name": "good", "topic": "t", "to": "me@example.com"},
+                {"name": "broken", "topic": "t", "to": "me@example.com", "subject": "{{ payload.missing.field }}"},
+                {"name": "bad-to", "topic": "t", "to": "{{ payload.who }}"},
+            ]
+        }
+    )
+    outcome = await h.send(event("t", '{"who": "not an address"}'))
+    assert [m.subject for m in outcome.mails] == ["t"]
+    assert [name for name, _why in outcome.failures] == ["broken", "bad-to"]
+    assert "'payload.missing' is undefined" in outcome.failures[0][1]
+    assert "not an address" in outcome.failures[1][1]

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from routing_helpers import FIXTURES, JPEG, SENDER, T0, Clock
 
 from acs_email_bridge.emulator import Emulator
 from acs_email_bridge.emulator.mailbox import ReceivedMail
+from acs_email_bridge.mqtt.source import MqttSource
 from acs_email_bridge.routing.service import create_router
 from acs_email_bridge.service import Service, read_config
 
@@ -297,3 +299,29 @@ async def test_a_retained_status_is_mailed_once_not_again_at_each_restart(
     mails = await b.mails(2)
     assert [m.subject for m in mails] == ["ups/den/status"] * 2
     assert [_text(m) for m in mails] == [_text(mail), _text(mails[1])] and "OL" in _text(mails[1])
+
+
+async def test_an_event_failing_on_one_route_while_another_mails_is_kept_as_failed(
+    bridge: StartBridge, publish: Publish
+) -> None:
+    routes = [
+        {"name": "good", "topic": "m/+", "to": "a@example.com"},
+        {"name": "broken", "topic": "m/+", "to": "a@example.com", "subject": "{{ payload.after.camera }}"},
+    ]
+    b = await bridge({"routes": routes})
+    await publish("m/1", '{"before": {}}')
+    [mail] = await b.mails(1)
+    assert mail.subject == "m/1"
+    state = next(s for s in b.service.sources if isinstance(s, MqttSource)).settings.state_file
+    rows: list[tuple[str, str, str]] = []
+    async with asyncio.timeout(WAIT):
+        while not rows:
+            rows = await asyncio.to_thread(_failed_rows, state)
+            await asyncio.sleep(0.05)
+    [(topic, route, reason)] = rows
+    assert (topic, route) == ("m/1", "broken") and "after" in reason
+
+
+def _failed_rows(path: Path) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT topic, route, reason FROM failed").fetchall()
