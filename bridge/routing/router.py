@@ -331,7 +331,7 @@ class Router:
         if route.dedup:
             dedup_key = route.dedup.key.render(context)
             seen = self._flood.get((name, "dedup", dedup_key))
-            if seen is not None and now - seen[1] < route.dedup.window:
+            if seen is not None and _within(now, seen[1], route.dedup.window):
                 return RouteResult(name, OutcomeKind.DROPPED, "dedup")
             self._set(step.work, (name, "dedup", dedup_key), None, now)
         if route.collapse:
@@ -347,7 +347,7 @@ class Router:
             raise ComposeError("the collapse key rendered empty")
         done = self._flood.get((route.name, "collapsed", collapse_key))
         flushing = any(g.route == route.name and g.grp == collapse_key for g in self._flushing.values())
-        if flushing or (done is not None and now - done[1] < route.collapse.keep):
+        if flushing or (done is not None and _within(now, done[1], route.collapse.keep)):
             return RouteResult(route.name, OutcomeKind.DROPPED, "collapse")
         attachments = await compose.attachments(route, context, self._latest, self._limits)
         rendered = compose.render(route, context, attachments)  # fails now, not at flush, if the payload is unusable
@@ -369,7 +369,7 @@ class Router:
         if route.cooldown:
             cooldown_key = route.cooldown.key.render(context)
             last = self._flood.get((name, "cooldown", cooldown_key))
-            if last is not None and now - last[1] < route.cooldown.window:
+            if last is not None and _within(now, last[1], route.cooldown.window):
                 return RouteResult(name, OutcomeKind.DROPPED, "cooldown")
         hold = self._hold_kind(route, now)
         if hold is None:
@@ -454,7 +454,7 @@ class Router:
         """Mail every held group that is due (digest window over, quiet hours ended, collapse finished)."""
         now = self._clock()
         sent: list[str] = []
-        due = [g for g in self._groups.values() if g.due_at <= now]
+        due = [g for g in self._groups.values() if g.due_at <= now or g.due_at - now > self._longest_wait(g) + 1.0]
         for group in [*self._flushing.values(), *due]:
             if not self._flushable(group):
                 continue
@@ -468,6 +468,17 @@ class Router:
         for name in [n for n in self._retired if n not in waiting]:
             del self._retired[name]
         return sent
+
+    def _longest_wait(self, group: _Group) -> float:
+        """How far ahead a group's due time can be; further means the clock was stepped back: it is due now."""
+        route = self._route_of(group.route)
+        if group.kind == "digest" and route is not None and route.digest:
+            return route.digest.window
+        if group.kind == "collapse" and route is not None and route.collapse:
+            return route.collapse.max_wait
+        if group.kind == "quota":
+            return self.config.quota_digest_window
+        return 86_400.0  # quiet hours end within a day
 
     def _flushable(self, group: _Group) -> bool:
         """A collapsed event's recipients were its route's: without that route it waits on disk for it to return."""
@@ -589,7 +600,7 @@ class Router:
             if route.collapse:
                 windows[(route.name, "collapsed")] = route.collapse.keep
         expired = [
-            k for k, (_v, at) in self._flood.items() if (k[0], k[1]) in windows and now - at >= windows[k[0], k[1]]
+            k for k, (_v, at) in self._flood.items() if (k[0], k[1]) in windows and not _within(now, at, windows[k[:2]])
         ]
         statements: list[Statement] = [
             ("DELETE FROM flood WHERE route = ? AND kind = ? AND key = ?", k) for k in expired
@@ -637,6 +648,11 @@ def _outcome(results: list[RouteResult], mails: list[EmailMessage]) -> Outcome:
                 disposition = Disposition.DROPPED if kind is OutcomeKind.DROPPED else Disposition.DIGESTED
                 return Outcome(disposition, route=r.route, rule=r.rule)
     return IGNORED
+
+
+def _within(now: float, at: float, window: float) -> bool:
+    """``at`` is less than ``window`` from now, either way: a clock stepped back further leaves no memory in force."""
+    return abs(now - at) < window
 
 
 def _stateful(route: Route) -> bool:

@@ -104,3 +104,27 @@ async def test_a_route_failing_while_another_mails_is_reported_with_its_reason(
     assert [name for name, _why in outcome.failures] == ["broken", "bad-to"]
     assert "'payload.missing' is undefined" in outcome.failures[0][1]
     assert "not an address" in outcome.failures[1][1]
+
+
+async def test_a_clock_stepped_back_does_not_silence_a_cooldown_route_for_the_step(
+    make_router: MakeRouter, event: Callable[..., InboundEvent], clock: Clock
+) -> None:
+    h = await make_router({"routes": [{"name": "c", "topic": "c", "to": "me@example.com", "cooldown": "5m"}]})
+    await h.send(event("c", "first"))
+    clock.advance(-10)  # a small step back (NTP): still within the cooldown
+    assert (await h.send(event("c", "second"))).rule == "cooldown"
+    clock.advance(-86_400)  # the clock was a day ahead and is corrected
+    assert [m.text for m in (await h.send(event("c", "third"))).mails] != []
+    assert len(h.mails) == 2
+
+
+async def test_a_clock_stepped_back_does_not_hold_a_digest_for_the_step(
+    make_router: MakeRouter, event: Callable[..., InboundEvent], clock: Clock
+) -> None:
+    h = await make_router(_digest("d"))
+    await h.send(event("d/1", "one"))
+    await h.send(event("d/2", "two"))
+    clock.advance(-86_400)  # the digest would be due in a day and ten minutes: the clock went back, mail it now
+    [mail] = await h.flush()
+    assert "one" in (mail.text or "") and "two" in (mail.text or "")
+    assert h.router.held() == 0
