@@ -128,3 +128,36 @@ async def test_a_clock_stepped_back_does_not_hold_a_digest_for_the_step(
     [mail] = await h.flush()
     assert "one" in (mail.text or "") and "two" in (mail.text or "")
     assert h.router.held() == 0
+
+
+async def test_ups_presets_mail_power_back_while_the_battery_is_low_and_ignore_cleared_topics(
+    make_router: MakeRouter, event: Callable[..., InboundEvent]
+) -> None:
+    h = await make_router({"presets": {"nut": {"to": "me@example.com"}, "apcupsd": {"to": "me@example.com"}}})
+    steps = [
+        ("nut2mqtt/den_ups_ups_status/state", "OB DISCHRG LB", "UPS den_ups battery LOW"),
+        ("nut2mqtt/den_ups_ups_status/state", "", None),  # a retained status cleared: no "UPS den_ups:" mail
+        ("nut2mqtt/den_ups_ups_status/state", "OL CHRG LB", "UPS den_ups is back on line"),
+        ("apcupsd/nas/raw/STATUS", "ONBATT LOWBATT", "UPS nas battery LOW"),
+        ("apcupsd/nas/raw/STATUS", " ", None),
+        ("apcupsd/nas/raw/STATUS", "ONLINE LOWBATT", "UPS nas is back on line"),
+    ]
+    for topic, payload, subject in steps:
+        outcome = await h.send(event(topic, payload))
+        assert [m.subject for m in outcome.mails] == ([subject] if subject else []), payload
+        if subject is None:
+            assert (outcome.disposition.value, outcome.rule) == ("dropped", "when")
+
+
+async def test_zigbee_preset_ignores_a_null_state_instead_of_mailing_leak_cleared(
+    make_router: MakeRouter, event: Callable[..., InboundEvent]
+) -> None:
+    h = await make_router({"presets": {"zigbee2mqtt_leak": {"to": "me@example.com"}}})
+    assert [m.subject for m in (await h.send(event("zigbee2mqtt/cellar", '{"water_leak": true}'))).mails] == [
+        "Water leak at cellar"
+    ]
+    outcome = await h.send(event("zigbee2mqtt/cellar", '{"water_leak": null, "battery": 80}'))
+    assert (outcome.disposition.value, outcome.rule) == ("dropped", "when")
+    assert [m.subject for m in (await h.send(event("zigbee2mqtt/cellar", '{"water_leak": false}'))).mails] == [
+        "Leak cleared at cellar"
+    ]
