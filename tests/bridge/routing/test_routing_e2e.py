@@ -7,6 +7,7 @@ digests and quiet hours need no waiting).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import json
@@ -325,3 +326,29 @@ async def test_an_event_failing_on_one_route_while_another_mails_is_kept_as_fail
 def _failed_rows(path: Path) -> list[tuple[str, str, str]]:
     with sqlite3.connect(path) as conn:
         return conn.execute("SELECT topic, route, reason FROM failed").fetchall()
+
+
+async def test_qos2_large_binary_and_hostile_payloads(bridge: StartBridge, broker: Mosquitto) -> None:
+    routes = [
+        {
+            "name": "cam",
+            "topic": "cam/+",
+            "format": "json",
+            "to": "a@example.com",
+            "subject": "{{ payload.name }}",
+            "html": "<p>{{ payload.name }}</p>",
+            "attachments": [{"base64": "image", "name": "photo.jpg"}],
+            "max_payload": "4MB",  # 1 MiB by default
+        },
+        {"name": "txt", "topic": "txt/+", "format": "text", "to": "a@example.com"},
+    ]
+    b = await bridge({"routes": routes})
+    image = JPEG * 10_000  # about 2 MB
+    hostile = json.dumps({"name": "<script>alert(1)</script>", "image": base64.b64encode(image).decode()})
+    await broker.publish("cam/1", hostile, qos=2)
+    await broker.publish("txt/1", b"\xff\xd8\xff binary", qos=2)
+    [mail] = await b.mails(1)
+    await b.handled("txt", "failed", "bad-input")
+    assert mail.subject == "<script>alert(1)</script>"
+    assert "&lt;script&gt;" in mail.payload["content"]["html"] and "<script>" not in mail.payload["content"]["html"]
+    assert [(a.name, a.content) for a in mail.attachments()] == [("photo.jpg", image)]
