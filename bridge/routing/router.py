@@ -492,33 +492,83 @@ class Router:
         """Mark the group's events with the mail's id, queue the mail, then forget them.
 
         The mark makes a flush interrupted by a crash send exactly these events again, under the same id (which
-        the outbox ignores if it already has it), while events that arrived since form the next group.
+        the outbox ignores if it already has it), while events that arrived since form the next group. A night
+        of events too big for one mail goes out oldest first in as many mails as it takes.
         """
-        if group.flush_id is None:
-            if self._groups.get((group.route, group.kind, group.grp)) is not group:
+        key = (group.route, group.kind, group.grp)
+        fresh = group.flush_id is None
+        if fresh:
+            if self._groups.get(key) is not group:
                 return []
             group.flush_id = str(uuid.uuid5(_NAMESPACE, f"{group.route}/{group.kind}/{group.grp}/{group.events[0].id}"))
-            ids = [e.id for e in group.events]
-            marks = [("UPDATE held SET flush_id = ? WHERE id = ?", (group.flush_id, i)) for i in ids]
-            del self._groups[(group.route, group.kind, group.grp)]
-            self._flushing[group.flush_id] = group
-            await self._store.write(marks)
-        delete: Statement = ("DELETE FROM held WHERE flush_id = ?", (group.flush_id,))
+        flush_id = group.flush_id
+        assert flush_id is not None
+        message: EmailMessage | None = None
+        statements: list[Statement] = []
+        if group.kind != "collapse":
+            message, count = await self._fitting(route, group, flush_id)
+            rest, group.events = group.events[count:], group.events[:count]
+            if message is None:  # one event alone is over the mail size limit: counted, not retried forever
+                _LOGGER.error(
+                    "route %s: a held event on %s is too big for any mail", group.route, group.events[0].topic
+                )
+                statements.append(("DELETE FROM held WHERE id = ?", (group.events[0].id,)))
+                self._counters[(group.route, "failed", group.kind)] += 1
+                group.events = []
+            if not fresh:  # marked by an earlier run: what does not fit is unmarked again
+                statements.extend(("UPDATE held SET flush_id = NULL WHERE id = ?", (e.id,)) for e in rest)
+            self._requeue(group, rest, fresh=fresh, now=now)
+        if fresh:
+            if self._groups.get(key) is group:
+                del self._groups[key]
+            statements.extend(("UPDATE held SET flush_id = ? WHERE id = ?", (flush_id, e.id)) for e in group.events)
+        self._flushing[flush_id] = group
+        await self._store.write(statements)
+        if not group.events:
+            del self._flushing[flush_id]
+            return []
+        delete: Statement = ("DELETE FROM held WHERE flush_id = ?", (flush_id,))
         if group.kind == "collapse":
             assert route is not None  # flush_due leaves a collapse group without its route on disk
-            sent = await self._flush_collapse(route, group, now, delete, group.flush_id)
-        else:  # rendered when held: a route gone since then (at a restart) needs nothing but its name
-            local = [self._local(e.at) for e in group.events]
-            extras = await self._digest_extras(route, group.events) if route is not None else Extras()
-            recipients = Recipients.from_key(group.grp)
-            rendered = digest_mail(group.route, group.kind, recipients, group.events, local, extras=extras)
-            message = compose.build(rendered, sender=self._sender, message_id=group.flush_id, limits=self._limits)
+            sent = await self._flush_collapse(route, group, now, delete, flush_id)
+        else:
+            assert message is not None
             await self._submit(message, f"mqtt:{group.route}:{group.kind}")
             await self._store.write([delete])
             self._counters[(group.route, "mailed", group.kind)] += 1
-            sent = [group.flush_id]
-        del self._flushing[group.flush_id]
+            sent = [flush_id]
+        del self._flushing[flush_id]
         return sent
+
+    def _requeue(self, group: _Group, rest: list[HeldEvent], *, fresh: bool, now: float) -> None:
+        """Events a flush could not carry wait, oldest first, for the next mail, which is due now."""
+        if not rest:
+            return
+        key = (group.route, group.kind, group.grp)
+        waiting = None if fresh else self._groups.get(key)
+        events = rest + (waiting.events if waiting is not None else [])
+        self._groups[key] = _Group(group.route, group.kind, group.grp, min(group.due_at or now, now), events)
+        self._wake.set()
+
+    async def _fitting(self, route: Route | None, group: _Group, flush_id: str) -> tuple[EmailMessage | None, int]:
+        """The digest mail of the group's oldest events that fit in one mail, and how many; None: not even one."""
+        count = len(group.events)
+        while True:
+            events = group.events[:count]
+            # Rendered when held: a route gone since then (at a restart) needs nothing but its name.
+            extras = await self._digest_extras(route, events) if route is not None else Extras()
+            local = [self._local(e.at) for e in events]
+            rendered = digest_mail(
+                group.route, group.kind, Recipients.from_key(group.grp), events, local, extras=extras
+            )
+            try:
+                return compose.build(rendered, sender=self._sender, message_id=flush_id, limits=self._limits), count
+            except ValidationError as err:
+                if err.field != "size":
+                    raise
+                if count == 1:
+                    return None, 1
+                count = (count + 1) // 2
 
     def _context_of(self, route: Route, held: HeldEvent) -> tuple[InboundEvent, dict[str, Any]]:
         """A held event as it arrived, with its template variables (``vars:`` included)."""

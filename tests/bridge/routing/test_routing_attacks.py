@@ -10,7 +10,8 @@ from typing import Any
 from routing_helpers import Clock, MakeRouter
 
 from acs_email_bridge.mqtt.events import InboundEvent
-from acs_email_bridge.routing import routing_from_config
+from acs_email_bridge.routing import Router, routing_from_config
+from acs_email_core.message import EmailMessage, MessageLimits
 
 
 def _digest(name: str) -> dict[str, Any]:
@@ -161,3 +162,41 @@ async def test_zigbee_preset_ignores_a_null_state_instead_of_mailing_leak_cleare
     assert [m.subject for m in (await h.send(event("zigbee2mqtt/cellar", '{"water_leak": false}'))).mails] == [
         "Leak cleared at cellar"
     ]
+
+
+async def test_a_night_of_events_too_big_for_one_mail_comes_as_several_digests(
+    event: Callable[..., InboundEvent], clock: Clock, tmp_path: Path
+) -> None:
+    route = {"name": "q", "topic": "q", "to": "me@example.com", "text": "{{ raw }}"}
+    route["quiet_hours"] = {"start": "07:00", "end": "09:00"}  # the clock starts at 08:00 UTC
+    alone = {**route, "name": "alone", "topic": "alone"}
+    config = routing_from_config({"routing": {"timezone": "UTC"}, "routes": [route, alone]}, base_dir=tmp_path)
+    submitted: list[EmailMessage] = []
+
+    async def submit(message: EmailMessage, source: str) -> str:
+        submitted.append(message)
+        return message.message_id
+
+    limits = MessageLimits(max_request_bytes=200_000)
+    router = Router(
+        config, submit=submit, sender="a@example.com", state_path=tmp_path / "s.db", clock=clock, limits=limits
+    )
+    await router.start(timers=False)
+    try:
+        await router(event("alone", "huge " * 50_000))  # alone over the limit: counted as failed, not retried forever
+        for n in range(150):  # 150 x 2,000 characters, in text and HTML: over the 200 kB a mail may have
+            await router(event("q", f"{n:04d}" + "x" * 1996))
+        clock.advance(3600)
+        for _round in range(10):
+            await router.flush_due()
+        listed = sorted(
+            int(line.split()[0][:4])
+            for m in submitted
+            for line in (m.text or "").splitlines()
+            if line.startswith("    ") and line.strip()[:4].isdigit()
+        )
+        assert listed == list(range(150))
+        assert len(submitted) > 1 and router.held() == 0
+        assert router.counters()[("alone", "failed", "quiet")] == 1
+    finally:
+        await router.stop()
