@@ -57,7 +57,7 @@ PRUNE_EVERY = 600.0
 COMPANIONS = "(companions)"
 
 Submit = Callable[[EmailMessage, str], Awaitable[str]]
-QuotaProbe = Callable[[], Awaitable[bool]]
+QuotaProbe = Callable[[], Awaitable[int | None]]  # mails the quota takes now beyond those queued; None: no limit
 _BAD_INPUT = (PayloadError, ComposeError, TemplateError, ValidationError)
 
 
@@ -134,6 +134,8 @@ class Router:
         self._recent: collections.OrderedDict[str, dict[str, _Decision]] = collections.OrderedDict()
         self._counters: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.quota_short = False
+        self._room: int | None = None  # what the last quota probe said the quota takes beyond the queue
+        self._made = 0  # mails routed since that probe (a burst arrives between two probes)
         self._timer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._last_prune = 0.0
@@ -391,6 +393,9 @@ class Router:
         rendered = compose.render(step.route, step.context, attachments)
         message = compose.build(rendered, sender=self._sender, message_id=step.message_id, limits=self._limits)
         step.work.mails.append(message)
+        self._made += 1
+        if self._room is not None and self._made >= self._room:
+            self._set_quota_short(True)
         return RouteResult(step.route.name, OutcomeKind.MAILED, message_ids=(message.message_id,))
 
     def _hold_kind(self, route: Route, now: float) -> tuple[str, float] | None:
@@ -633,7 +638,10 @@ class Router:
         """Ask the probe whether the quota is short (routes then collect digests instead of mailing)."""
         if self._quota_probe is None:
             return
-        short = await self._quota_probe()
+        self._room, self._made = await self._quota_probe(), 0
+        self._set_quota_short(self._room is not None and self._room <= 0)
+
+    def _set_quota_short(self, short: bool) -> None:
         if short != self.quota_short:
             _LOGGER.warning("router: ACS quota %s", "short: collecting digests" if short else "recovered")
         self.quota_short = short
@@ -755,11 +763,11 @@ def _strip_html(html: str) -> str:
 
 
 def quota_probe(engine: Engine) -> QuotaProbe:
-    """Short while the mails already queued would use up what the quota allows now."""
+    """What the quota lets through now beyond the mails already queued (short at 0); None while sending is paused."""
 
-    async def probe() -> bool:
+    async def probe() -> int | None:
         status = await engine.status()
-        return status.paused is None and status.queued >= max(1, status.quota_left)
+        return None if status.paused is not None else max(1, status.quota_left) - status.queued
 
     return probe
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -198,5 +199,28 @@ async def test_a_night_of_events_too_big_for_one_mail_comes_as_several_digests(
         assert listed == list(range(150))
         assert len(submitted) > 1 and router.held() == 0
         assert router.counters()[("alone", "failed", "quiet")] == 1
+    finally:
+        await router.stop()
+
+
+async def test_a_burst_between_quota_checks_digests_what_the_quota_cannot_carry(
+    event: Callable[..., InboundEvent], clock: Clock, tmp_path: Path
+) -> None:
+    async def room() -> int:  # three sends left and nothing queued: the fourth mail would wait
+        return 3
+
+    async def submit(message: EmailMessage, source: str) -> str:
+        return message.message_id
+
+    config = routing_from_config({"routes": [{"name": "r", "topic": "t", "to": "me@example.com"}]}, base_dir=tmp_path)
+    router = Router(
+        config, submit=submit, sender="a@example.com", state_path=tmp_path / "s.db", clock=clock, quota_probe=room
+    )
+    await router.start(timers=False)
+    try:
+        await router.refresh_quota()
+        outcomes = await asyncio.gather(*(router(event("t", str(n))) for n in range(10)))  # one batch, no refresh
+        assert [o.disposition.value for o in outcomes] == ["mailed"] * 3 + ["digested"] * 7
+        assert {o.rule for o in outcomes[3:]} == {"quota"}
     finally:
         await router.stop()
