@@ -352,3 +352,19 @@ async def test_qos2_large_binary_and_hostile_payloads(bridge: StartBridge, broke
     assert mail.subject == "<script>alert(1)</script>"
     assert "&lt;script&gt;" in mail.payload["content"]["html"] and "<script>" not in mail.payload["content"]["html"]
     assert [(a.name, a.content) for a in mail.attachments()] == [("photo.jpg", image)]
+
+
+async def test_a_burst_on_a_short_quota_becomes_a_few_mails_and_a_digest(
+    bridge: StartBridge, broker: Mosquitto
+) -> None:
+    b = await bridge(
+        {"quota": {"per_minute": 5, "per_hour": 10}, "routes": [{"name": "r", "topic": "burst", "to": "a@example.com"}]}
+    )
+    await broker.publish_lines("burst", [f"event {n}" for n in range(40)])  # e.g. queued while the bridge was down
+    async with asyncio.timeout(WAIT):
+        while sum(c for (route, _k, _r), c in b.router.counters().items() if route == "r") < 40:
+            await asyncio.sleep(0.05)
+    counters = b.router.counters()
+    mailed, held = counters.get(("r", "mailed", ""), 0), counters.get(("r", "digested", "quota"), 0)
+    assert mailed + held == 40
+    assert mailed <= 5  # the probe mail of the start took one of the five
