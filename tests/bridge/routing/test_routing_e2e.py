@@ -368,3 +368,19 @@ async def test_a_burst_on_a_short_quota_becomes_a_few_mails_and_a_digest(
     mailed, held = counters.get(("r", "mailed", ""), 0), counters.get(("r", "digested", "quota"), 0)
     assert mailed + held == 40
     assert mailed <= 5  # the probe mail of the start took one of the five
+
+
+async def test_sighup_renaming_a_route_mails_its_held_digest_when_due(
+    bridge: StartBridge, publish: Publish, tmp_path: Path
+) -> None:
+    b = await bridge({"routes": [{"name": "old", "topic": "r/held", "to": "a@example.com", "digest": "1h"}]})
+    await publish("r/held", "held before the rename")
+    await b.handled("old", "digested", "digest")
+    path = tmp_path / "bridge.yaml"
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["routes"][0]["name"] = "new"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert await b.service.reload()
+    b.clock.advance(3600)
+    [mail] = await b.mails(1)
+    assert "held before the rename" in _text(mail)
