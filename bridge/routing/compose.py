@@ -223,6 +223,7 @@ def sniff(data: bytes) -> tuple[str | None, str]:
 
 def _make(spec: AttachmentSpec, context: Mapping[str, Any], data: bytes, default_name: str) -> Attachment:
     name = spec.name.render(context).strip() if spec.name else ""
+    name = PurePosixPath(name.replace("\\", "/")).name.strip(". ")  # a payload's "../x.pdf" or "C:\\x.pdf": x.pdf
     name = name or default_name
     content_type = spec.content_type
     sniffed, extension = sniff(data)

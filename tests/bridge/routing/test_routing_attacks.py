@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -224,3 +225,14 @@ async def test_a_burst_between_quota_checks_digests_what_the_quota_cannot_carry(
         assert {o.rule for o in outcomes[3:]} == {"quota"}
     finally:
         await router.stop()
+
+
+async def test_attachment_names_from_a_payload_lose_their_directories(
+    make_router: MakeRouter, event: Callable[..., InboundEvent], tmp_path: Path
+) -> None:
+    h = await make_router({"presets": {"scanner": {"to": "me@example.com", "allowed_dirs": [str(tmp_path)]}}})
+    names = []
+    for name in ("../../etc/cron.d/x.pdf", "C:\\Users\\me\\scan.pdf", "../"):
+        outcome = await h.send(event("scanner/s", json.dumps({"filename": name, "content": "JVBERi0xLjQK"})))
+        names += [a.name for m in outcome.mails for a in m.attachments]
+    assert names == ["x.pdf", "scan.pdf", "attachment.pdf"]
