@@ -236,3 +236,14 @@ async def test_attachment_names_from_a_payload_lose_their_directories(
         outcome = await h.send(event("scanner/s", json.dumps({"filename": name, "content": "JVBERi0xLjQK"})))
         names += [a.name for m in outcome.mails for a in m.attachments]
     assert names == ["x.pdf", "scan.pdf", "attachment.pdf"]
+
+
+async def test_numbers_json_does_not_know_are_read_as_numbers_and_every_route_runs(
+    make_router: MakeRouter, event: Callable[..., InboundEvent]
+) -> None:
+    hot = {"name": "hot", "topic": "temp", "to": "me@example.com", "when": "payload is number and payload > 30"}
+    log = {"name": "log", "topic": "temp", "to": "me@example.com", "subject": "{{ raw }}"}
+    h = await make_router({"routes": [hot, log]})
+    for raw, mailed in (("+31.5", ["hot", "log"]), (".5", ["log"]), ("45.", ["hot", "log"]), ("9" * 5000, ["log"])):
+        outcome = await h.send(event("temp", raw))
+        assert outcome.disposition.value == "mailed" and outcome.route == ",".join(mailed), raw
