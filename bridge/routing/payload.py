@@ -34,6 +34,8 @@ def decode(payload: bytes, fmt: PayloadFormat) -> tuple[Any, str | None]:
     if stripped[:1] in ("{", "[", '"') or fmt == "json":
         try:
             return json.loads(stripped), text
+        except RecursionError:
+            raise PayloadError("invalid JSON: nested too deep") from None
         except ValueError as err:
             if fmt == "json" or stripped[:1] in ("{", "["):
                 raise PayloadError(f"invalid JSON: {err}") from None

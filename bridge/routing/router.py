@@ -135,7 +135,10 @@ class Router:
         self._counters: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.quota_short = False
         self._room: int | None = None  # what the last quota probe said the quota takes beyond the queue
-        self._made = 0  # mails routed since that probe (a burst arrives between two probes)
+        # Mails routed (ever), and when the last two probes began: mails routed since the earlier one count
+        # against the room, as the probe may not have seen them in the outbox yet (a burst between two probes).
+        self._made = 0
+        self._probed_at = (0, 0)
         self._timer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._last_prune = 0.0
@@ -312,6 +315,9 @@ class Router:
         except _BAD_INPUT as err:
             _LOGGER.warning("route %s: event on %s failed: %s", route.name, event.topic, err)
             return RouteResult(route.name, OutcomeKind.FAILED, "bad-input", reason=str(err))
+        except Exception as err:  # a bug met by one route must not take the event from the others
+            _LOGGER.exception("route %s: event on %s raised", route.name, event.topic)
+            return RouteResult(route.name, OutcomeKind.FAILED, "internal", reason=f"internal error: {err!r}")
 
     async def _replay(self, step: _Step, decision: _Decision) -> RouteResult:
         """A redelivered event gets the decision recorded the first time (its mail rebuilt with the same id)."""
@@ -394,7 +400,7 @@ class Router:
         message = compose.build(rendered, sender=self._sender, message_id=step.message_id, limits=self._limits)
         step.work.mails.append(message)
         self._made += 1
-        if self._room is not None and self._made >= self._room:
+        if self._room is not None and self._made - self._probed_at[0] >= self._room:
             self._set_quota_short(True)
         return RouteResult(step.route.name, OutcomeKind.MAILED, message_ids=(message.message_id,))
 
@@ -638,8 +644,10 @@ class Router:
         """Ask the probe whether the quota is short (routes then collect digests instead of mailing)."""
         if self._quota_probe is None:
             return
-        self._room, self._made = await self._quota_probe(), 0
-        self._set_quota_short(self._room is not None and self._room <= 0)
+        start = self._made
+        self._room = await self._quota_probe()
+        self._probed_at = (self._probed_at[1], start)
+        self._set_quota_short(self._room is not None and self._made - self._probed_at[0] >= self._room)
 
     def _set_quota_short(self, short: bool) -> None:
         if short != self.quota_short:

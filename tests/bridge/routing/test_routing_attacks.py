@@ -247,3 +247,14 @@ async def test_numbers_json_does_not_know_are_read_as_numbers_and_every_route_ru
     for raw, mailed in (("+31.5", ["hot", "log"]), (".5", ["log"]), ("45.", ["hot", "log"]), ("9" * 5000, ["log"])):
         outcome = await h.send(event("temp", raw))
         assert outcome.disposition.value == "mailed" and outcome.route == ",".join(mailed), raw
+
+
+async def test_json_nested_too_deep_fails_its_route_while_a_text_route_mails(
+    make_router: MakeRouter, event: Callable[..., InboundEvent]
+) -> None:
+    text = {"name": "text", "topic": "deep", "format": "text", "to": "me@example.com", "text": "{{ raw | length }}"}
+    parsed = {"name": "parsed", "topic": "deep", "format": "json", "to": "me@example.com"}
+    h = await make_router({"routes": [text, parsed]})
+    outcome = await h.send(event("deep", "[" * 200_000 + "]" * 200_000))
+    assert [m.text for m in outcome.mails] == ["400000"]
+    assert [name for name, _why in outcome.failures] == ["parsed"]
