@@ -403,7 +403,9 @@ class MqttLink:
         self._confirmed = True
         client.publish(self.settings.status_topic, "online", qos=1, retain=True)
         self._refused = False
-        held = self.session_filters if flags.session_present and not self.settings.v5 else ()
+        if not flags.session_present:
+            self.session_filters = ()  # a new session holds nothing, whatever an earlier one did
+        held = self.session_filters if not self.settings.v5 else ()
         self._subscription = self._expect(self._subscribe([f for f in self._filters if f not in held]))
         self._on_state(ConnectionState(True, self._epoch, session_present=bool(flags.session_present)))
 

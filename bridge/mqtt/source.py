@@ -170,6 +170,10 @@ class MqttSource:
         elif state.reason:
             _LOGGER.warning("MQTT: disconnected from %s (%s); reconnecting", self.settings.host, state.reason)
             self._metrics.error(f"MQTT disconnected: {state.reason}")
+            # The broker may lose the session meanwhile: a crash before the next SUBACK subscribes everything.
+            task = asyncio.create_task(self.journal.set_meta(_SUBSCRIBED, "[]"), name="acs-email-mqtt unsettled")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _on_connected(self, state: ConnectionState) -> None:
         s = self.settings
