@@ -95,11 +95,14 @@ class Outcome:
     route: str | None = None
     rule: str | None = None  # the rule that dropped or digested it
     reason: str = ""  # why it failed
+    failures: tuple[tuple[str, str], ...] = ()  # (route, reason) of routes that failed while others handled it
 
     @classmethod
-    def mailed(cls, mails: Sequence[EmailMessage], route: str | None = None) -> Outcome:
+    def mailed(
+        cls, mails: Sequence[EmailMessage], route: str | None = None, failures: Sequence[tuple[str, str]] = ()
+    ) -> Outcome:
         """Mail these (ids from ``event.mail_id``)."""
-        return cls(Disposition.MAILED, tuple(mails), route=route)
+        return cls(Disposition.MAILED, tuple(mails), route=route, failures=tuple(failures))
 
     @classmethod
     def failed(cls, reason: str, route: str | None = None) -> Outcome:

@@ -90,6 +90,10 @@ class MqttLink:
         self._epoch = 0
         self._connected = False
         self._filters: tuple[str, ...] = ()
+        # Filters the broker's persistent session holds already (the source keeps them across restarts): MQTT
+        # 3.1.1 has no retain handling, so subscribing to them again would resend every retained message.
+        self.session_filters: tuple[str, ...] = ()
+        self._refused = False  # the broker refused a subscription of the current connection
         self._sock: Any = None
         self._reading = False
         self._closed = asyncio.Event()  # the current connection attempt or connection ended
@@ -340,6 +344,11 @@ class MqttLink:
                 async with asyncio.timeout(grace):
                     await asyncio.shield(self._subscription)
 
+    def subscriptions_accepted(self, epoch: int) -> bool:
+        """The broker accepted every subscription of connection ``epoch``, which is still the current one."""
+        done = self._subscription is not None and self._subscription.done()
+        return done and self._connected and self._epoch == epoch and not self._refused
+
     async def unsubscribe(self, filters: Iterable[str], grace: float = 10.0) -> None:
         """Drop subscriptions a previous configuration left in the persistent session (waits for the UNSUBACK)."""
         stale = list(filters)
@@ -393,7 +402,11 @@ class MqttLink:
         self._connected = True
         self._confirmed = True
         client.publish(self.settings.status_topic, "online", qos=1, retain=True)
-        self._subscription = self._expect(self._subscribe(self._filters))
+        self._refused = False
+        if not flags.session_present:
+            self.session_filters = ()  # a new session holds nothing, whatever an earlier one did
+        held = self.session_filters if not self.settings.v5 else ()
+        self._subscription = self._expect(self._subscribe([f for f in self._filters if f not in held]))
         self._on_state(ConnectionState(True, self._epoch, session_present=bool(flags.session_present)))
 
     def _disconnected_cb(
@@ -417,6 +430,7 @@ class MqttLink:
         for code in codes:
             if getattr(code, "is_failure", False) or (isinstance(code, int) and code >= 128):
                 _LOGGER.error("MQTT broker refused a subscription: %s", code)
+                self._refused = True
         self._replied(mid)
 
     def _unsubscribed_cb(self, _client: mqtt.Client, _userdata: Any, mid: int, *_args: Any) -> None:

@@ -34,6 +34,7 @@ from .results import Results
 from .send import build_mail
 
 _LOGGER = logging.getLogger(__name__)
+_SUBSCRIBED = "subscribed"  # journal meta: the filters the broker's session holds, once confirmed
 SOURCE = "mqtt"
 HOLD_BACKOFF = (0.5, 30.0)
 # Settings used when the connection opens (or by the journal): a reload keeps them until the next restart.
@@ -92,6 +93,9 @@ class MqttSource:
     async def start(self) -> None:
         await self.journal.open()
         try:
+            # Forgotten until this run's SUBACK: a crash before it must not skip a subscription the broker lacks.
+            self.link.session_filters = tuple(json.loads(await self.journal.get_meta(_SUBSCRIBED) or "[]"))
+            await self.journal.set_meta(_SUBSCRIBED, "[]")
             await self.link.start(self._filters())  # TLS files unreadable: OSError, a config error
         except BaseException:
             await self.journal.close()
@@ -137,6 +141,12 @@ class MqttSource:
         self._config = config
         await self.link.set_filters(self._filters())
         await self.journal.set_meta("filters", json.dumps(self._filters()))
+        await self._held_filters([f for f in self.link.session_filters if f in self._filters()])
+
+    async def _held_filters(self, filters: Sequence[str]) -> None:
+        """Record what the broker's session is subscribed to (an MQTT 3.1.1 reconnect subscribes only the rest)."""
+        self.link.session_filters = tuple(filters)
+        await self.journal.set_meta(_SUBSCRIBED, json.dumps(list(filters)))
 
     def _health(self) -> str | None:
         if not self.link.connected:
@@ -160,6 +170,10 @@ class MqttSource:
         elif state.reason:
             _LOGGER.warning("MQTT: disconnected from %s (%s); reconnecting", self.settings.host, state.reason)
             self._metrics.error(f"MQTT disconnected: {state.reason}")
+            # The broker may lose the session meanwhile: a crash before the next SUBACK subscribes everything.
+            task = asyncio.create_task(self.journal.set_meta(_SUBSCRIBED, "[]"), name="acs-email-mqtt unsettled")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _on_connected(self, state: ConnectionState) -> None:
         s = self.settings
@@ -188,6 +202,8 @@ class MqttSource:
                 await self.link.unsubscribe(stale)
         await self.journal.set_meta("filters", json.dumps(current))
         await self.link.subscribed()
+        if self.link.subscriptions_accepted(state.epoch):
+            await self._held_filters(current)
         self._state.connected()
         self.settled.set()
 
@@ -337,7 +353,7 @@ class MqttSource:
         """Keep failures and send results, PUBACK, count and log."""
         if not items:
             return
-        failed = [self._failed(i) for i in items if i.outcome.disposition is Disposition.FAILED]
+        failed = [self._failed(i) for i in items if i.outcome.disposition is Disposition.FAILED or i.outcome.failures]
         sends = [i for i in items if i.outcome.route == "send" and i.outcome.mails]
         results = [self._results.pending(i.event, i.outcome.mails[0].message_id) for i in sends]
         await self.journal.record(failed, results, self.settings.failed_keep)
@@ -355,10 +371,12 @@ class MqttSource:
 
     @staticmethod
     def _failed(item: _Item) -> FailedEvent:
-        e = item.event
-        return FailedEvent(
-            e.event_id, e.topic, item.outcome.reason, item.outcome.route, e.received_at, e.qos, e.retain, e.payload
-        )
+        e, outcome = item.event, item.outcome
+        reason, route = outcome.reason, outcome.route
+        if outcome.disposition is not Disposition.FAILED:  # mailed by some routes, failed on these
+            reason = "; ".join(f"route {name}: {why}" for name, why in outcome.failures)
+            route = ",".join(name for name, _why in outcome.failures)
+        return FailedEvent(e.event_id, e.topic, reason, route, e.received_at, e.qos, e.retain, e.payload)
 
     def _account(self, items: list[_Item]) -> None:
         """Count a batch's outcomes (one metric update per kind), log and answer the failed ones."""

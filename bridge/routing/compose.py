@@ -8,6 +8,7 @@ import binascii
 import functools
 import json
 import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -222,6 +223,7 @@ def sniff(data: bytes) -> tuple[str | None, str]:
 
 def _make(spec: AttachmentSpec, context: Mapping[str, Any], data: bytes, default_name: str) -> Attachment:
     name = spec.name.render(context).strip() if spec.name else ""
+    name = PurePosixPath(name.replace("\\", "/")).name.strip(". ")  # a payload's "../x.pdf" or "C:\\x.pdf": x.pdf
     name = name or default_name
     content_type = spec.content_type
     sniffed, extension = sniff(data)
@@ -242,10 +244,16 @@ def _read_inside(path_text: str, allowed: tuple[Path, ...], limit: int) -> tuple
     if not any(real == root or real.is_relative_to(root) for root in roots):
         raise ComposeError(f"attachment {path_text!r} is outside the allowed directories")
     try:
-        size = os.stat(real).st_size
-        if size > limit:
-            raise ComposeError(f"attachment {path_text!r} is {size:,} bytes, over the {limit:,} byte mail limit")
-        return real.read_bytes(), real.name
+        # Non-blocking open and a check on the opened file: a FIFO or device named by a payload must not hang
+        # the event (and every acknowledgement after it); a file growing after the check is read to the limit.
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ComposeError(f"attachment {path_text!r} is not a regular file")
+            data = file.read(limit + 1)
+        if len(data) > limit:
+            raise ComposeError(f"attachment {path_text!r} is over the {limit:,} byte mail limit")
+        return data, real.name
     except FileNotFoundError:
         raise MissingFileError(f"attachment {path_text!r} does not exist") from None
     except OSError as err:

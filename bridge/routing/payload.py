@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -33,11 +34,19 @@ def decode(payload: bytes, fmt: PayloadFormat) -> tuple[Any, str | None]:
     if stripped[:1] in ("{", "[", '"') or fmt == "json":
         try:
             return json.loads(stripped), text
+        except RecursionError:
+            raise PayloadError("invalid JSON: nested too deep") from None
         except ValueError as err:
             if fmt == "json" or stripped[:1] in ("{", "["):
                 raise PayloadError(f"invalid JSON: {err}") from None
-    if stripped in ("true", "false", "null") or _is_number(stripped):
+    if stripped in ("true", "false", "null"):
         return json.loads(stripped), text
+    if _is_number(stripped):
+        try:
+            return json.loads(stripped), text
+        except ValueError:  # "+5", ".5", "5.": numbers, not JSON; 5,000 digits: too long for an int
+            number = float(stripped)
+            return (number if math.isfinite(number) else text), text
     return text, text
 
 

@@ -70,7 +70,7 @@ def _zigbee(field: str, on: str, off: str, priority: str) -> dict[str, Any]:
     return {
         "topic": "zigbee2mqtt/+",
         "format": "json",
-        "when": [{"path": field, "exists": True}],
+        "when": [{"path": field, "in": [True, False]}],  # a null (state unknown) is no "cleared"
         "vars": {
             "device": "{{ topic_parts[1] }}",
             "headline": f"{{{{ '{on}' if payload.{field} else '{off}' }}}} {{{{ device }}}}",
@@ -86,6 +86,7 @@ def _availability(topic: list[str], device: str, offline: str, initial: str) -> 
     return {
         "topic": topic,
         "format": "text",
+        "when": "raw | trim",  # an empty payload clears a retained topic: no state
         "vars": {"device": device},
         "change_only": {"key": "{{ topic }}", "value": "{{ raw | trim }}", "initial": initial},
         "subject": f"{{{{ device }}}} is {{{{ 'offline' if value == '{offline}' else 'back online' }}}}",
@@ -134,7 +135,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "nut": {
         "topic": "nut2mqtt/+/state",
         "companions": "nut2mqtt/+/state",
-        "when": "topic_parts[1].endswith('_ups_status')",
+        "when": "topic_parts[1].endswith('_ups_status') and raw | trim",  # empty: a retained status cleared
         "vars": {
             "ups": "{{ topic_parts[1][:-11] }}",
             "charge": "{{ latest(topic_parts[0] ~ '/' ~ ups ~ '_battery_charge/state') }}",
@@ -143,8 +144,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "change_only": {
             "key": "{{ topic }}",
-            "value": "{% set f = raw.split() %}{{ 'low battery' if 'LB' in f else 'on battery' if 'OB' in f "
-            "else 'on line' if 'OL' in f else raw | trim }}",
+            # On line first: "OB LB" → "OL CHRG LB" is the power coming back, with a battery still low.
+            "value": "{% set f = raw.split() %}{{ 'on line' if 'OL' in f else 'low battery' if 'LB' in f "
+            "else 'on battery' if 'OB' in f else raw | trim }}",
             "initial": "on line",
         },
         "subject": _UPS_SUBJECTS,
@@ -155,6 +157,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "apcupsd": {
         "topic": "apcupsd/+/raw/STATUS",
         "companions": ["apcupsd/+/bcharge", "apcupsd/+/timeleft"],
+        "when": "raw | trim",
         "vars": {
             "ups": "{{ topic_parts[1] }}",
             "charge": "{% set c = latest(topic_parts[0] ~ '/' ~ ups ~ '/bcharge') %}"
@@ -164,8 +167,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "change_only": {
             "key": "{{ topic }}",
-            "value": "{% set f = raw.split() %}{{ 'low battery' if 'LOWBATT' in f else 'on battery' if 'ONBATT' in f "
-            "else 'on line' if 'ONLINE' in f else raw | trim | lower }}",
+            "value": "{% set f = raw.split() %}{{ 'on line' if 'ONLINE' in f else 'low battery' if 'LOWBATT' in f "
+            "else 'on battery' if 'ONBATT' in f else raw | trim | lower }}",
             "initial": "on line",
         },
         "subject": _UPS_SUBJECTS,

@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ PRUNE_EVERY = 600.0
 COMPANIONS = "(companions)"
 
 Submit = Callable[[EmailMessage, str], Awaitable[str]]
-QuotaProbe = Callable[[], Awaitable[bool]]
+QuotaProbe = Callable[[], Awaitable[int | None]]  # mails the quota takes now beyond those queued; None: no limit
 _BAD_INPUT = (PayloadError, ComposeError, TemplateError, ValidationError)
 
 
@@ -129,9 +130,15 @@ class Router:
         self._companions: dict[str, bytes] = {}
         self._groups: dict[tuple[str, str, str], _Group] = {}
         self._flushing: dict[str, _Group] = {}  # flush id → group whose mail is being queued
+        self._retired: dict[str, Route] = {}  # routes a reload removed while they held events: flushed as they were
         self._recent: collections.OrderedDict[str, dict[str, _Decision]] = collections.OrderedDict()
         self._counters: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.quota_short = False
+        self._room: int | None = None  # what the last quota probe said the quota takes beyond the queue
+        # Mails routed (ever), and when the last two probes began: mails routed since the earlier one count
+        # against the room, as the probe may not have seen them in the outbox yet (a burst between two probes).
+        self._made = 0
+        self._probed_at = (0, 0)
         self._timer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._last_prune = 0.0
@@ -155,6 +162,13 @@ class Router:
             group.events.append(_held_from_row(row))
         if self._groups or self._flushing:
             _LOGGER.info("router: %d held event group(s) restored", len(self._groups) + len(self._flushing))
+        stranded = sorted(
+            {g.route for g in (*self._groups.values(), *self._flushing.values()) if not self._flushable(g)}
+        )
+        if stranded:
+            _LOGGER.warning(
+                "router: collapsed events of route(s) %s wait for that route to return", ", ".join(stranded)
+            )
         if self._flushing:  # before any new event could join what that flush already holds
             await self.flush_due()
         if timers:
@@ -175,9 +189,17 @@ class Router:
             from .service import routing_of  # noqa: PLC0415 - the service glue imports this module
 
             config = await asyncio.to_thread(routing_of, config)
-        gone = {g.route for g in self._groups.values()} - {r.name for r in config.routes}
+        names = {r.name for r in config.routes}
+        held = {g.route for g in (*self._groups.values(), *self._flushing.values())}
+        for route in self.config.routes:
+            if route.name not in names and route.name in held:
+                self._retired[route.name] = route
+        gone = held - names
         if gone:
-            _LOGGER.warning("router: held events of removed route(s) %s stay on disk", ", ".join(sorted(gone)))
+            _LOGGER.warning(
+                "router: held events of removed route(s) %s are mailed when due, as that route said",
+                ", ".join(sorted(gone)),
+            )
         self.config = config
         self._wake.set()
 
@@ -293,6 +315,9 @@ class Router:
         except _BAD_INPUT as err:
             _LOGGER.warning("route %s: event on %s failed: %s", route.name, event.topic, err)
             return RouteResult(route.name, OutcomeKind.FAILED, "bad-input", reason=str(err))
+        except Exception as err:  # a bug met by one route must not take the event from the others
+            _LOGGER.exception("route %s: event on %s raised", route.name, event.topic)
+            return RouteResult(route.name, OutcomeKind.FAILED, "internal", reason=f"internal error: {err!r}")
 
     async def _replay(self, step: _Step, decision: _Decision) -> RouteResult:
         """A redelivered event gets the decision recorded the first time (its mail rebuilt with the same id)."""
@@ -314,7 +339,7 @@ class Router:
         if route.dedup:
             dedup_key = route.dedup.key.render(context)
             seen = self._flood.get((name, "dedup", dedup_key))
-            if seen is not None and now - seen[1] < route.dedup.window:
+            if seen is not None and _within(now, seen[1], route.dedup.window):
                 return RouteResult(name, OutcomeKind.DROPPED, "dedup")
             self._set(step.work, (name, "dedup", dedup_key), None, now)
         if route.collapse:
@@ -330,7 +355,7 @@ class Router:
             raise ComposeError("the collapse key rendered empty")
         done = self._flood.get((route.name, "collapsed", collapse_key))
         flushing = any(g.route == route.name and g.grp == collapse_key for g in self._flushing.values())
-        if flushing or (done is not None and now - done[1] < route.collapse.keep):
+        if flushing or (done is not None and _within(now, done[1], route.collapse.keep)):
             return RouteResult(route.name, OutcomeKind.DROPPED, "collapse")
         attachments = await compose.attachments(route, context, self._latest, self._limits)
         rendered = compose.render(route, context, attachments)  # fails now, not at flush, if the payload is unusable
@@ -352,7 +377,7 @@ class Router:
         if route.cooldown:
             cooldown_key = route.cooldown.key.render(context)
             last = self._flood.get((name, "cooldown", cooldown_key))
-            if last is not None and now - last[1] < route.cooldown.window:
+            if last is not None and _within(now, last[1], route.cooldown.window):
                 return RouteResult(name, OutcomeKind.DROPPED, "cooldown")
         hold = self._hold_kind(route, now)
         if hold is None:
@@ -374,6 +399,9 @@ class Router:
         rendered = compose.render(step.route, step.context, attachments)
         message = compose.build(rendered, sender=self._sender, message_id=step.message_id, limits=self._limits)
         step.work.mails.append(message)
+        self._made += 1
+        if self._room is not None and self._made - self._probed_at[0] >= self._room:
+            self._set_quota_short(True)
         return RouteResult(step.route.name, OutcomeKind.MAILED, message_ids=(message.message_id,))
 
     def _hold_kind(self, route: Route, now: float) -> tuple[str, float] | None:
@@ -437,48 +465,121 @@ class Router:
         """Mail every held group that is due (digest window over, quiet hours ended, collapse finished)."""
         now = self._clock()
         sent: list[str] = []
-        due = [g for g in self._groups.values() if g.due_at <= now]
+        due = [g for g in self._groups.values() if g.due_at <= now or g.due_at - now > self._longest_wait(g) + 1.0]
         for group in [*self._flushing.values(), *due]:
-            route = next((r for r in self.config.routes if r.name == group.route), None)
-            if route is None:
+            if not self._flushable(group):
                 continue
-            async with self._locks.setdefault(route.name, asyncio.Lock()):
+            route = self._route_of(group.route)
+            async with self._locks.setdefault(group.route, asyncio.Lock()):
                 try:
                     sent.extend(await self._flush(route, group, now))
                 except (OutboxFullError, OSError, AcsEmailError) as err:
-                    _LOGGER.warning("route %s: %s mail not queued yet, retried later: %s", route.name, group.kind, err)
+                    _LOGGER.warning("route %s: %s mail not queued yet, retried later: %s", group.route, group.kind, err)
+        waiting = {g.route for g in (*self._groups.values(), *self._flushing.values())}
+        for name in [n for n in self._retired if n not in waiting]:
+            del self._retired[name]
         return sent
 
-    async def _flush(self, route: Route, group: _Group, now: float) -> list[str]:
+    def _longest_wait(self, group: _Group) -> float:
+        """How far ahead a group's due time can be; further means the clock was stepped back: it is due now."""
+        route = self._route_of(group.route)
+        if group.kind == "digest" and route is not None and route.digest:
+            return route.digest.window
+        if group.kind == "collapse" and route is not None and route.collapse:
+            return route.collapse.max_wait
+        if group.kind == "quota":
+            return self.config.quota_digest_window
+        return 86_400.0  # quiet hours end within a day
+
+    def _flushable(self, group: _Group) -> bool:
+        """A collapsed event's recipients were its route's: without that route it waits on disk for it to return."""
+        return group.kind != "collapse" or self._route_of(group.route) is not None
+
+    def _route_of(self, name: str) -> Route | None:
+        """The current route of that name, else the one a reload removed while it held events."""
+        return next((r for r in self.config.routes if r.name == name), None) or self._retired.get(name)
+
+    async def _flush(self, route: Route | None, group: _Group, now: float) -> list[str]:
         """Mark the group's events with the mail's id, queue the mail, then forget them.
 
         The mark makes a flush interrupted by a crash send exactly these events again, under the same id (which
-        the outbox ignores if it already has it), while events that arrived since form the next group.
+        the outbox ignores if it already has it), while events that arrived since form the next group. A night
+        of events too big for one mail goes out oldest first in as many mails as it takes.
         """
-        if group.flush_id is None:
-            if self._groups.get((group.route, group.kind, group.grp)) is not group:
+        key = (group.route, group.kind, group.grp)
+        fresh = group.flush_id is None
+        if fresh:
+            if self._groups.get(key) is not group:
                 return []
-            group.flush_id = str(uuid.uuid5(_NAMESPACE, f"{route.name}/{group.kind}/{group.grp}/{group.events[0].id}"))
-            ids = [e.id for e in group.events]
-            marks = [("UPDATE held SET flush_id = ? WHERE id = ?", (group.flush_id, i)) for i in ids]
-            del self._groups[(group.route, group.kind, group.grp)]
-            self._flushing[group.flush_id] = group
-            await self._store.write(marks)
-        delete: Statement = ("DELETE FROM held WHERE flush_id = ?", (group.flush_id,))
+            group.flush_id = str(uuid.uuid5(_NAMESPACE, f"{group.route}/{group.kind}/{group.grp}/{group.events[0].id}"))
+        flush_id = group.flush_id
+        assert flush_id is not None
+        message: EmailMessage | None = None
+        statements: list[Statement] = []
+        if group.kind != "collapse":
+            message, count = await self._fitting(route, group, flush_id)
+            rest, group.events = group.events[count:], group.events[:count]
+            if message is None:  # one event alone is over the mail size limit: counted, not retried forever
+                _LOGGER.error(
+                    "route %s: a held event on %s is too big for any mail", group.route, group.events[0].topic
+                )
+                statements.append(("DELETE FROM held WHERE id = ?", (group.events[0].id,)))
+                self._counters[(group.route, "failed", group.kind)] += 1
+                group.events = []
+            if not fresh:  # marked by an earlier run: what does not fit is unmarked again
+                statements.extend(("UPDATE held SET flush_id = NULL WHERE id = ?", (e.id,)) for e in rest)
+            self._requeue(group, rest, fresh=fresh, now=now)
+        if fresh:
+            if self._groups.get(key) is group:
+                del self._groups[key]
+            statements.extend(("UPDATE held SET flush_id = ? WHERE id = ?", (flush_id, e.id)) for e in group.events)
+        self._flushing[flush_id] = group
+        await self._store.write(statements)
+        if not group.events:
+            del self._flushing[flush_id]
+            return []
+        delete: Statement = ("DELETE FROM held WHERE flush_id = ?", (flush_id,))
         if group.kind == "collapse":
-            sent = await self._flush_collapse(route, group, now, delete, group.flush_id)
+            assert route is not None  # flush_due leaves a collapse group without its route on disk
+            sent = await self._flush_collapse(route, group, now, delete, flush_id)
         else:
-            local = [self._local(e.at) for e in group.events]
-            extras = await self._digest_extras(route, group.events)
-            recipients = Recipients.from_key(group.grp)
-            rendered = digest_mail(route.name, group.kind, recipients, group.events, local, extras=extras)
-            message = compose.build(rendered, sender=self._sender, message_id=group.flush_id, limits=self._limits)
-            await self._submit(message, f"mqtt:{route.name}:{group.kind}")
+            assert message is not None
+            await self._submit(message, f"mqtt:{group.route}:{group.kind}")
             await self._store.write([delete])
-            self._counters[(route.name, "mailed", group.kind)] += 1
-            sent = [group.flush_id]
-        del self._flushing[group.flush_id]
+            self._counters[(group.route, "mailed", group.kind)] += 1
+            sent = [flush_id]
+        del self._flushing[flush_id]
         return sent
+
+    def _requeue(self, group: _Group, rest: list[HeldEvent], *, fresh: bool, now: float) -> None:
+        """Events a flush could not carry wait, oldest first, for the next mail, which is due now."""
+        if not rest:
+            return
+        key = (group.route, group.kind, group.grp)
+        waiting = None if fresh else self._groups.get(key)
+        events = rest + (waiting.events if waiting is not None else [])
+        self._groups[key] = _Group(group.route, group.kind, group.grp, min(group.due_at or now, now), events)
+        self._wake.set()
+
+    async def _fitting(self, route: Route | None, group: _Group, flush_id: str) -> tuple[EmailMessage | None, int]:
+        """The digest mail of the group's oldest events that fit in one mail, and how many; None: not even one."""
+        count = len(group.events)
+        while True:
+            events = group.events[:count]
+            # Rendered when held: a route gone since then (at a restart) needs nothing but its name.
+            extras = await self._digest_extras(route, events) if route is not None else Extras()
+            local = [self._local(e.at) for e in events]
+            rendered = digest_mail(
+                group.route, group.kind, Recipients.from_key(group.grp), events, local, extras=extras
+            )
+            try:
+                return compose.build(rendered, sender=self._sender, message_id=flush_id, limits=self._limits), count
+            except ValidationError as err:
+                if err.field != "size":
+                    raise
+                if count == 1:
+                    return None, 1
+                count = (count + 1) // 2
 
     def _context_of(self, route: Route, held: HeldEvent) -> tuple[InboundEvent, dict[str, Any]]:
         """A held event as it arrived, with its template variables (``vars:`` included)."""
@@ -543,7 +644,12 @@ class Router:
         """Ask the probe whether the quota is short (routes then collect digests instead of mailing)."""
         if self._quota_probe is None:
             return
-        short = await self._quota_probe()
+        start = self._made
+        self._room = await self._quota_probe()
+        self._probed_at = (self._probed_at[1], start)
+        self._set_quota_short(self._room is not None and self._made - self._probed_at[0] >= self._room)
+
+    def _set_quota_short(self, short: bool) -> None:
         if short != self.quota_short:
             _LOGGER.warning("router: ACS quota %s", "short: collecting digests" if short else "recovered")
         self.quota_short = short
@@ -560,7 +666,7 @@ class Router:
             if route.collapse:
                 windows[(route.name, "collapsed")] = route.collapse.keep
         expired = [
-            k for k, (_v, at) in self._flood.items() if (k[0], k[1]) in windows and now - at >= windows[k[0], k[1]]
+            k for k, (_v, at) in self._flood.items() if (k[0], k[1]) in windows and not _within(now, at, windows[k[:2]])
         ]
         statements: list[Statement] = [
             ("DELETE FROM flood WHERE route = ? AND kind = ? AND key = ?", k) for k in expired
@@ -587,7 +693,7 @@ class Router:
                     await self.prune()
             except Exception:  # keep the timers alive; the next round tries again
                 _LOGGER.exception("router timers")
-            due = min((g.due_at for g in self._groups.values()), default=None)
+            due = min((g.due_at for g in self._groups.values() if self._flushable(g)), default=None)
             delay = 1.0 if due is None else max(0.0, min(1.0, due - self._clock()))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -596,8 +702,10 @@ class Router:
 
 def _outcome(results: list[RouteResult], mails: list[EmailMessage]) -> Outcome:
     """One disposition for the source: mailed, else failed, digested, dropped; no route at all is ignored."""
-    if mails:
-        return Outcome.mailed(mails, route=",".join(r.route for r in results if r.kind is OutcomeKind.MAILED))
+    if mails:  # a route that failed meanwhile is still kept as a failed event, with its reason
+        failures = [(r.route, r.reason or "failed") for r in results if r.kind is OutcomeKind.FAILED]
+        routes = ",".join(r.route for r in results if r.kind is OutcomeKind.MAILED)
+        return Outcome.mailed(mails, route=routes, failures=failures)
     for kind in (OutcomeKind.FAILED, OutcomeKind.DIGESTED, OutcomeKind.DROPPED, OutcomeKind.STORED):
         for r in results:
             if r.kind is kind:
@@ -606,6 +714,11 @@ def _outcome(results: list[RouteResult], mails: list[EmailMessage]) -> Outcome:
                 disposition = Disposition.DROPPED if kind is OutcomeKind.DROPPED else Disposition.DIGESTED
                 return Outcome(disposition, route=r.route, rule=r.rule)
     return IGNORED
+
+
+def _within(now: float, at: float, window: float) -> bool:
+    """``at`` is less than ``window`` from now, either way: a clock stepped back further leaves no memory in force."""
+    return abs(now - at) < window
 
 
 def _stateful(route: Route) -> bool:
@@ -653,15 +766,16 @@ _TAGS = re.compile(r"<[^>]+>")
 
 
 def _strip_html(html: str) -> str:
-    return _TAGS.sub("", html).strip()
+    """The text of an HTML-only mail, for its digest line (entities decoded: the digest escapes it again)."""
+    return unescape(_TAGS.sub("", html)).strip()
 
 
 def quota_probe(engine: Engine) -> QuotaProbe:
-    """Short while the mails already queued would use up what the quota allows now."""
+    """What the quota lets through now beyond the mails already queued (short at 0); None while sending is paused."""
 
-    async def probe() -> bool:
+    async def probe() -> int | None:
         status = await engine.status()
-        return status.paused is None and status.queued >= max(1, status.quota_left)
+        return None if status.paused is not None else max(1, status.quota_left) - status.queued
 
     return probe
 

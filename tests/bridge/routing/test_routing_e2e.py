@@ -7,9 +7,11 @@ digests and quiet hours need no waiting).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from routing_helpers import FIXTURES, JPEG, SENDER, T0, Clock
 
 from acs_email_bridge.emulator import Emulator
 from acs_email_bridge.emulator.mailbox import ReceivedMail
+from acs_email_bridge.mqtt.source import MqttSource
 from acs_email_bridge.routing.service import create_router
 from acs_email_bridge.service import Service, read_config
 
@@ -101,6 +104,15 @@ async def bridge(
             return ready
 
         yield start
+
+
+async def _reload(b: Bridge, directory: Path, change: Callable[[dict[str, Any]], Any]) -> None:
+    """Edit the bridge's config file as a user would, then SIGHUP (the service's reload)."""
+    path = directory / "bridge.yaml"
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    change(config)
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert await b.service.reload()
 
 
 def _text(mail: ReceivedMail) -> str:
@@ -211,17 +223,18 @@ async def test_flood_control_modes(bridge: StartBridge, publish: Publish) -> Non
     assert "q1" in _text(next(m for m in mails if "quiet" in m.subject))
 
 
-async def test_sighup_reload_adds_a_route_without_losing_held_events(
+async def test_sighup_reload_adds_and_renames_routes_without_losing_held_events(
     bridge: StartBridge, publish: Publish, tmp_path: Path
 ) -> None:
     b = await bridge({"routes": [{"name": "held", "topic": "r/held", "to": "a@example.com", "digest": "1h"}]})
     await publish("r/held", "kept across the reload")
     await b.handled("held", "digested", "digest")
-    path = tmp_path / "bridge.yaml"
-    config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    config["routes"].append({"name": "new", "topic": "r/new", "to": "b@example.com"})
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    assert await b.service.reload()
+
+    def change(config: dict[str, Any]) -> None:
+        config["routes"][0]["name"] = "renamed"  # its held event is still mailed when due
+        config["routes"].append({"name": "new", "topic": "r/new", "to": "b@example.com"})
+
+    await _reload(b, tmp_path, change)
     assert "r/new" in b.router.topics()
     await publish("r/new", "hello", retain=True)  # retained: delivered once the new subscription is in place
     [mail] = await b.mails(1)
@@ -275,3 +288,93 @@ async def test_remaining_presets(bridge: StartBridge, publish: Publish, tmp_path
     ]
     assert [(a.name, a.content) for a in mails[2].attachments()] == [("scan_0001.pdf", b"%PDF-1.4\ninvoice\n")]
     assert '"reason": "error"' in _text(mails[5])
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_a_retained_status_is_mailed_once_not_again_at_each_restart(
+    bridge: StartBridge, publish: Publish, broker: Mosquitto, protocol: str
+) -> None:
+    mqtt = {"host": "127.0.0.1", "port": broker.port, "client_id": f"retained-{broker.port}", "protocol": protocol}
+
+    def sections() -> dict[str, Any]:
+        return {"mqtt": dict(mqtt), "routes": [{"name": "ups", "topic": "ups/+/status", "to": "a@example.com"}]}
+
+    b = await bridge(sections())
+    await publish("ups/den/status", "OB", retain=True)
+    [mail] = await b.mails(1)
+    assert mail.subject == "ups/den/status"
+    for _restart in range(2):
+        await b.service.stop()
+        b = await bridge(sections())  # ready once its probe came through, after any retained message
+    await publish("ups/den/status", "OL", retain=True)
+    mails = await b.mails(2)
+    assert [m.subject for m in mails] == ["ups/den/status"] * 2
+    assert [_text(m) for m in mails] == [_text(mail), _text(mails[1])] and "OL" in _text(mails[1])
+
+
+async def test_an_event_failing_on_one_route_while_another_mails_is_kept_as_failed(
+    bridge: StartBridge, publish: Publish
+) -> None:
+    routes = [
+        {"name": "good", "topic": "m/+", "to": "a@example.com"},
+        {"name": "broken", "topic": "m/+", "to": "a@example.com", "subject": "{{ payload.after.camera }}"},
+    ]
+    b = await bridge({"routes": routes})
+    await publish("m/1", '{"before": {}}')
+    [mail] = await b.mails(1)
+    assert mail.subject == "m/1"
+    state = next(s for s in b.service.sources if isinstance(s, MqttSource)).settings.state_file
+    rows: list[tuple[str, str, str]] = []
+    async with asyncio.timeout(WAIT):
+        while not rows:
+            rows = await asyncio.to_thread(_failed_rows, state)
+            await asyncio.sleep(0.05)
+    [(topic, route, reason)] = rows
+    assert (topic, route) == ("m/1", "broken") and "after" in reason
+
+
+def _failed_rows(path: Path) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT topic, route, reason FROM failed").fetchall()
+
+
+async def test_qos2_large_binary_and_hostile_payloads(bridge: StartBridge, broker: Mosquitto) -> None:
+    routes = [
+        {
+            "name": "cam",
+            "topic": "cam/+",
+            "format": "json",
+            "to": "a@example.com",
+            "subject": "{{ payload.name }}",
+            "html": "<p>{{ payload.name }}</p>",
+            "attachments": [{"base64": "image", "name": "photo.jpg"}],
+            "max_payload": "4MB",  # 1 MiB by default
+        },
+        {"name": "txt", "topic": "txt/+", "format": "text", "to": "a@example.com"},
+    ]
+    b = await bridge({"routes": routes})
+    image = JPEG * 10_000  # about 2 MB
+    hostile = json.dumps({"name": "<script>alert(1)</script>", "image": base64.b64encode(image).decode()})
+    await broker.publish("cam/1", hostile, qos=2)
+    await broker.publish("txt/1", b"\xff\xd8\xff binary", qos=2)
+    [mail] = await b.mails(1)
+    await b.handled("txt", "failed", "bad-input")
+    assert mail.subject == "<script>alert(1)</script>"
+    assert "&lt;script&gt;" in mail.payload["content"]["html"] and "<script>" not in mail.payload["content"]["html"]
+    assert [(a.name, a.content) for a in mail.attachments()] == [("photo.jpg", image)]
+
+
+async def test_a_burst_on_a_short_quota_becomes_a_few_mails_and_a_digest(
+    bridge: StartBridge, broker: Mosquitto
+) -> None:
+    b = await bridge(
+        {"quota": {"per_minute": 5, "per_hour": 10}, "routes": [{"name": "r", "topic": "burst", "to": "a@example.com"}]}
+    )
+    await broker.publish_lines("burst", [f"event {n}" for n in range(40)])  # e.g. queued while the bridge was down
+    async with asyncio.timeout(WAIT):
+        while sum(c for (route, _k, _r), c in b.router.counters().items() if route == "r") < 40:
+            await asyncio.sleep(0.05)
+    counters = b.router.counters()
+    mailed, held = counters.get(("r", "mailed", ""), 0), counters.get(("r", "digested", "quota"), 0)
+    assert mailed + held == 40
+    assert mailed <= 5  # the probe mail of the start took one of the five

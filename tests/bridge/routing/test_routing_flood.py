@@ -232,11 +232,11 @@ async def test_quota_probe_reports_short_when_the_queue_uses_up_the_quota(
     try:
         probe = quota_probe(engine)
         mail = {"sender": "a@example.com", "to": TO, "subject": "s", "text": "t"}
-        assert await probe() is False
+        assert await probe() == 2
         await engine.submit(EmailMessage.build(**mail))
-        assert await probe() is False
+        assert await probe() == 1
         await engine.submit(EmailMessage.build(**mail))
-        assert await probe() is True  # two queued, two sends left: the next mail would wait
+        assert await probe() == 0  # two queued, two sends left: the next mail would wait
     finally:
         await engine.stop()
 
@@ -245,8 +245,8 @@ async def test_refresh_quota_switches_routes_to_digests_and_back(tmp_path: Path,
 
     short = [True]
 
-    async def probe() -> bool:
-        return short[0]
+    async def probe() -> int:
+        return 0 if short[0] else 5
 
     async def submit(message, source: str) -> str:
         return message.message_id
