@@ -25,7 +25,7 @@ from .outbox import ClaimedMessage, Outbox, State
 from .quota import Quota
 from .retry import RetryPolicy
 from .timebase import Timebase
-from .transport import Outcome, OutcomeKind
+from .transport import CERTIFICATE_REFUSED, Outcome, OutcomeKind
 
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -75,6 +75,15 @@ class DispatcherStatus:
     oldest_queued_age: float | None
     paused: str | None
     storage_error: str | None = None  # the outbox cannot be written (delivery retries with backoff)
+
+
+def pause_cause(reason: str) -> str:
+    """What stopped sending, in words that point at the fix: trust, permission, or the credentials."""
+    if reason.startswith(CERTIFICATE_REFUSED):
+        return "ACS server certificate refused"
+    if "AuthorizationFailed" in reason or reason.startswith("HTTP 403"):
+        return "ACS refused the service principal (no role on the ACS resource, or the subscription is blocked)"
+    return "ACS authentication failed"
 
 
 class Dispatcher:
@@ -492,7 +501,8 @@ class Dispatcher:
         """
         if self._paused is None:
             _LOGGER.error(
-                "ACS authentication failed, sending paused (next try in %.0f s, or when resumed): %s",
+                "%s, sending paused (next try in %.0f s, or when resumed): %s",
+                pause_cause(reason),
                 self._auth_retry,
                 reason,
             )
