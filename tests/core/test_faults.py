@@ -443,3 +443,34 @@ def test_size_check_without_encoding_matches_the_encoded_request() -> None:
         assert computed_fits == encoded_fits, size
         verdicts.add(encoded_fits)
     assert verdicts == {True, False}  # the range crosses the limit
+
+
+# ---- attacks after issue 5: a mail ACS may have is never dead-lettered on the retry policy alone ---------------------
+ONE_TRY = RetryPolicy(initial_delay=0.05, max_delay=0.2, jitter=0.1, max_attempts=1)
+
+
+async def test_a_mail_acs_accepted_is_not_dead_when_out_of_attempts(
+    emu: Emulator, tmp_path: Path, engine_settings: SettingsFactory
+) -> None:
+    """Accepted, then the answer is lost on its only attempt: the status check finds it sent, not dead."""
+    emu.faults.add(Fault.drop(after=True))
+    settings = engine_settings(emu, tmp_path / "o.db", SENDER, retry=ONE_TRY, outage_backoff=FAST, resend_after=0.2)
+    async with Engine(settings) as engine:
+        (message_id,) = await engine.submit_many(_messages(1))
+        assert await asyncio.wait_for(engine.wait_for(message_id), 30) is State.SENT
+    assert len(emu.mails) == 1 and emu.duplicates == 0
+
+
+async def test_a_mail_past_its_age_is_dead_only_once_acs_says_it_never_had_it(
+    emu: Emulator, tmp_path: Path, engine_settings: SettingsFactory
+) -> None:
+    """Cut before ACS processed it, on its only attempt: dead after the status checks, and never POSTed again."""
+    emu.faults.add(Fault.drop())
+    settings = engine_settings(emu, tmp_path / "o.db", SENDER, retry=ONE_TRY, outage_backoff=FAST, resend_after=0.2)
+    async with Engine(settings) as engine:
+        (message_id,) = await engine.submit_many(_messages(1))
+        assert await asyncio.wait_for(engine.wait_for(message_id), 30) is State.DEAD
+        entry = await engine.outbox.get(message_id)
+    assert entry is not None and "ACS never received it" in (entry.last_error or "")
+    assert emu.requests.count(route="send") == 1 and emu.requests.count(route="status") >= 1
+    assert emu.mails == []

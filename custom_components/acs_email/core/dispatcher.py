@@ -301,6 +301,11 @@ class Dispatcher:
                 self._send_limiter.cancel(token)
                 if await self._verified(message):
                     return
+                if message.expired is not None:  # ACS does not have it, and it is past the retry policy
+                    await self._outbox.mark_dead(message.id, f"{message.expired} (ACS never received it)")
+                    self._died(message.id)
+                    _LOGGER.error("mail %s given up: %s", message.id, message.expired)
+                    return
                 token = await self._send_limiter.acquire()
             posted = True
             send = functools.partial(self._transport.send, message.body, message.id)
