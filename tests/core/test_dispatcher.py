@@ -272,3 +272,16 @@ async def test_pause_log_names_its_cause(
         await dispatcher.stop()
     (line,) = [r.getMessage() for r in caplog.records if "sending paused" in r.getMessage()]
     assert line.startswith(cause), line
+
+
+async def test_a_429_on_a_confirmation_poll_pauses_status_checks_across_restarts(
+    emu: Emulator, tmp_path: Path, engine_settings: SettingsFactory
+) -> None:
+    """The status endpoint's Retry-After holds for every later check, in this process and the next."""
+    emu.faults.add(Fault.error(429, retry_after=120, route=Route.STATUS))
+    async with Engine(engine_settings(emu, tmp_path / "o.db", SENDER, confirm_interval=0.05)) as engine:
+        (message_id,) = await engine.submit_many(_messages(1))
+        async with asyncio.timeout(10):
+            assert await engine.wait_for(message_id) is State.SENT  # accepted stays accepted
+        blocks = await engine.outbox.blocks()
+    assert "poll" in blocks and blocks["poll"][1] > 100

@@ -424,7 +424,10 @@ class Dispatcher:
             outcome = await self._poll(message_id)
             if outcome.kind is OutcomeKind.PERMANENT:
                 return outcome
-            if outcome.kind is not OutcomeKind.SENT:  # throttled, unreachable, or ACS's sporadic 404
+            if outcome.kind is OutcomeKind.THROTTLED:  # its Retry-After holds for every status check
+                await self._block(POLL, outcome.retry_after if outcome.retry_after is not None else 60.0)
+                break
+            if outcome.kind is not OutcomeKind.SENT:  # unreachable, or ACS's sporadic 404
                 break
             if (outcome.status or "").lower() == "succeeded":
                 return outcome

@@ -566,6 +566,8 @@ class _Store:
             return conn.execute(sql, params).rowcount
 
     def purge(self, ids: Sequence[str] | None, state: State) -> int:
+        if state is State.SENDING:  # its request may be at ACS right now: its outcome must find the row
+            raise ValueError("a mail being sent cannot be purged; purge it once it is sent or dead")
         sql = "DELETE FROM messages WHERE state = ?"
         params: tuple[str, ...] = (str(state),)
         if ids is not None:
@@ -885,7 +887,7 @@ class Outbox:
         return count
 
     async def purge(self, ids: Sequence[str] | None = None, *, state: State = State.DEAD) -> int:
-        """Delete messages in ``state`` (the given ids only, or all of them); returns how many."""
+        """Delete messages in ``state`` (the given ids only, or all of them); returns how many. Never ``sending``."""
         return await self._call(self._store.purge, ids, State(state))
 
     async def prune(self) -> int:
