@@ -28,6 +28,7 @@ from acs_email_core.message import Attachment, EmailMessage
 from acs_email_core.outbox import Outbox, State
 from acs_email_core.quota import Quota, Window
 from acs_email_core.retry import RetryPolicy
+from acs_email_core.timebase import Timebase
 from acs_email_core.transport import AcsCredentials, AcsTransport, Outcome, OutcomeKind
 
 SENDER = "DoNotReply@f.example.com"
@@ -258,6 +259,24 @@ async def test_retry_after_is_obeyed_by_the_next_process(
         entry = await engine.outbox.get(message_id)
         assert entry is not None and entry.state is State.QUEUED
     assert emu.requests.count(route="send") == 1
+
+
+@pytest.mark.parametrize("step", [0.0, -3600.0])
+async def test_retry_after_outlives_a_reboot(tmp_path: Path, step: float) -> None:
+    """After a reboot only the wall clock is left: a Retry-After still running on it must still hold."""
+    before = Timebase(boot="boot-before-the-reboot")
+    async with Outbox(tmp_path / "o.db") as outbox:
+        now = before.now()
+        await outbox.save_block("send", now.shifted(300), 300)
+    wall = WallClock()
+    wall.offset = step  # and the clock may have been set back meanwhile: the block never outlasts its 300 s
+    async with _stepping_outbox(tmp_path, wall) as outbox:
+        after = Timebase(wall=wall, boot="boot-after-the-reboot")
+        dispatcher = Dispatcher(outbox, RaisingTransport(), LOOSE, timebase=after)
+        async with _running(dispatcher):
+            status = await dispatcher.status()
+            assert status.quota_left == 0
+            assert 290 < dispatcher._send_limiter.blocked_until - after.mono() <= 300
 
 
 # ---- 8. clock steps ----------------------------------------------------------------------------------------------

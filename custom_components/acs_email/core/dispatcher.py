@@ -157,7 +157,7 @@ class Dispatcher:
             limiter.load([self._time.to_mono(stamp) for stamp in await self._outbox.request_history(kind)])
             if kind in blocks:
                 until, seconds = blocks[kind]
-                left = min(seconds, -self._time.age(until))  # a clock stepped back cannot lengthen it
+                left = min(seconds, self._time.left(until))  # a clock stepped back cannot lengthen it
                 if left > 0:
                     limiter.block_until(self._time.mono() + left)
         self._stopping.clear()
