@@ -7,7 +7,7 @@ cuts a connection after acceptance, stalls a POST past the client's timeout (the
 the timeout and fails a status check. A clean engine then delivers what is left. Verdicts: every mail sent,
 emulator duplicate counter 0, no 429 (no fault injects one, so any 429 is the quota's).
 
-Run: python bench/bench_kill_points.py [max_points]   (exit status 1 on any failure)
+Run: python bench/bench_kill_points.py [max_points] [concurrencies, e.g. 1,2,4]   (exit status 1 on any failure)
 """
 
 from __future__ import annotations
@@ -115,10 +115,10 @@ async def _run(directory: Path, kill_at: int, concurrency: int) -> tuple[bool, b
         return child.returncode == -signal.SIGKILL, all_sent, duplicates, emu.requests.count(status=429)
 
 
-async def _main(max_points: int) -> int:
+async def _main(max_points: int, concurrencies: tuple[int, ...]) -> int:
     runs = kills = failures = 0
     with tempfile.TemporaryDirectory(prefix="acs-kill-") as directory:
-        for concurrency in (1, 2, 4):
+        for concurrency in concurrencies:
             points = 0
             for kill_at in range(1, max_points + 1):
                 killed, all_sent, duplicates, throttled = await _run(Path(directory), kill_at, concurrency)
@@ -129,11 +129,12 @@ async def _main(max_points: int) -> int:
                     failures += 1
                     print(
                         f"FAILED: concurrency {concurrency}, killed at point {kill_at}: all sent {all_sent}, "
-                        f"duplicates {duplicates}, 429s {throttled}"
+                        f"duplicates {duplicates}, 429s {throttled}",
+                        flush=True,
                     )
                 if not killed:  # the run ended before reaching point K: every point has been hit
                     break
-            print(f"concurrency {concurrency}: killed at points 1..{points}")
+            print(f"concurrency {concurrency}: killed at points 1..{points}", flush=True)
     print(f"runs {runs}, SIGKILLs {kills}, mails {runs * MAILS}, failures {failures}")
     print("verdict:", "every mail exactly once, within quota" if failures == 0 else "FAILED")
     return 1 if failures else 0
@@ -144,4 +145,6 @@ if __name__ == "__main__":
         _child(json.loads(sys.argv[2]))
     else:
         logging.basicConfig(level=logging.CRITICAL)  # the crashes are the point: their warnings are not news
-        sys.exit(asyncio.run(_main(int(sys.argv[1]) if len(sys.argv) > 1 else 60)))
+        max_points = int(sys.argv[1]) if len(sys.argv) > 1 else 150
+        concurrencies = tuple(int(c) for c in (sys.argv[2] if len(sys.argv) > 2 else "1,2,4").split(","))
+        sys.exit(asyncio.run(_main(max_points, concurrencies)))
