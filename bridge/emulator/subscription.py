@@ -33,6 +33,10 @@ class Subscription:
             Route.STATUS: SlidingWindowLimiter(self.quota.poll, clock=time.monotonic),
         }
 
+    def remaining(self, route: Route) -> int:
+        """Requests of ``route`` that would be admitted now."""
+        return self._limiters[route].remaining(time.monotonic())
+
     def admit(self, route: Route) -> None:
         """Count one request of ``route`` received now; raise the 429 (with Retry-After) when over the limit.
 

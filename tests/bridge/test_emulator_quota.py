@@ -12,7 +12,7 @@ from azure.communication.email.aio import EmailClient
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.core.rest import HttpRequest
 
-from acs_email_bridge.emulator import Subscription
+from acs_email_bridge.emulator import Fault, Route, Subscription
 from acs_email_core.quota import PRESETS, Quota, Window
 
 Sdk = Callable[..., EmailClient]
@@ -83,3 +83,18 @@ async def test_sends_and_polls_are_counted_separately(make_emulator: Any, sdk: S
     with pytest.raises(HttpResponseError, match="TooManyRequests"):
         await client.begin_send(sample, polling=False)
     assert (emu.requests.count("status", 429), emu.requests.count("send", 429)) == (1, 1)
+
+
+async def test_a_stalled_request_is_charged_when_it_arrives(make_emulator: Any, sdk: Sdk, sample: dict) -> None:
+    """ACS counts a request on arrival: while one is stalled, the window is already used."""
+    emu = await make_emulator(quota=Quota(send=(Window(1, 60.0),), poll=(Window(10, 60.0),)))
+    emu.faults.add(Fault.stall(1.0))
+    client = sdk(emu)
+    stalled = asyncio.ensure_future(client.begin_send(sample, polling=False))
+    async with asyncio.timeout(10):
+        while emu.subscription is None or emu.subscription.remaining(Route.SEND) > 0:
+            await asyncio.sleep(0.01)
+    with pytest.raises(HttpResponseError, match="TooManyRequests"):  # the stalled one holds the only slot
+        await client.begin_send(sample, polling=False)
+    await stalled
+    assert len(emu.mails) == 1 and emu.requests.as_dict()["send"] == {"202": 1, "429": 1}

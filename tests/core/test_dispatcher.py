@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from acs_email_bridge.emulator import Emulator, Fault
 from acs_email_bridge.emulator.faults import Route
@@ -230,3 +232,56 @@ async def test_a_single_not_found_does_not_trigger_a_resend(
             assert await engine.wait_for(message_id) is State.SENT
     assert emu.requests.count(route="status") == 2  # the wrong 404, then the real answer
     assert len(emu.mails) == 1 and emu.duplicates == 0
+
+
+@pytest.mark.parametrize(
+    ("fault", "untrusted", "cause"),
+    [
+        (Fault.error(401, code="Denied", message="Denied"), False, "ACS authentication failed"),
+        (
+            Fault.error(403, code="AuthorizationFailed", message="no role"),
+            False,
+            "ACS refused the service principal (no role",
+        ),
+        (None, True, "ACS server certificate refused"),
+    ],
+)
+async def test_pause_log_names_its_cause(
+    emu: Emulator,
+    tmp_path: Path,
+    engine_settings: SettingsFactory,
+    caplog: pytest.LogCaptureFixture,
+    fault: Fault | None,
+    untrusted: bool,
+    cause: str,
+) -> None:
+    """A certificate or a missing role is not an authentication failure: the log says which fix is needed."""
+    if fault is not None:
+        emu.faults.add(fault)
+    settings = engine_settings(emu, tmp_path / "o.db", SENDER)
+    if untrusted:
+        trustme.CA().cert_pem.write_to_path(str(tmp_path / "other-ca.pem"))
+        settings = replace(settings, credentials=replace(settings.credentials, ca_file=str(tmp_path / "other-ca.pem")))
+    async with Outbox(tmp_path / "o.db") as outbox, AcsTransport(settings.credentials) as transport:
+        paused = asyncio.Event()
+        dispatcher = Dispatcher(outbox, transport, LOOSE, on_auth_failure=lambda _reason: paused.set())
+        await outbox.enqueue_many(_messages(1))
+        await dispatcher.start()
+        async with asyncio.timeout(10):
+            await paused.wait()
+        await dispatcher.stop()
+    (line,) = [r.getMessage() for r in caplog.records if "sending paused" in r.getMessage()]
+    assert line.startswith(cause), line
+
+
+async def test_a_429_on_a_confirmation_poll_pauses_status_checks_across_restarts(
+    emu: Emulator, tmp_path: Path, engine_settings: SettingsFactory
+) -> None:
+    """The status endpoint's Retry-After holds for every later check, in this process and the next."""
+    emu.faults.add(Fault.error(429, retry_after=120, route=Route.STATUS))
+    async with Engine(engine_settings(emu, tmp_path / "o.db", SENDER, confirm_interval=0.05)) as engine:
+        (message_id,) = await engine.submit_many(_messages(1))
+        async with asyncio.timeout(10):
+            assert await engine.wait_for(message_id) is State.SENT  # accepted stays accepted
+        blocks = await engine.outbox.blocks()
+    assert "poll" in blocks and blocks["poll"][1] > 100

@@ -28,6 +28,7 @@ from acs_email_core.message import Attachment, EmailMessage
 from acs_email_core.outbox import Outbox, State
 from acs_email_core.quota import Quota, Window
 from acs_email_core.retry import RetryPolicy
+from acs_email_core.timebase import Timebase
 from acs_email_core.transport import AcsCredentials, AcsTransport, Outcome, OutcomeKind
 
 SENDER = "DoNotReply@f.example.com"
@@ -260,6 +261,24 @@ async def test_retry_after_is_obeyed_by_the_next_process(
     assert emu.requests.count(route="send") == 1
 
 
+@pytest.mark.parametrize("step", [0.0, -3600.0])
+async def test_retry_after_outlives_a_reboot(tmp_path: Path, step: float) -> None:
+    """After a reboot only the wall clock is left: a Retry-After still running on it must still hold."""
+    before = Timebase(boot="boot-before-the-reboot")
+    async with Outbox(tmp_path / "o.db") as outbox:
+        now = before.now()
+        await outbox.save_block("send", now.shifted(300), 300)
+    wall = WallClock()
+    wall.offset = step  # and the clock may have been set back meanwhile: the block never outlasts its 300 s
+    async with _stepping_outbox(tmp_path, wall) as outbox:
+        after = Timebase(wall=wall, boot="boot-after-the-reboot")
+        dispatcher = Dispatcher(outbox, RaisingTransport(), LOOSE, timebase=after)
+        async with _running(dispatcher):
+            status = await dispatcher.status()
+            assert status.quota_left == 0
+            assert 290 < dispatcher._send_limiter.blocked_until - after.mono() <= 300
+
+
 # ---- 8. clock steps ----------------------------------------------------------------------------------------------
 STEP_QUOTA = Quota(send=(Window(3, 1.0),), poll=(Window(10_000, 60.0),))
 
@@ -443,3 +462,34 @@ def test_size_check_without_encoding_matches_the_encoded_request() -> None:
         assert computed_fits == encoded_fits, size
         verdicts.add(encoded_fits)
     assert verdicts == {True, False}  # the range crosses the limit
+
+
+# ---- attacks after issue 5: a mail ACS may have is never dead-lettered on the retry policy alone ---------------------
+ONE_TRY = RetryPolicy(initial_delay=0.05, max_delay=0.2, jitter=0.1, max_attempts=1)
+
+
+async def test_a_mail_acs_accepted_is_not_dead_when_out_of_attempts(
+    emu: Emulator, tmp_path: Path, engine_settings: SettingsFactory
+) -> None:
+    """Accepted, then the answer is lost on its only attempt: the status check finds it sent, not dead."""
+    emu.faults.add(Fault.drop(after=True))
+    settings = engine_settings(emu, tmp_path / "o.db", SENDER, retry=ONE_TRY, outage_backoff=FAST, resend_after=0.2)
+    async with Engine(settings) as engine:
+        (message_id,) = await engine.submit_many(_messages(1))
+        assert await asyncio.wait_for(engine.wait_for(message_id), 30) is State.SENT
+    assert len(emu.mails) == 1 and emu.duplicates == 0
+
+
+async def test_a_mail_past_its_age_is_dead_only_once_acs_says_it_never_had_it(
+    emu: Emulator, tmp_path: Path, engine_settings: SettingsFactory
+) -> None:
+    """Cut before ACS processed it, on its only attempt: dead after the status checks, and never POSTed again."""
+    emu.faults.add(Fault.drop())
+    settings = engine_settings(emu, tmp_path / "o.db", SENDER, retry=ONE_TRY, outage_backoff=FAST, resend_after=0.2)
+    async with Engine(settings) as engine:
+        (message_id,) = await engine.submit_many(_messages(1))
+        assert await asyncio.wait_for(engine.wait_for(message_id), 30) is State.DEAD
+        entry = await engine.outbox.get(message_id)
+    assert entry is not None and "ACS never received it" in (entry.last_error or "")
+    assert emu.requests.count(route="send") == 1 and emu.requests.count(route="status") >= 1
+    assert emu.mails == []

@@ -555,3 +555,51 @@ def test_any_text_is_parsed_or_refused_cleanly(text):
     except ValidationError:
         return
     assert all(a.address in text for a in parsed)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "ops@exa\ufffdmple.com",
+        "ops@example.c\ufffdom",
+        "ops@exam\x00ple.com",
+        "o\x01ps@example.com",
+        "ops@ex\udcffample.com",
+        "ops@exa\ud800mple.com",
+        "ops@example.com\x7f",
+        "ops@exa\x85mple.com",
+    ],
+)
+def test_addresses_acs_refuses_are_refused(address):
+    """U+FFFD, control characters and undecodable bytes (lone surrogates) never reach ACS in an address."""
+    refused("to", to=address)
+    refused("to", to={"address": address})
+    refused("reply_to", reply_to=address)
+
+
+@pytest.mark.parametrize(
+    "name", ["Ops\x00Desk", "Ops\x1bDesk", "Ops\x7fDesk", "Ops\x9bDesk", "Ops\ufffdDesk", "Ops\udcffDesk"]
+)
+def test_display_names_acs_refuses_are_refused(name):
+    """A display name is part of the address header: control characters, U+FFFD and lone surrogates are refused."""
+    refused("to", to={"address": "ops@example.com", "display_name": name})
+    refused("to", to=f'"{name}" <ops@example.com>')
+
+
+@pytest.mark.parametrize(
+    ("field", "overrides"),
+    [
+        ("subject", {"subject": "UPS\x00 on battery"}),
+        ("subject", {"subject": "UPS \udcff on battery"}),
+        ("header 'X-Device'", {"headers": {"X-Device": "ups\x1b1"}}),
+        ("text", {"text": "battery \udcff low"}),
+        ("html", {"html": "<p>battery \ud800 low</p>"}),
+    ],
+)
+def test_text_that_cannot_be_sent_is_refused(field, overrides):
+    """Lone surrogates are not UTF-8 (ACS would refuse the whole request); controls break header lines."""
+    refused(field, **overrides)
+
+
+def test_tab_and_replacement_character_in_subject_are_kept():
+    assert build(subject="UPS\tstatus \ufffd").subject == "UPS\tstatus \ufffd"

@@ -545,3 +545,12 @@ class OutboxMachine(RuleBasedStateMachine):
 
 TestOutboxMachine = OutboxMachine.TestCase
 TestOutboxMachine.settings = settings(max_examples=40, stateful_step_count=20, deadline=None)
+
+
+async def test_a_mail_being_sent_cannot_be_purged(outbox: Outbox) -> None:
+    """Its request may be at ACS: deleting the row would leave the outcome nowhere to go (and its waiter hanging)."""
+    message_id = await outbox.enqueue(mail())
+    await outbox.claim_due(1)
+    with pytest.raises(ValueError, match="being sent"):
+        await outbox.purge([message_id], state=State.SENDING)
+    assert (await outbox.get(message_id)) is not None

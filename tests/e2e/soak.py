@@ -4,7 +4,8 @@ Rounds alternate between a delivering *child process* killed with SIGKILL at a r
 in-process engine whose wall clock steps (forwards and backwards) and which is stopped with a short grace;
 concurrency cycles through 1, 2 and 4. Before every round the emulator is loaded with random faults:
 connections cut after the mail was accepted, cut before, 503s, injected 429s, slow answers, answers later
-than the client's timeout, status-endpoint failures. New mail arrives from another process meanwhile. A
+than the client's timeout, requests stalled past it and then processed, status-endpoint failures and 429s,
+operations held Running. New mail arrives from another process meanwhile. A
 last round delivers what is left. Verdicts: every mail accepted exactly once (emulator duplicate counter 0)
 and no request refused for being over the quota (quota 429s = all 429s minus the injected ones).
 
@@ -53,7 +54,14 @@ FAULTS: dict[str, Callable[[], Fault]] = {
     "answer after the timeout": lambda: Fault.delay(1.5, after=True),
     "status 503": lambda: Fault.error(503, route=Route.STATUS),
     "status cut": lambda: Fault.drop(route=Route.STATUS),
+    "status 429": lambda: Fault.error(429, retry_after=1, route=Route.STATUS),
+    "503 with Retry-After": lambda: Fault.error(503, retry_after=1),
+    # Read, held past the client's timeout, then accepted anyway (ACS still processing the abandoned POST).
+    "stalled past the timeout": lambda: Fault.stall(1.5),
+    "status stalled": lambda: Fault.stall(1.5, route=Route.STATUS),
+    "operation held Running": lambda: Fault.held("Running", 2.0),
 }
+INJECTED_429 = ("injected 429", "status 429")
 
 
 def settings(emu_connection: str, ca_file: str, outbox: Path, concurrency: int) -> EngineSettings:
@@ -214,7 +222,7 @@ class Soak:
         report.duplicates = self.emu.duplicates + len(self.emu.mails) - len({m.operation_id for m in self.emu.mails})
         count = self.emu.requests.count
         all_429 = count(route="send", status=429) + count(route="status", status=429)
-        report.over_quota = all_429 - report.faults["injected 429"]
+        report.over_quota = all_429 - sum(report.faults[name] for name in INJECTED_429)
         report.seconds = time.monotonic() - started
         return report
 

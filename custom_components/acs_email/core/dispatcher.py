@@ -25,7 +25,7 @@ from .outbox import ClaimedMessage, Outbox, State
 from .quota import Quota
 from .retry import RetryPolicy
 from .timebase import Timebase
-from .transport import Outcome, OutcomeKind
+from .transport import CERTIFICATE_REFUSED, Outcome, OutcomeKind
 
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -75,6 +75,15 @@ class DispatcherStatus:
     oldest_queued_age: float | None
     paused: str | None
     storage_error: str | None = None  # the outbox cannot be written (delivery retries with backoff)
+
+
+def pause_cause(reason: str) -> str:
+    """What stopped sending, in words that point at the fix: trust, permission, or the credentials."""
+    if reason.startswith(CERTIFICATE_REFUSED):
+        return "ACS server certificate refused"
+    if "AuthorizationFailed" in reason or reason.startswith("HTTP 403"):
+        return "ACS refused the service principal (no role on the ACS resource, or the subscription is blocked)"
+    return "ACS authentication failed"
 
 
 class Dispatcher:
@@ -149,7 +158,7 @@ class Dispatcher:
             limiter.load([self._time.to_mono(stamp) for stamp in await self._outbox.request_history(kind)])
             if kind in blocks:
                 until, seconds = blocks[kind]
-                left = min(seconds, -self._time.age(until))  # a clock stepped back cannot lengthen it
+                left = min(seconds, self._time.left(until))  # a clock stepped back cannot lengthen it
                 if left > 0:
                     limiter.block_until(self._time.mono() + left)
         self._stopping.clear()
@@ -296,6 +305,11 @@ class Dispatcher:
                 self._send_limiter.cancel(token)
                 if await self._verified(message):
                     return
+                if message.expired is not None:  # ACS does not have it, and it is past the retry policy
+                    await self._outbox.mark_dead(message.id, f"{message.expired} (ACS never received it)")
+                    self._died(message.id)
+                    _LOGGER.error("mail %s given up: %s", message.id, message.expired)
+                    return
                 token = await self._send_limiter.acquire()
             posted = True
             send = functools.partial(self._transport.send, message.body, message.id)
@@ -414,7 +428,10 @@ class Dispatcher:
             outcome = await self._poll(message_id)
             if outcome.kind is OutcomeKind.PERMANENT:
                 return outcome
-            if outcome.kind is not OutcomeKind.SENT:  # throttled, unreachable, or ACS's sporadic 404
+            if outcome.kind is OutcomeKind.THROTTLED:  # its Retry-After holds for every status check
+                await self._block(POLL, outcome.retry_after if outcome.retry_after is not None else 60.0)
+                break
+            if outcome.kind is not OutcomeKind.SENT:  # unreachable, or ACS's sporadic 404
                 break
             if (outcome.status or "").lower() == "succeeded":
                 return outcome
@@ -496,7 +513,8 @@ class Dispatcher:
         """
         if self._paused is None:
             _LOGGER.error(
-                "ACS authentication failed, sending paused (next try in %.0f s, or when resumed): %s",
+                "%s, sending paused (next try in %.0f s, or when resumed): %s",
+                pause_cause(reason),
                 self._auth_retry,
                 reason,
             )

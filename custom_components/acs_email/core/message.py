@@ -72,9 +72,31 @@ def _base64_size(data: bytes) -> int:
     return 4 * -(-len(data) // 3)
 
 
+# Lone surrogates (undecodable bytes kept by ``surrogateescape``) cannot be sent as UTF-8; U+FFFD is what a
+# failed decoding left behind; control characters are refused by ACS in addresses and display names.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _check_text(field_name: str, value: str) -> None:
+    """Any text ACS gets must be valid Unicode: no lone surrogates (invalid UTF-8 smuggled in)."""
+    if _SURROGATE.search(value):
+        raise ValidationError(field_name, "contains bytes that are not valid UTF-8 (lone surrogates)")
+
+
 def _check_line(field_name: str, value: str) -> None:
     if "\r" in value or "\n" in value:
         raise ValidationError(field_name, "must not contain line breaks (CR/LF)")
+    _check_text(field_name, value)
+    if _CONTROL.search(value):
+        raise ValidationError(field_name, "must not contain control characters")
+
+
+def _check_name(field_name: str, value: str) -> None:
+    """A display name: one line of printable text, and no U+FFFD (the mark of text decoded wrongly)."""
+    _check_line(field_name, value)
+    if "\ufffd" in value:
+        raise ValidationError(field_name, "contains U+FFFD (text decoded with the wrong charset)")
 
 
 def check_address(address: str) -> str:
@@ -138,7 +160,7 @@ class EmailAddress:
     def __post_init__(self) -> None:
         check_address(self.address)
         if self.display_name is not None:
-            _check_line("display name", self.display_name)
+            _check_name("display name", self.display_name)
 
     @classmethod
     def parse(cls, value: str | EmailAddress | Mapping[str, str]) -> EmailAddress:
@@ -358,6 +380,8 @@ class EmailMessage:
             )
         if not self.text and not self.html:
             raise ValidationError("body", "is empty; give a plain-text or an HTML body (ACS refuses mail without one)")
+        _check_text("text", self.text or "")
+        _check_text("html", self.html or "")
         content_ids = [a.content_id for a in self.attachments if a.content_id]
         duplicates = sorted({c for c in content_ids if content_ids.count(c) > 1})
         if duplicates:

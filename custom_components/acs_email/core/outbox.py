@@ -162,6 +162,8 @@ class ClaimedMessage:
     verify: bool
     created_at: float
     posted: Stamp | None = None  # when the last POST of this message started; None: never posted
+    # Out of attempts or too old, but ACS may have it: dead only once a status check proves it does not.
+    expired: str | None = None
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -449,10 +451,23 @@ class _Store:
             f"so {what} cannot be accepted; wait for sending to catch up, or purge dead letters"
         )
 
+    def _expiry(self, attempts: int, age: float) -> str | None:
+        """Why a message is past the retry policy (out of attempts, or too old), or None."""
+        if attempts >= self.retry.max_attempts:
+            return f"gave up after {attempts} attempts"
+        if age >= self.retry.max_age:
+            return f"expired after {_duration(age)}"
+        return None
+
+    def _expired(self, row: sqlite3.Row, now: float) -> str | None:
+        expiry = self._expiry(row["attempts"], now - row["age_from"])
+        return None if expiry is None else f"{expiry}: {row['last_error']}"
+
     def claim(self, limit: int, now: float) -> list[ClaimedMessage]:
         with self._transaction() as conn:
             rows = conn.execute(
-                "SELECT id, attempts, verify, created_at, posted_at, posted_mono, posted_boot, payload "
+                "SELECT id, attempts, verify, created_at, age_from, last_error, posted_at, posted_mono, posted_boot, "
+                "payload "
                 "FROM messages INDEXED BY messages_due "
                 "WHERE state = 'queued' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
                 (now, limit),
@@ -469,6 +484,7 @@ class _Store:
                 verify=bool(row["verify"]),
                 created_at=row["created_at"],
                 posted=_stamp(row["posted_at"], row["posted_mono"], row["posted_boot"]),
+                expired=self._expired(row, now) if row["verify"] else None,
             )
             for row in rows
         ]
@@ -512,12 +528,12 @@ class _Store:
             if row["state"] != State.SENDING:  # settled meanwhile (e.g. sent, then the task was cancelled)
                 return State(row["state"])
             attempts = row["attempts"] + int(count_attempt)
-            age = now - row["age_from"]
             state, next_at, last_error = State.QUEUED, now, error
-            if attempts >= policy.max_attempts:
-                state, last_error = State.DEAD, f"gave up after {attempts} attempts: {error}"
-            elif age >= policy.max_age:
-                state, last_error = State.DEAD, f"expired after {_duration(age)}: {error}"
+            expired = self._expiry(attempts, now - row["age_from"])
+            if expired is not None and not verify:
+                state, last_error = State.DEAD, f"{expired}: {error}"
+            elif expired is not None:  # ACS may have it: a dead letter it was delivered would be a lie
+                next_at = now + (policy.delay(attempts) if retry_after is None else max(retry_after, 0.0))
             elif retry_after is not None:
                 next_at = now + max(retry_after, 0.0)
             else:
@@ -550,6 +566,8 @@ class _Store:
             return conn.execute(sql, params).rowcount
 
     def purge(self, ids: Sequence[str] | None, state: State) -> int:
+        if state is State.SENDING:  # its request may be at ACS right now: its outcome must find the row
+            raise ValueError("a mail being sent cannot be purged; purge it once it is sent or dead")
         sql = "DELETE FROM messages WHERE state = ?"
         params: tuple[str, ...] = (str(state),)
         if ids is not None:
@@ -826,6 +844,9 @@ class Outbox:
     ) -> State:
         """Back to ``queued`` for a later try, or ``dead`` once out of attempts or too old; returns which.
 
+        With ``verify`` (ACS may have it) it is never dead here: the next claim says it is ``expired``, and
+        the dispatcher gives up only when a status check shows ACS never received it.
+
         Only a message in ``sending`` changes; any other is left as it is and its state returned.
         ``retry_after`` (the service's Retry-After) replaces the backoff delay; ``count_attempt=False`` is for
         failures that are not the message's fault (throttling). Raises KeyError if the id is unknown.
@@ -866,7 +887,7 @@ class Outbox:
         return count
 
     async def purge(self, ids: Sequence[str] | None = None, *, state: State = State.DEAD) -> int:
-        """Delete messages in ``state`` (the given ids only, or all of them); returns how many."""
+        """Delete messages in ``state`` (the given ids only, or all of them); returns how many. Never ``sending``."""
         return await self._call(self._store.purge, ids, State(state))
 
     async def prune(self) -> int:

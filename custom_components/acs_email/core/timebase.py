@@ -61,6 +61,16 @@ class Timebase:
             return self.mono() - stamp.mono
         return max(0.0, self.wall() - stamp.wall)
 
+    def left(self, deadline: Stamp) -> float:
+        """Seconds until ``deadline`` (negative: passed). Exact in the same boot, else by the wall clock.
+
+        Unlike :meth:`age`, not clamped: a deadline still ahead on the wall clock after a reboot holds;
+        the caller caps it by the length it was given (a clock set back cannot lengthen it).
+        """
+        if deadline.mono is not None and deadline.boot is not None and deadline.boot == self.boot:
+            return deadline.mono - self.mono()
+        return deadline.wall - self.wall()
+
     def to_mono(self, stamp: Stamp) -> float:
         """``stamp`` on this process's monotonic clock."""
         return self.mono() - self.age(stamp)
