@@ -13,18 +13,16 @@ All SQLite work runs on one worker thread; the event loop never waits on disk.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
-_T = TypeVar("_T")
+from ..sqlite_thread import SqliteThread
+
 KEEP_PAYLOAD = 256 * 1024  # bytes of a failed event's payload kept for inspection
 
 _SCHEMA = (
@@ -106,53 +104,27 @@ class PendingResult:
     correlation: bytes | None
 
 
-class Journal:
+class Journal(SqliteThread):
     """See the module docstring; ``open`` before use, ``close`` after."""
 
     def __init__(self, path: Path, *, synchronous: str = "FULL", keep: float = 7 * 86400.0) -> None:
-        self.path = path
-        self._synchronous = synchronous
+        super().__init__(path, "journal", synchronous=synchronous)
         self._keep = keep
-        self._conn: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
         self._matched: dict[int, set[int]] = {}  # per connection epoch: rows already matched on it
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
     async def open(self) -> None:
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="acs-email-mqtt-journal")
+        self._start_thread()
         await self._call(self._open)
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        conn = self._connect()
         for statement in _SCHEMA:
             conn.execute(statement)
         conn.execute("DELETE FROM events WHERE received_at < ?", (time.time() - self._keep,))
 
     async def close(self) -> None:
-        if self._executor is None:
-            return
-        await self._call(self._close)
-        self._executor.shutdown(wait=True)
-        self._executor = None
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _call(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
-        if self._executor is None:
-            raise RuntimeError(f"journal {self.path} is not open")
-        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    @property
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError(f"journal {self.path} is not open")
-        return self._conn
+        await self._stop_thread()
 
     # ---- events --------------------------------------------------------------------------------------------
     async def assign(self, items: Sequence[Incoming], confirm_upto: int | None) -> list[Assigned]:

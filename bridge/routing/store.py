@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-_T = TypeVar("_T")
+from ..sqlite_thread import SqliteThread
+
 Statement = tuple[str, tuple[Any, ...]]
 
 _SCHEMA = (
@@ -50,26 +50,17 @@ class _Pending:
     future: asyncio.Future[None]
 
 
-class StateStore:
+class StateStore(SqliteThread):
     """One SQLite file, one worker thread; ``write`` is the group-committed way in."""
 
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError("synchronous must be FULL or NORMAL")
-        self.path = path
-        self._synchronous = synchronous
-        self._conn: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        super().__init__(path, "router state", synchronous=synchronous)
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
 
     # ---- thread side ---------------------------------------------------------------------------------------
-    @property
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError(f"router state {self.path} is not open")
-        return self._conn
-
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         conn = self._db
@@ -83,11 +74,8 @@ class StateStore:
             raise
 
     def _open(self) -> Snapshot:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        conn = self._connect(timeout=30.0)  # the outbox's synchronous setting: NORMAL survives kill -9
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(f"PRAGMA synchronous = {self._synchronous}")  # the outbox's setting: NORMAL survives kill -9
         with self._transaction():
             for statement in _SCHEMA:
                 conn.execute(statement)
@@ -117,19 +105,9 @@ class StateStore:
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
         return self._db.execute(sql, params).fetchall()
 
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
     # ---- loop side -----------------------------------------------------------------------------------------
-    def _call(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
-        if self._executor is None:
-            raise RuntimeError(f"router state {self.path} is not open")
-        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
     async def open(self) -> Snapshot:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="acs-email-routes")
+        self._start_thread()
         try:
             return await self._call(self._open)
         except BaseException:
@@ -140,16 +118,13 @@ class StateStore:
         """Finish pending writes, then close."""
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            await asyncio.get_running_loop().run_in_executor(executor, self._close)
-            executor.shutdown(wait=False)
+        await self._stop_thread()
 
     async def write(self, statements: Sequence[Statement]) -> None:
         """Commit ``statements`` (in order, after every earlier write); raises the SQLite error if they failed."""
         if not statements:
             return
-        if self._executor is None:
+        if not self.is_open:
             raise RuntimeError(f"router state {self.path} is not open")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(statements, future))
