@@ -63,13 +63,14 @@ async def test_ups_on_battery_mails_once_per_change(hass: HomeAssistant, make_en
     assert len(emu.mails) == 2  # the attribute-only change sent nothing
 
 
-async def test_camera_detection_mails_the_snapshot_inline(
-    hass: HomeAssistant, make_entry: MakeEntry, emu: Emulator
+async def _use_camera_blueprint(
+    hass: HomeAssistant, make_entry: MakeEntry, camera_state: str, camera_name: str
 ) -> None:
+    """An automation from the camera blueprint: a person sensor at the gate, mail to owner@example.com."""
     entry = await make_entry()
     await hass.async_add_executor_job(_install, hass)
     hass.states.async_set("binary_sensor.gate_person", "off", {"friendly_name": "Person at the gate"})
-    hass.states.async_set("camera.gate", "idle", {"friendly_name": "Gate <cam>"})
+    hass.states.async_set("camera.gate", camera_state, {"friendly_name": camera_name})
     assert await async_setup_component(
         hass,
         "automation",
@@ -89,6 +90,12 @@ async def test_camera_detection_mails_the_snapshot_inline(
         },
     )
     await hass.async_block_till_done()
+
+
+async def test_camera_detection_mails_the_snapshot_inline(
+    hass: HomeAssistant, make_entry: MakeEntry, emu: Emulator
+) -> None:
+    await _use_camera_blueprint(hass, make_entry, camera_state="idle", camera_name="Gate <cam>")
 
     with patch("homeassistant.components.camera.async_get_image", return_value=Image("image/jpeg", JPEG)) as get:
         hass.states.async_set("binary_sensor.gate_person", "on", {"friendly_name": "Person at the gate"})
@@ -112,29 +119,7 @@ async def test_camera_detection_still_mails_when_the_camera_is_offline(
     hass: HomeAssistant, make_entry: MakeEntry, emu: Emulator
 ) -> None:
     """No snapshot to take: the detection is mailed all the same, saying the camera is unavailable."""
-    entry = await make_entry()
-    await hass.async_add_executor_job(_install, hass)
-    hass.states.async_set("binary_sensor.gate_person", "off", {"friendly_name": "Person at the gate"})
-    hass.states.async_set("camera.gate", "unavailable", {"friendly_name": "Gate"})
-    assert await async_setup_component(
-        hass,
-        "automation",
-        {
-            "automation": {
-                "use_blueprint": {
-                    "path": "acs_email/camera_detection_snapshot.yaml",
-                    "input": {
-                        "detection": "binary_sensor.gate_person",
-                        "camera": "camera.gate",
-                        "account": entry.entry_id,
-                        "addresses": ["owner@example.com"],
-                        "cooldown": 0,
-                    },
-                }
-            }
-        },
-    )
-    await hass.async_block_till_done()
+    await _use_camera_blueprint(hass, make_entry, camera_state="unavailable", camera_name="Gate")
     hass.states.async_set("binary_sensor.gate_person", "on", {"friendly_name": "Person at the gate"})
     await wait_until(lambda: len(emu.mails) == 1)
     mail = emu.mails[0]
