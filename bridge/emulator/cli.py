@@ -12,13 +12,16 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from acs_email_core.errors import ValidationError
 from acs_email_core.message import check_address
 from acs_email_core.quota import PRESETS
 
 from ..arguments import port, seconds, whole_seconds
-from .server import Emulator
+
+if TYPE_CHECKING:
+    from .server import Emulator
 
 DEFAULT_STATE_DIR = Path(".acs-emulator")
 
@@ -157,6 +160,8 @@ def _optional_dir(value: Path) -> Path | None:
 
 
 async def _serve(args: argparse.Namespace, access_key: str) -> int:
+    from .server import Emulator  # noqa: PLC0415 - aiohttp and trustme only when the emulator runs
+
     emu = Emulator(
         access_key,
         None if args.quota == "none" else PRESETS[args.quota],

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import BridgeConfig
 from ..sources import BridgeContext
 from .config import SmtpSettings, smtp_settings
-from .relay import SmtpRelay
+
+if TYPE_CHECKING:
+    from .relay import SmtpRelay
 
 _LOGGER = logging.getLogger(__name__)
 SOURCE = "smtp"
@@ -30,8 +32,10 @@ class SmtpSource:
     name = SOURCE
 
     def __init__(self, settings: SmtpSettings, context: BridgeContext) -> None:
+        from .relay import SmtpRelay  # noqa: PLC0415 - aiosmtpd and cryptography only for a bridge that relays
+
         queued = context.metrics.mails_queued.labels(SOURCE)
-        self.relay = SmtpRelay(
+        self.relay: SmtpRelay = SmtpRelay(
             settings, context.engine, registry=context.metrics.registry, on_accepted=lambda _device: queued.inc()
         )
         context.state[SOURCE] = self.state

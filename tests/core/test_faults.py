@@ -192,7 +192,7 @@ async def test_a_malformed_tenant_id_pauses_with_a_reason_and_leaks_nothing(emu:
             outcome = await transport.send({"senderAddress": SENDER}, "00000000-0000-4000-8000-000000000001")
             assert outcome.kind is OutcomeKind.AUTH
             assert "invalid service principal" in outcome.detail
-            assert transport._own_session is None  # the session built for the attempt is closed
+            assert transport._client is not None and transport._client._own_session is None  # closed again
     assert emu.requests.count(route="send") == 0
 
 

@@ -7,8 +7,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from types import TracebackType
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from .config import EngineSettings
 from .dispatcher import Dispatcher, DispatcherStatus
@@ -16,6 +15,9 @@ from .errors import OutboxError
 from .message import EmailMessage
 from .outbox import Outbox, State
 from .transport import AcsTransport
+
+if TYPE_CHECKING:
+    import aiohttp
 
 _LOGGER = logging.getLogger(__name__)
 TAKEOVER_POLL = 0.5  # seconds between checks whether the process delivering from our outbox is gone
