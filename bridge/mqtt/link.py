@@ -306,22 +306,30 @@ class MqttLink:
             self._resume_reading()
 
     # ---- subscriptions -------------------------------------------------------------------------------------
-    async def set_filters(self, filters: Sequence[str], grace: float = 10.0) -> None:
-        """Change the subscriptions (on reload); returns once the broker confirmed them (or after ``grace`` s)."""
+    async def set_filters(self, filters: Sequence[str], grace: float = 10.0) -> tuple[str, ...]:
+        """Change the subscriptions (on reload); returns once the broker confirmed them (or after ``grace`` s).
+
+        Returns the added filters the broker's session now holds: none unless it accepted all of them in time.
+        """
         new = tuple(dict.fromkeys(filters))
         added = [f for f in new if f not in self._filters]
         removed = [f for f in self._filters if f not in new]
         self._filters = new
         if not self.connected:
-            return  # the next connect subscribes the new set
+            return ()  # the next connect subscribes the new set
+        epoch, refused = self._epoch, self._refused
         pending = []
         if removed:
             pending.append(self._expect(self._client.unsubscribe(removed)[1]))
         if added:
             pending.append(self._expect(self._subscribe(added)))
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(grace):
                 await asyncio.gather(*pending)
+        except TimeoutError:
+            return ()
+        held = self._connected and self._epoch == epoch and not (refused or self._refused)
+        return tuple(added) if held else ()
 
     def _expect(self, mid: int | None) -> asyncio.Future[None]:
         """A future resolved by the SUBACK/UNSUBACK of ``mid``."""

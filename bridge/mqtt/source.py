@@ -139,9 +139,10 @@ class MqttSource:
             self._state.settings = self.settings
             self._results.topic = self.settings.result_topic
         self._config = config
-        await self.link.set_filters(self._filters())
+        added = await self.link.set_filters(self._filters())
         await self.journal.set_meta("filters", json.dumps(self._filters()))
-        await self._held_filters([f for f in self.link.session_filters if f in self._filters()])
+        held = (*self.link.session_filters, *added)
+        await self._held_filters([f for f in self._filters() if f in held])
 
     async def _held_filters(self, filters: Sequence[str]) -> None:
         """Record what the broker's session is subscribed to (an MQTT 3.1.1 reconnect subscribes only the rest)."""

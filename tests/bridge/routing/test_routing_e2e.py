@@ -312,6 +312,28 @@ async def test_a_retained_status_is_mailed_once_not_again_at_each_restart(
     assert [_text(m) for m in mails] == [_text(mail), _text(mails[1])] and "OL" in _text(mails[1])
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_a_route_added_by_sighup_mails_its_retained_status_once_across_restarts(
+    bridge: StartBridge, publish: Publish, broker: Mosquitto, tmp_path: Path, protocol: str
+) -> None:
+    mqtt = {"host": "127.0.0.1", "port": broker.port, "client_id": f"added-{broker.port}", "protocol": protocol}
+    ups = {"name": "ups", "topic": "ups/+/status", "to": "a@example.com"}
+    b = await bridge({"mqtt": dict(mqtt)})
+    await publish("ups/den/status", "OB", retain=True)  # before any route wants it
+
+    def add(config: dict[str, Any]) -> None:
+        config["routes"].append(dict(ups))
+
+    await _reload(b, tmp_path, add)
+    [mail] = await b.mails(1)  # the retained status, for the new subscription
+    for _restart in range(2):  # an MQTT 3.1.1 session must not be subscribed again (which resends retained)
+        await b.service.stop()
+        b = await bridge({"mqtt": dict(mqtt), "routes": [dict(ups)]})
+    await publish("ups/den/status", "OL", retain=True)
+    mails = await b.mails(2)
+    assert [_text(m) for m in mails] == [_text(mail), _text(mails[1])] and "OL" in _text(mails[1])
+
+
 async def test_an_event_failing_on_one_route_while_another_mails_is_kept_as_failed(
     bridge: StartBridge, publish: Publish
 ) -> None:
