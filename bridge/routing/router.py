@@ -169,6 +169,7 @@ class Router:
             _LOGGER.warning(
                 "router: collapsed events of route(s) %s wait for that route to return", ", ".join(stranded)
             )
+        await self._follow_quiet_hours()  # the config may have changed while the bridge was stopped
         if self._flushing:  # before any new event could join what that flush already holds
             await self.flush_due()
         if timers:
@@ -201,7 +202,35 @@ class Router:
                 ", ".join(sorted(gone)),
             )
         self.config = config
+        await self._follow_quiet_hours()
         self._wake.set()
+
+    async def _follow_quiet_hours(self) -> None:
+        """Events held for quiet hours go out when the configured quiet hours end: now, if they no longer hold."""
+        now = self._clock()
+        local = self._local(now)
+        statements: list[Statement] = []
+        moved: list[tuple[_Group, float]] = []
+        for group in self._groups.values():
+            route = next((r for r in self.config.routes if r.name == group.route), None)
+            if group.kind != "quiet" or route is None:
+                continue  # a removed route's held events keep the time it gave them
+            quiet = route.quiet_hours
+            due = quiet.next_end(local).timestamp() if quiet is not None and quiet.active(local) else now
+            if due != group.due_at:
+                moved.append((group, due))
+                statements.append(
+                    (
+                        "UPDATE held SET due_at = ? "
+                        "WHERE route = ? AND kind = 'quiet' AND grp = ? AND flush_id IS NULL",
+                        (due, group.route, group.grp),
+                    )
+                )
+        if statements:
+            await self._store.write(statements)
+            for group, due in moved:
+                group.due_at = due
+            _LOGGER.info("router: %d quiet-hours digest(s) follow the new quiet hours", len(moved))
 
     def topics(self) -> list[str]:
         """Filters to subscribe to: every route's and every companion topic."""

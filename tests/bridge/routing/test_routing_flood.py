@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from routing_helpers import JPEG, T0, Clock, MakeRouter, fixture
 
@@ -170,6 +171,35 @@ async def test_quiet_hours_hold_events_for_a_morning_digest(make_router: MakeRou
     assert digest.text is not None and "2025-12-02 23:10:00  Garage closed" in digest.text
     outcome = await h.send(event("garage/door", "open"))
     assert outcome.disposition is Disposition.MAILED
+
+
+async def test_held_quiet_hours_digests_follow_quiet_hours_changed_by_reload_or_restart(
+    make_router: MakeRouter, event, clock: Clock, tmp_path: Path
+) -> None:
+    def config(end: str) -> dict[str, Any]:
+        route = {"name": "garage", "topic": "garage/+", "to": TO, "quiet_hours": {"start": "22:00", "end": end}}
+        return {"routing": {"timezone": "Europe/Berlin"}, "routes": [route]}
+
+    state = tmp_path / "state.db"
+    first = await make_router(config("07:00"), state=state)
+    clock.now = T0 + 13 * 3600 + 30 * 60  # 22:30 Berlin
+    assert (await first.send(event("garage/door", "open"))).rule == "quiet_hours"
+    clock.now = T0 + 17 * 3600  # 02:00 Berlin: quiet hours now end at 05:00
+    await first.router.reload(routing_from_config(config("05:00"), base_dir=tmp_path))
+    await first.router.stop()
+    second = await make_router(config("05:00"), state=state)  # the new end was stored
+    clock.now = T0 + 19 * 3600 + 59 * 60  # 04:59 Berlin
+    assert await second.flush() == []
+    clock.now = T0 + 20 * 3600  # 05:00 Berlin
+    [held] = await second.flush()  # one event held: mailed as it would have been, with its time
+    assert (held.subject, held.text) == ("garage/door", "garage/door at 2025-12-02 22:30:00\n\nopen")
+    assert (await second.send(event("garage/door", "closed"))).disposition is Disposition.MAILED
+    clock.now = T0 + 14 * 3600  # 23:00 Berlin again
+    assert (await second.send(event("garage/door", "open"))).rule == "quiet_hours"
+    await second.router.stop()
+    third = await make_router(config("22:30"), state=state)  # started with quiet hours already over
+    [held] = await third.flush()
+    assert (held.subject, held.text) == ("garage/door", "garage/door at 2025-12-02 23:00:00\n\nopen")
 
 
 async def test_held_digest_survives_a_restart_and_a_redelivery_is_listed_once(
