@@ -74,14 +74,17 @@ class HttpEndpoint:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        server = await asyncio.to_thread(
-            make_server,
-            self._host,
-            self._port,
-            self._app,
-            server_class=_Server6 if ":" in self._host else _Server,
-            handler_class=_QuietHandler,
-        )
+        try:
+            server = await asyncio.to_thread(
+                make_server,
+                self._host,
+                self._port,
+                self._app,
+                server_class=_Server6 if ":" in self._host else _Server,
+                handler_class=_QuietHandler,
+            )
+        except OSError as err:  # the bare error does not say which port
+            raise OSError(f"http: cannot listen on {self._host}:{self._port}: {err.strerror}") from None
         self._server = server
         self.port = server.server_address[1]
         self._thread = threading.Thread(target=server.serve_forever, name="acs-email-bridge http", daemon=True)
