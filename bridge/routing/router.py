@@ -63,12 +63,30 @@ _BAD_INPUT = (PayloadError, ComposeError, TemplateError, ValidationError)
 
 @dataclass
 class _Group:
+    """Held events waiting for one mail, oldest first; change ``events`` through the methods (they keep ``_ids``)."""
+
     route: str
     kind: str
     grp: str
     due_at: float
     events: list[HeldEvent] = field(default_factory=list)
     flush_id: str | None = None  # set once its mail is being queued
+    _ids: set[str] = field(init=False, repr=False)  # of ``events``: a digest of thousands checks an id in O(1)
+
+    def __post_init__(self) -> None:
+        self._ids = {e.id for e in self.events}
+
+    def add(self, held: HeldEvent) -> None:
+        """Append, unless an event with its id is held already (two deliveries of one message)."""
+        if held.id not in self._ids:
+            self._ids.add(held.id)
+            self.events.append(held)
+
+    def keep(self, count: int) -> list[HeldEvent]:
+        """Keep the oldest ``count`` events; returns the rest."""
+        rest, self.events = self.events[count:], self.events[:count]
+        self._ids.difference_update(e.id for e in rest)
+        return rest
 
 
 @dataclass(frozen=True)
@@ -159,7 +177,7 @@ class Router:
                     (row["route"], row["kind"], row["grp"]),
                     _Group(row["route"], row["kind"], row["grp"], row["due_at"]),
                 )
-            group.events.append(_held_from_row(row))
+            group.add(_held_from_row(row))
         if self._groups or self._flushing:
             _LOGGER.info("router: %d held event group(s) restored", len(self._groups) + len(self._flushing))
         stranded = sorted(
@@ -445,8 +463,7 @@ class Router:
         """Add to the open group (or open one, due at ``held.due_at``); one holding ``limit`` events is due now."""
         key = (route, held.kind, held.grp)
         group = self._groups.setdefault(key, _Group(route, held.kind, held.grp, held.due_at))
-        if all(e.id != held.id for e in group.events):
-            group.events.append(held)
+        group.add(held)
         if limit is not None and len(group.events) >= limit:
             group.due_at = min(group.due_at, self._clock())
         self._wake.set()
@@ -518,14 +535,14 @@ class Router:
         statements: list[Statement] = []
         if group.kind != "collapse":
             message, count = await self._fitting(route, group, flush_id)
-            rest, group.events = group.events[count:], group.events[:count]
+            rest = group.keep(count)
             if message is None:  # one event alone is over the mail size limit: counted, not retried forever
                 _LOGGER.error(
                     "route %s: a held event on %s is too big for any mail", group.route, group.events[0].topic
                 )
                 statements.append(("DELETE FROM held WHERE id = ?", (group.events[0].id,)))
                 self._counters[(group.route, "failed", group.kind)] += 1
-                group.events = []
+                group.keep(0)
             if not fresh:  # marked by an earlier run: what does not fit is unmarked again
                 statements.extend(("UPDATE held SET flush_id = NULL WHERE id = ?", (e.id,)) for e in rest)
             self._requeue(group, rest, fresh=fresh, now=now)
