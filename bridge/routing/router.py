@@ -38,7 +38,7 @@ from acs_email_core.engine import Engine
 from acs_email_core.errors import AcsEmailError, OutboxFullError, TemplateError, ValidationError
 from acs_email_core.message import DEFAULT_LIMITS, Attachment, EmailMessage, MessageLimits
 
-from ..mqtt.events import IGNORED, Disposition, InboundEvent, Outcome
+from ..mqtt.events import IGNORED, Disposition, InboundEvent, Outcome, uuid5
 from . import compose
 from .compose import ComposeError, Recipients, Rendered
 from .digest import Extras, HeldEvent, digest_mail
@@ -116,9 +116,18 @@ class _Step:
     event: InboundEvent
     now: float
     work: _Work
-    message_id: str  # the id its mail gets (stable across redeliveries)
-    held_id: str  # the id it gets when held for a digest or a collapsed mail
     context: dict[str, Any] = field(default_factory=dict)
+    ids: tuple[str, str] | None = None  # (message_id, held_id) when not derived from the event: a collapsed flush
+
+    @property
+    def message_id(self) -> str:
+        """The id its mail gets (stable across redeliveries); derived when needed, as most events are not mailed."""
+        return self.ids[0] if self.ids else self.event.mail_id(self.route.mail_index)
+
+    @property
+    def held_id(self) -> str:
+        """The id it gets when held for a digest or a collapsed mail."""
+        return self.ids[1] if self.ids else uuid5(_NAMESPACE, f"{self.event.event_id}/{self.route.name}")
 
 
 class Router:
@@ -255,14 +264,7 @@ class Router:
                 await stack.enter_async_context(self._locks.setdefault(route.name, asyncio.Lock()))
             recorded = await self._recorded(event) if routes and event.duplicate else {}
             for route in routes:
-                step = _Step(
-                    route,
-                    event,
-                    now,
-                    work,
-                    event.mail_id(route.mail_index),
-                    str(uuid.uuid5(_NAMESPACE, f"{event.event_id}/{route.name}")),
-                )
+                step = _Step(route, event, now, work)
                 result = await self._route(step, recorded.get(route.name))
                 results.append(result)
                 if result.kind is OutcomeKind.DIGESTED or (_stateful(route) and result.kind is OutcomeKind.MAILED):
@@ -528,7 +530,7 @@ class Router:
         if fresh:
             if self._groups.get(key) is not group:
                 return []
-            group.flush_id = str(uuid.uuid5(_NAMESPACE, f"{group.route}/{group.kind}/{group.grp}/{group.events[0].id}"))
+            group.flush_id = uuid5(_NAMESPACE, f"{group.route}/{group.kind}/{group.grp}/{group.events[0].id}")
         flush_id = group.flush_id
         assert flush_id is not None
         message: EmailMessage | None = None
@@ -641,10 +643,9 @@ class Router:
         held = group.events[-1]
         work = _Work(statements=[delete])
         self._set(work, (route.name, "collapsed", group.grp), None, now)
-        held_id = str(uuid.uuid5(_NAMESPACE, f"{flush_id}/held"))
         try:
             event, context = self._context_of(route, held)
-            step = _Step(route, event, now, work, flush_id, held_id, context)
+            step = _Step(route, event, now, work, context, (flush_id, uuid5(_NAMESPACE, f"{flush_id}/held")))
             result = await self._deliver(step)
         except _BAD_INPUT as err:
             _LOGGER.warning("route %s: collapsed event on %s failed: %s", route.name, held.topic, err)
