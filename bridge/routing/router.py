@@ -46,7 +46,6 @@ from .event import OutcomeKind, RouteResult
 from .payload import PayloadError
 from .routes import Route, RoutingConfig
 from .store import Statement, StateStore
-from .topics import matches
 
 _LOGGER = logging.getLogger(__name__)
 _NAMESPACE = uuid.UUID("5f0c43a2-8f0e-4d7c-9a57-3c1f2b6e9d10")
@@ -252,9 +251,9 @@ class Router:
         now = self._clock()
         work = _Work()
         results: list[RouteResult] = []
-        if any(matches(f, event.topic) for f in self.config.companion_filters):
+        companion, routes = self.config.matching(event.topic)
+        if companion:
             results.append(self._store_companion(event, now, work))
-        routes = [r for r in self.config.routes if r.accepts(event.topic)]
         stateful = [r for r in routes if _stateful(r)]
         decisions: dict[str, _Decision] = {}
         async with contextlib.AsyncExitStack() as stack:
