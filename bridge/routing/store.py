@@ -86,20 +86,39 @@ class StateStore(SqliteThread):
         )
 
     def _commit(self, batches: Sequence[Sequence[Statement]]) -> list[Exception | None]:
-        """One transaction; a savepoint per caller, so one bad write does not undo the others."""
-        results: list[Exception | None] = []
+        """One transaction; one bad write does not undo the others.
+
+        All writes are tried at once first (the usual case); if one fails, they are done again with a savepoint
+        per caller, which costs two more statements per caller: a batch is a thousand events.
+        """
         with self._transaction() as conn:
-            for statements in batches:
-                conn.execute("SAVEPOINT w")
-                try:
+            conn.execute("SAVEPOINT all_writes")
+            try:
+                for statements in batches:
                     for sql, params in statements:
                         conn.execute(sql, params)
-                except sqlite3.Error as exc:
-                    conn.execute("ROLLBACK TO w")
-                    results.append(exc)
-                else:
-                    results.append(None)
-                conn.execute("RELEASE w")
+            except sqlite3.Error:
+                conn.execute("ROLLBACK TO all_writes")
+                conn.execute("RELEASE all_writes")
+                return self._each(conn, batches)
+            conn.execute("RELEASE all_writes")
+        return [None] * len(batches)
+
+    @staticmethod
+    def _each(conn: sqlite3.Connection, batches: Sequence[Sequence[Statement]]) -> list[Exception | None]:
+        """A savepoint per caller, so only the failing caller's writes are undone."""
+        results: list[Exception | None] = []
+        for statements in batches:
+            conn.execute("SAVEPOINT w")
+            try:
+                for sql, params in statements:
+                    conn.execute(sql, params)
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK TO w")
+                results.append(exc)
+            else:
+                results.append(None)
+            conn.execute("RELEASE w")
         return results
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:

@@ -177,6 +177,20 @@ def test_text_keeps_line_breaks(renderer):
     assert render(renderer, "a\n{{ v }}", v="b\nc") == "a\nb\nc"
 
 
+@pytest.mark.parametrize(
+    ("source", "single_line", "expected"),
+    [
+        ("ops@example.com", True, "ops@example.com"),
+        ("\n  Front door\n  opened\n", True, "Front door opened"),
+        ("Plain text.\n", False, "Plain text."),  # Jinja drops one trailing newline, fixed text or not
+        ("}} and %} are text", False, "}} and %} are text"),
+    ],
+)
+def test_a_fixed_text_renders_as_jinja_would(renderer, source, single_line, expected):
+    template = renderer.compile("t", source, single_line=single_line)
+    assert template.render({}) == template.render({"v": 1}) == expected
+
+
 # ---- helpers ---------------------------------------------------------------------------------------------
 
 

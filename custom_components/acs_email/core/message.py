@@ -9,6 +9,7 @@ recipient sees in To/Cc and turn one mail into several operations.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import uuid
@@ -121,8 +122,12 @@ def _valid_domain(domain: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1024)
 def _parse_list(text: str) -> tuple[EmailAddress, ...]:
-    """Every address written in ``text``, exactly: anything the RFC 5322 parser had to repair is refused."""
+    """Every address written in ``text``, exactly: anything the RFC 5322 parser had to repair is refused.
+
+    Cached: the parser is slow and a source mails the same few recipients over and over (the result is immutable).
+    """
     _check_line("address", text)
     if not text.strip(" \t,"):
         return ()

@@ -79,9 +79,15 @@ class Template:
         self._source = source
         self._template = template
         self._single_line = single_line
+        # Without "{" there is no Jinja syntax: the text is the same for every message (a fixed recipient, say).
+        self._constant: str | None = None
+        if "{" not in source:
+            self._constant = self.render({})
 
     def render(self, variables: Mapping[str, Any]) -> str:
         """Render; any failure becomes a TemplateError naming this template, the line and the variable."""
+        if self._constant is not None:
+            return self._constant
         try:
             text = self._template.render(variables)
         except SecurityError as exc:
@@ -199,7 +205,9 @@ class TemplateRenderer:
             code = env.compile(source, name=name, filename=f"<template {name}>")
         except TemplateSyntaxError as exc:
             raise TemplateError(name, f"line {exc.lineno}: {exc.message}") from None
-        jinja_template = env.template_class.from_code(env, code, env.make_globals(None))
+        # A plain dict, not Jinja's ChainMap over the environment's globals: each render copies the globals into
+        # its context, which for a ChainMap is a slow Python-level walk. Nothing is added to them after this.
+        jinja_template = env.template_class.from_code(env, code, dict(env.globals))
         return Template(name, source, jinja_template, single_line=single_line)
 
     def now(self) -> datetime:

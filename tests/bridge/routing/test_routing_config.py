@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from routing_helpers import T0
 
-from acs_email_bridge.routing import routing_from_config
+from acs_email_bridge.routing import routes, routing_from_config
 from acs_email_bridge.routing.conditions import PathCondition
 from acs_email_bridge.routing.routes import QuietHours
 from acs_email_core.errors import ConfigError
@@ -112,3 +112,22 @@ def test_quiet_hours_window(start, end, hour, active) -> None:
 def test_path_conditions(operator: str, operand, payload: dict, holds: bool) -> None:
     condition = PathCondition("v", operator, operand)
     assert condition.holds({"payload": payload}) is holds
+
+
+def test_matching_names_the_routes_of_a_topic_in_order_and_companion_topics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(routes, "TOPICS_CACHED", 2)  # past the bound, topics are matched afresh, not forgotten
+    config = {
+        "routes": [
+            {"name": "all", "topic": "home/#", "to": "a@example.com"},
+            {"name": "doors", "topic": "home/door/+", "to": "a@example.com", "attachments": [{"companion": "cam/1"}]},
+        ]
+    }
+    routing = routing_from_config(config, base_dir=tmp_path)
+    for _ in range(2):
+        assert [(c, [r.name for r in rs]) for c, rs in map(routing.matching, ("home/door/front", "home/x"))] == [
+            (False, ["all", "doors"]),
+            (False, ["all"]),
+        ]
+        assert routing.matching("cam/1") == (True, ())

@@ -220,6 +220,20 @@ async def test_held_digest_survives_a_restart_and_a_redelivery_is_listed_once(
     assert "2 events" in digest.subject
 
 
+async def test_a_message_delivered_twice_in_one_batch_is_listed_once_in_its_digest(
+    make_router: MakeRouter, event, clock: Clock
+) -> None:
+    h = await make_router({"routes": [{"name": "m", "topic": "m", "to": TO, "digest": "5m"}]})
+    first = event("m", "one")
+    await asyncio.gather(  # the redelivery routed before the first delivery's decision is recorded
+        h.send(first), h.send(event("m", "two")), h.send(event("m", "one", event_id=first.event_id))
+    )
+    assert h.router.held() == 2
+    clock.advance(300)
+    [digest] = await h.flush()
+    assert "2 events" in digest.subject
+
+
 async def test_a_redelivered_event_gets_its_first_decision_and_mail_id(
     make_router: MakeRouter, event, tmp_path: Path
 ) -> None:
