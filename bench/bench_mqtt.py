@@ -57,6 +57,9 @@ async def publish(broker: Mosquitto, topic: str, payload: bytes) -> None:
     await broker.pub(["-t", topic, "-q", "1", "-l"], payload)
 
 
+POLL = 0.1  # seconds between counts: each of the bridge's is a /metrics scrape, which costs it some CPU
+
+
 async def wait_count(count: Callable[[], int], target: int, quiet: float = 3.0, limit: float = 300.0) -> float:
     """Poll until ``count() >= target`` or nothing changed for ``quiet`` s; returns when the last change was seen."""
     last, last_at, started = -1, time.monotonic(), time.monotonic()
@@ -66,7 +69,7 @@ async def wait_count(count: Callable[[], int], target: int, quiet: float = 3.0, 
             last, last_at = value, time.monotonic()
         if value >= target or time.monotonic() - last_at > quiet:
             return last_at
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(POLL)
     return last_at
 
 
