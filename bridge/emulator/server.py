@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import json
 import secrets
 import shutil
@@ -43,6 +42,7 @@ from typing import Any, Self, cast
 from aiohttp import web
 
 from acs_email_core.quota import Quota
+from acs_email_core.waits import wait_set
 
 from .admin import admin_routes
 from .auth import Authority, HmacVerifier, authenticate, derive_secret
@@ -429,8 +429,7 @@ class Emulator:
         if fault.kind in (Kind.DELAY, Kind.STALL):
             if fault.kind is Kind.STALL:  # take the whole request now: it is processed even if the client leaves
                 request[_STALLED_BODY] = await _read_body(request, self.max_request_bytes)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), fault.seconds)
+            await wait_set(self._stopping, fault.seconds)
             if (
                 fault.kind is Kind.DELAY
                 and fault.stage is Stage.BEFORE

@@ -16,6 +16,8 @@ import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from acs_email_core.waits import wait_set
+
 from ..sources import BridgeContext
 from .config import MqttSettings
 from .link import MqttLink
@@ -109,8 +111,7 @@ class StatePublisher:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._now.wait(), self.settings.state_interval)
+            await wait_set(self._now, self.settings.state_interval)
             self._now.clear()
             if not self._link.connected:
                 continue

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from acs_email_core.errors import OutboxFullError, ValidationError
 from acs_email_core.outbox import State
+from acs_email_core.waits import wait_set
 
 from ..config import BridgeConfig
 from ..sources import BridgeContext
@@ -230,8 +231,7 @@ class MqttSource:
 
     async def _pause(self, seconds: float) -> None:
         """Wait before a retry; a stop ends the wait."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop_requested.wait(), seconds)
+        await wait_set(self._stop_requested, seconds)
 
     def _confirmable(self, now: float) -> int | None:
         """The highest journal row whose PUBACK has surely reached the broker (see journal)."""

@@ -37,6 +37,7 @@ from typing import Any
 from acs_email_core.engine import Engine
 from acs_email_core.errors import AcsEmailError, OutboxFullError, TemplateError, ValidationError
 from acs_email_core.message import DEFAULT_LIMITS, Attachment, EmailMessage, MessageLimits
+from acs_email_core.waits import wait_set
 
 from ..mqtt.events import IGNORED, Disposition, InboundEvent, Outcome, uuid5
 from . import compose
@@ -742,8 +743,7 @@ class Router:
             due = min((g.due_at for g in self._groups.values() if self._flushable(g)), default=None)
             delay = 1.0 if due is None else max(0.0, min(1.0, due - self._clock()))
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            await wait_set(self._wake, delay)
 
 
 def _outcome(results: list[RouteResult], mails: list[EmailMessage]) -> Outcome:

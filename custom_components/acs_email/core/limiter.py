@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
 
 from .quota import Window
+from .waits import wait_set
 
 Clock = Callable[[], float]
 
@@ -127,8 +127,7 @@ class SlidingWindowLimiter:
         """Wait until a request could start now (without taking the slot)."""
         while (wait := self.delay()) != 0:
             changed = self._changed
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=wait)
+            await wait_set(changed, wait)
 
     async def acquire(self) -> int:
         """Wait until a request may start, then mark it in flight and return its token."""

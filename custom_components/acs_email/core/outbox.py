@@ -40,6 +40,7 @@ from .errors import AcsEmailError, OutboxError, OutboxFullError
 from .message import DEFAULT_LIMITS, EmailMessage, MessageLimits
 from .retry import RetryPolicy
 from .timebase import BOOT_ID, Stamp, Timebase
+from .waits import wait_set
 
 __all__ = ["ClaimedMessage", "Outbox", "OutboxEntry", "OutboxStats", "RetryPolicy", "State"]
 
@@ -808,8 +809,7 @@ class Outbox:
         messages, and it cannot signal this one. Callers look for due messages after every return.
         """
         limit = IDLE_RECHECK if timeout is None else min(max(timeout, 0.0), IDLE_RECHECK)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._work.wait(), limit)
+        await wait_set(self._work, limit)
         self._work.clear()
 
     async def claim_due(self, limit: int) -> builtins.list[ClaimedMessage]:
