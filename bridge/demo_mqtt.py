@@ -26,6 +26,7 @@ from .mosquitto import MOSQUITTO, MOSQUITTO_PUB, Mosquitto
 
 # examples/demo.yaml, installed with the package (bridge/demo_routes.yaml links to it): the demo runs anywhere.
 ROUTES = Path(__file__).with_name("demo_routes.yaml")
+OUTBOX = "bridge-outbox.db"  # in the demo directory; its journal and routing state are named after it
 # The smallest valid JPEG (1x1 pixel): Frigate's snapshot topic carries the raw image bytes.
 JPEG = base64.b64decode(
     "/9j/4AAQSkZJRgABAQEASABIAAD/2wBDAP//////////////////////////////////////////////////////////////////////////"
@@ -84,7 +85,7 @@ def _write_config(directory: Path, emulator: Emulator, broker: Mosquitto, scans:
     config: dict[str, Any] = json.loads(json.dumps(load_yaml(ROUTES)))  # plain dicts, tags resolved
     config["acs"]["ca_file"] = str(emulator.ca_file)
     config["mqtt"]["port"] = broker.port
-    config["outbox"] = {"path": str(directory / "bridge-outbox.db")}
+    config["outbox"] = {"path": str(directory / OUTBOX)}
     config.setdefault("routing", {})["allowed_dirs"] = [str(scans)]
     config["http"] = {"port": 0}
     path = directory / "bridge.yaml"
@@ -109,6 +110,14 @@ def _missing() -> str | None:
     return None
 
 
+def _fresh_state(directory: Path) -> None:
+    """A fresh broker (no old sessions) and bridge: what a last run's routes remember (a leak already reported,
+    a UPS already on battery) would turn this run's events into drops."""
+    shutil.rmtree(directory / "mosquitto", ignore_errors=True)
+    for path in directory.glob(f"{Path(OUTBOX).stem}.*"):  # the outbox, its MQTT journal, routing state, WAL files
+        path.unlink()
+
+
 async def run_mqtt_demo(directory: Path, emulator: Emulator) -> bool:
     """The MQTT part of the demo; True when every expected mail arrived once."""
     problem = await asyncio.to_thread(_missing)
@@ -118,7 +127,7 @@ async def run_mqtt_demo(directory: Path, emulator: Emulator) -> bool:
     scans = directory / "scans"
     await asyncio.to_thread(scans.mkdir, parents=True, exist_ok=True)
     await asyncio.to_thread((scans / "invoice-2026-12.pdf").write_bytes, PDF)
-    await asyncio.to_thread(shutil.rmtree, directory / "mosquitto", True)  # a fresh broker: no old sessions
+    await asyncio.to_thread(_fresh_state, directory)
     broker = Mosquitto(directory / "mosquitto", ["max_queued_messages 0"])
     await broker.start()
     log_path = directory / "bridge.log"
