@@ -64,7 +64,6 @@ class HttpEndpoint:
         self._port: int = settings["port"]
         self._context = context
         self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._routes: dict[str, Callable[[], Coroutine[Any, Any, Answer]]] = {
             "/metrics": self._metrics,
@@ -87,8 +86,7 @@ class HttpEndpoint:
             raise OSError(f"http: cannot listen on {self._host}:{self._port}: {err.strerror}") from None
         self._server = server
         self.port = server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, name="acs-email-bridge http", daemon=True)
-        self._thread.start()
+        threading.Thread(target=server.serve_forever, name="acs-email-bridge http", daemon=True).start()
         _LOGGER.info("metrics on http://%s:%s/metrics", self._host, self.port)
 
     async def stop(self) -> None:

@@ -317,7 +317,7 @@ class MqttLink:
         self._filters = new
         if not self.connected:
             return ()  # the next connect subscribes the new set
-        epoch, refused = self._epoch, self._refused
+        epoch = self._epoch
         pending = []
         if removed:
             pending.append(self._expect(self._client.unsubscribe(removed)[1]))
@@ -328,7 +328,7 @@ class MqttLink:
                 await asyncio.gather(*pending)
         except TimeoutError:
             return ()
-        held = self._connected and self._epoch == epoch and not (refused or self._refused)
+        held = self._connected and self._epoch == epoch and not self._refused  # a refusal stays set until reconnect
         return tuple(added) if held else ()
 
     def _expect(self, mid: int | None) -> asyncio.Future[None]:
