@@ -25,6 +25,7 @@ from acs_email_core.outbox import State
 from acs_email_core.waits import wait_set
 
 from ..config import BridgeConfig
+from ..log_budget import LogBudget
 from ..sources import BridgeContext
 from .config import MqttSettings, mqtt_settings
 from .discovery import StatePublisher
@@ -81,6 +82,7 @@ class MqttSource:
         self._qos0_topics: set[str] = set()
         self._connected_once = False
         self.settled = asyncio.Event()  # set once a connection's subscriptions are in place (tests, demo)
+        self._log_budget = LogBudget()  # failed events: a few lines per route (or topic) and minute
         self.ingested = 0  # events fully handled (acked or not needing it); for benchmarks and tests
         context.health[SOURCE] = self._health
 
@@ -388,20 +390,24 @@ class MqttSource:
         if mails:
             self._metrics.mails_queued.labels(SOURCE).inc(mails)
         for item in items:
-            if item.outcome.disposition is Disposition.FAILED:
+            if item.outcome.disposition is Disposition.FAILED or item.outcome.failures:
                 self._failed_event(item)
 
     def _failed_event(self, item: _Item) -> None:
         outcome = item.outcome
-        _LOGGER.warning(
-            "MQTT: event on %s failed%s: %s (kept in %s)",
-            item.event.topic,
-            f" (route {outcome.route})" if outcome.route else "",
-            outcome.reason,
-            self.settings.state_file,
-        )
-        self._metrics.error(f"{item.event.topic}: {outcome.reason}")
-        if outcome.route == "send":
+        failed = self._failed(item)
+        verdict = self._log_budget.take(failed.route or failed.topic)
+        if verdict.log:
+            _LOGGER.warning(
+                "MQTT: event on %s failed%s: %s (kept in %s)%s",
+                failed.topic,
+                f" (route {failed.route})" if failed.route else "",
+                failed.reason,
+                self.settings.state_file,
+                verdict.note,
+            )
+        self._metrics.error(f"{failed.topic}: {failed.reason}")
+        if outcome.disposition is Disposition.FAILED and outcome.route == "send":
             self._results.publish(self._results.pending(item.event, None), Disposition.FAILED.value, outcome.reason)
 
 

@@ -335,7 +335,7 @@ class Router:
                 f"payload of {len(event.payload):,} bytes is over the "
                 f"{self.config.companion_max_payload:,} byte companion limit"
             )
-            _LOGGER.warning("companion topic %s: %s", event.topic, reason)
+            _LOGGER.debug("companion topic %s: %s", event.topic, reason)  # the source logs it
             return RouteResult(COMPANIONS, OutcomeKind.FAILED, "bad-input", reason=reason)
         self._companions[event.topic] = event.payload
         work.statements.append(
@@ -362,7 +362,7 @@ class Router:
                 return await self._replay(step, recorded)
             return await self._flood_control(step)
         except _BAD_INPUT as err:
-            _LOGGER.warning("route %s: event on %s failed: %s", route.name, event.topic, err)
+            _LOGGER.debug("route %s: event on %s failed: %s", route.name, event.topic, err)  # the source logs it
             return RouteResult(route.name, OutcomeKind.FAILED, "bad-input", reason=str(err))
         except Exception as err:  # a bug met by one route must not take the event from the others
             _LOGGER.exception("route %s: event on %s raised", route.name, event.topic)

@@ -63,10 +63,20 @@ def _generate(hostname: str, cert_file: Path, key_file: Path) -> None:
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
     )
-    # Write the key with 0600 from the first byte, then the certificate; the key is never world-readable.
-    with open(key_file, "wb", opener=lambda path, flags: os.open(path, flags, 0o600)) as out:
-        out.write(key_pem)
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    # The key first, the certificate last: a crash in between leaves no certificate, so the next start generates
+    # both again; each file appears whole or not at all (a half-written one would stop every later start).
+    _write_whole(key_file, key_pem, 0o600)
+    _write_whole(cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+
+
+def _write_whole(path: Path, data: bytes, mode: int) -> None:
+    """Write to a temporary file (``mode`` from its first byte: a key is never world-readable), then rename."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb", opener=lambda name, flags: os.open(name, flags, mode)) as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
 
 
 def load_certificate(settings: SmtpSettings) -> Certificate:

@@ -42,6 +42,7 @@ SENSORS: tuple[AcsEmailSensorDescription, ...] = (
         key="sent",
         translation_key="sent",
         state_class=SensorStateClass.TOTAL_INCREASING,
+        entity_registry_enabled_default=False,  # the acs_email_sent event and the logbook tell the same
         value_fn=lambda s: s.dispatcher.sent_total,
     ),
     AcsEmailSensorDescription(
@@ -59,6 +60,7 @@ SENSORS: tuple[AcsEmailSensorDescription, ...] = (
     AcsEmailSensorDescription(
         key="oldest_queued_age",
         translation_key="oldest_queued_age",
+        entity_registry_enabled_default=False,  # Queued mail and Last error show an outage; this dates it
         device_class=SensorDeviceClass.DURATION,
         native_unit_of_measurement=UnitOfTime.SECONDS,
         state_class=SensorStateClass.MEASUREMENT,

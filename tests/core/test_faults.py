@@ -493,3 +493,18 @@ async def test_a_mail_past_its_age_is_dead_only_once_acs_says_it_never_had_it(
     assert entry is not None and "ACS never received it" in (entry.last_error or "")
     assert emu.requests.count(route="send") == 1 and emu.requests.count(route="status") >= 1
     assert emu.mails == []
+
+
+async def test_an_outage_is_logged_once_and_its_end_once(
+    emu: Emulator, tmp_path: Path, engine_settings: SettingsFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three failed tries in a row are one outage: one line when it starts, one when ACS answers again."""
+    emu.faults.add(Fault.error(503, times=3))
+    settings = engine_settings(emu, tmp_path / "o.db", SENDER, retry=FAST, outage_backoff=FAST)
+    caplog.set_level("INFO", logger="acs_email_core.dispatcher")
+    async with Engine(settings) as engine:
+        (message_id,) = await engine.submit_many(_messages(1))
+        assert await asyncio.wait_for(engine.wait_for(message_id), 30) is State.SENT
+    lines = [r.getMessage() for r in caplog.records if r.name == "acs_email_core.dispatcher"]
+    assert sum("ACS unavailable" in line for line in lines) == 1, lines
+    assert sum("ACS reachable again after 3 failed attempt(s)" in line for line in lines) == 1, lines

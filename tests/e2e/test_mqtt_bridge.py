@@ -142,6 +142,37 @@ async def test_bad_input_is_logged_kept_and_answered_while_the_bridge_keeps_goin
     results.close()
 
 
+async def test_a_burst_of_bad_events_is_counted_and_kept_but_logged_a_few_lines_a_minute(
+    tmp_path, emu, broker, start_bridge, caplog
+):
+    """A sensor gone haywire: 40 unusable events on one route, 6 log lines; one that half fails, one line."""
+    caplog.set_level(logging.DEBUG, logger="acs_email_bridge")
+    routes = [
+        {"name": "strict", "topic": "dev/bad", "to": "ops@example.com", "format": "json", "subject": "{{ payload.n }}"},
+        {
+            "name": "sensor",
+            "topic": "dev/ok/#",
+            "to": "ops@example.com",
+            "format": "json",
+            "subject": "{{ payload.n }}",
+        },
+        {"name": "raw", "topic": "dev/ok/#", "to": "ops@example.com", "format": "binary", "subject": "raw"},
+    ]
+    service = await start_bridge(bridge_config(tmp_path, emu, broker.port, routes=routes))
+    await broker.pub(["-t", "dev/bad", "-q", "1", "-l"], b"{broken\n" * 40)
+    await broker.publish("dev/ok/1", "{broken too")  # the binary route mails it, the JSON route cannot
+    await wait_until(lambda: mqtt_source(service).ingested == 41 and len(emu.mails) == 1, 30)
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "failed" in r.getMessage()]
+    bad = [line for line in lines if "on dev/bad" in line]
+    assert len(bad) == 6, bad
+    assert bad[-1].endswith("more like it in the next 60 s are counted, not logged")
+    (half,) = [line for line in lines if "on dev/ok/1" in line]
+    assert half.startswith("MQTT: event on dev/ok/1 failed (route sensor): route sensor: invalid JSON")
+    text = service.metrics.exposition().decode()
+    assert 'acs_email_bridge_events_total{disposition="failed",route="strict",rule="",source="mqtt"} 40.0' in text
+    assert len(failed_rows(service)) == 41  # all kept for `acs-email-bridge failed`
+
+
 class _TestRouter:
     """A router after the routes branch's interface: mails leak events, drops dry ones, fails on bad JSON."""
 

@@ -125,7 +125,8 @@ class Dispatcher:
         self._paused: str | None = None
         self._storage_error: str | None = None
         self._looking: int | None = None  # the quota token held while looking for a due mail (not a request)
-        self._outages = 0
+        self._outages = 0  # consecutive failed requests: ACS (or the network) is away
+        self._outage_since = 0.0  # monotonic time of the first of them
         self._outage_backoff = outage_backoff
         self._storage_backoff = storage_backoff
         self._confirm_interval = confirm_interval
@@ -456,8 +457,9 @@ class Dispatcher:
         a send attempt, so it never brings the mail closer to the dead letters.
         """
         kind = outcome.kind
+        if kind is not OutcomeKind.TRANSIENT:
+            self._answered()
         if kind is OutcomeKind.SENT:
-            self._outages = 0
             await self._outbox.mark_sent(message.id)
             self._sent += 1
             self._settled(message.id, State.SENT)
@@ -477,6 +479,8 @@ class Dispatcher:
         elif kind is OutcomeKind.TRANSIENT:
             self._failed += 1
             self._outages += 1
+            if self._outages == 1:
+                self._outage_since = self._time.mono()
             pause = max(outcome.retry_after or 0.0, self._outage_backoff.delay(self._outages))
             await self._block(SEND, pause)
             state = await self._outbox.mark_retry(
@@ -488,7 +492,9 @@ class Dispatcher:
             )
             if state is State.DEAD:
                 self._died(message.id)
-            _LOGGER.warning("ACS unavailable (%s); pausing %.0f s", outcome.detail, pause)
+            # Once per outage (it may last hours, retried with backoff); the mail waits in the outbox meanwhile.
+            log = _LOGGER.info if self._outages == 1 else _LOGGER.debug
+            log("ACS unavailable (%s); mail waits in the outbox, next try in %.0f s", outcome.detail, pause)
         elif kind is OutcomeKind.ID_IN_USE:
             # ACS has an operation with this id (an earlier attempt got through): its status decides. If ACS
             # then claims not to know it, a resend would only be refused again: the mail is dead.
@@ -500,6 +506,16 @@ class Dispatcher:
             await self._outbox.mark_dead(message.id, outcome.detail)
             self._died(message.id)
             _LOGGER.error("mail %s refused by ACS: %s", message.id, outcome.detail)
+
+    def _answered(self) -> None:
+        """ACS answered: an outage, if there was one, is over (logged once, as its start was)."""
+        if self._outages:
+            _LOGGER.info(
+                "ACS reachable again after %d failed attempt(s) over %.0f s; sending resumes",
+                self._outages,
+                self._time.mono() - self._outage_since,
+            )
+            self._outages = 0
 
     def _died(self, message_id: str) -> None:
         self._dead += 1

@@ -86,6 +86,21 @@ def test_cert_is_generated_once_and_its_fingerprint_shown(tmp_path: Path, capsys
     assert key.stat().st_mode & 0o077 == 0
 
 
+def test_a_start_killed_while_generating_the_cert_leaves_files_that_the_next_start_mends(
+    tmp_path: Path, capsys
+) -> None:
+    """Killed after the key, before the certificate: no half file stops the relay, the next start makes both."""
+    config = _config(tmp_path, {"hostname": "relay.home.lan"})
+    tls = tmp_path / "state" / "smtp_tls"
+    tls.mkdir(parents=True)
+    (tls / "smtp-key.pem").write_bytes(b"-----BEGIN RSA PRIVATE KEY-----\nhalf")  # what a crash left
+    (tls / ".smtp-cert.pem.tmp").write_bytes(b"-----BEGIN CERT")
+    assert main(["smtp", "cert", "-c", str(config)]) == 0
+    assert re.search(r"SHA-256 fingerprint: ([0-9A-F]{2}:){31}[0-9A-F]{2}", capsys.readouterr().out)
+    assert b"half" not in (tls / "smtp-key.pem").read_bytes()
+    assert sorted(p.name for p in tls.iterdir()) == ["smtp-cert.pem", "smtp-key.pem"]
+
+
 def test_config_without_smtp_section_or_with_a_bad_one_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert main(["smtp", "devices", "-c", str(_config(tmp_path, None))]) == 2
     assert "no smtp: section" in capsys.readouterr().err

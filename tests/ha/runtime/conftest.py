@@ -13,7 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-from unittest.mock import patch
+from unittest.mock import PropertyMock, patch
 
 import pytest
 from emulated import SENDER, MakeEntry, entry_data
@@ -33,6 +33,16 @@ FAST = RetryPolicy(initial_delay=0.05, max_delay=0.3, jitter=0.1, max_attempts=5
 @pytest.fixture(autouse=True)
 def _loopback(socket_enabled: None) -> None:
     """The emulator listens on 127.0.0.1; the plugin blocks new sockets unless this fixture is used."""
+
+
+@pytest.fixture
+def all_sensors_enabled() -> Iterator[None]:
+    """Create the sensors a new install leaves disabled, as a user who turned them on has them."""
+    with patch(
+        "homeassistant.helpers.entity.Entity.entity_registry_enabled_default", new_callable=PropertyMock
+    ) as enabled:
+        enabled.return_value = True
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,7 @@ from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import SOURCE_REAUTH
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
@@ -38,6 +39,19 @@ def _state(hass: HomeAssistant, key: str) -> str:
     return state.state
 
 
+async def test_secondary_sensors_are_disabled_by_default(hass: HomeAssistant, make_entry: MakeEntry) -> None:
+    """Sent mail and the oldest mail's age are in the registry, off until the user turns them on."""
+    await make_entry()
+    registry = er.async_get(hass)
+    for key in ("sent_mail", "oldest_queued_mail_age"):
+        entry = registry.async_get(f"sensor.acs_email_{key}")
+        assert entry is not None and entry.disabled_by is er.RegistryEntryDisabler.INTEGRATION, key
+        assert hass.states.get(f"sensor.acs_email_{key}") is None
+    for key in ("queued_mail", "dead_letters", "send_quota_left", "last_error"):
+        assert hass.states.get(f"sensor.acs_email_{key}") is not None, key
+
+
+@pytest.mark.usefixtures("all_sensors_enabled")
 async def test_sensors_follow_the_outbox(hass: HomeAssistant, make_entry: MakeEntry, emu: Emulator) -> None:
     port = int(emu.endpoint.rsplit(":", 1)[1])
     entry = await make_entry()
