@@ -50,14 +50,16 @@ class ServiceError(Exception):
 class OAuthError(Exception):
     """An Entra (AADSTS) token-endpoint error: ``{"error","error_description"}``, which MSAL surfaces."""
 
-    def __init__(self, status: int, error: str, description: str) -> None:
+    def __init__(self, status: int, error: str, description: str, *, retry_after: int | None = None) -> None:
         super().__init__(f"{status} {error}: {description}")
         self.status = status
         self.error = error
         self.description = description
+        self.retry_after = retry_after  # Entra sends Retry-After with its 429s
 
     def response(self) -> web.Response:
-        return json_response({"error": self.error, "error_description": self.description}, self.status)
+        headers = None if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+        return json_response({"error": self.error, "error_description": self.description}, self.status, headers)
 
 
 def bad_request(path: str) -> ServiceError:

@@ -422,7 +422,12 @@ class Emulator:
         if fault.kind is Kind.ERROR:
             code, message = default_error(fault.status)
             if route is Route.TOKEN:
-                raise OAuthError(fault.status, fault.code or "temporarily_unavailable", fault.message or message)
+                raise OAuthError(
+                    fault.status,
+                    fault.code or "temporarily_unavailable",
+                    fault.message or message,
+                    retry_after=fault.retry_after,
+                )
             raise ServiceError(
                 fault.status, fault.code or code, fault.message or message, retry_after=fault.retry_after
             )

@@ -370,6 +370,22 @@ async def test_entra_5xx_and_429_are_outages_not_bad_credentials(
     assert len(emu.mails) == 1
 
 
+async def test_entra_throttling_waits_the_retry_after_it_gives(
+    emu: Emulator, tmp_path: Path, engine_settings: SettingsFactory
+) -> None:
+    """A 429 from the token endpoint: nothing before its Retry-After (not the outage backoff), then the mail goes."""
+    emu.faults.add(Fault.error(429, retry_after=2, route=Route.TOKEN, times=1))
+    settings = engine_settings(emu, tmp_path / "o.db", SENDER, principal=True, outage_backoff=FAST)
+    async with Engine(settings) as engine:
+        (message_id,) = await engine.submit_many(_messages(1))
+        await _until(lambda: emu.requests.count(route="token") >= 1)
+        await asyncio.sleep(1.0)  # FAST backoff would have tried again several times by now
+        assert emu.requests.count(route="token") == 1 and emu.mails == []
+        assert await asyncio.wait_for(engine.wait_for(message_id), 15) is State.SENT  # not the 60 s default
+        entry = await engine.outbox.get(message_id)
+    assert entry is not None and entry.attempts == 0
+
+
 # ---- 11. guarded state changes -------------------------------------------------------------------------------------
 async def test_a_late_retry_never_reopens_a_sent_or_dead_mail(tmp_path: Path) -> None:
     async with Outbox(tmp_path / "o.db") as outbox:

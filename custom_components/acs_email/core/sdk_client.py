@@ -215,7 +215,10 @@ class SdkClient:
         detail = self._redact(_describe(err))
         if isinstance(err, ClientAuthenticationError):
             status = err.status_code
-            if (status or 0) in (408, 429) or (status or 0) >= 500:
+            if status == 429:  # Entra throttles the token requests: wait what it asks; the POST never left
+                retry = retry_after_seconds(getattr(err.response, "headers", None))
+                return Outcome(OutcomeKind.THROTTLED, detail, retry_after=retry)
+            if (status or 0) == 408 or (status or 0) >= 500:
                 return Outcome(OutcomeKind.TRANSIENT, detail)  # Entra is busy or down; the POST never left
             if (
                 status is None
