@@ -90,9 +90,10 @@ deps:
 	@if ! { [ -x /usr/sbin/mosquitto ] || command -v mosquitto; } >/dev/null 2>&1 \
 	   || ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v swaks >/dev/null 2>&1; then \
 	  echo "deps: installing mosquitto, swaks"; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get install -y -q mosquitto mosquitto-clients swaks \
-	    || { apt-get update -q && apt-get install -y -q mosquitto mosquitto-clients swaks; }; \
+	  $$sudo apt-get install -y -q mosquitto mosquitto-clients swaks \
+	    || { $$sudo apt-get update -q && $$sudo apt-get install -y -q mosquitto mosquitto-clients swaks; }; \
 	fi
 
 clean:

@@ -18,8 +18,9 @@ import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from acs_email_core.dispatcher import pause_cause
 from acs_email_core.engine import Engine
-from acs_email_core.errors import AcsEmailError
+from acs_email_core.errors import AcsEmailError, ConfigError
 
 from .config import BridgeConfig, SectionSchema, load_config
 from .http import HTTP_SCHEMA, create_http
@@ -41,7 +42,9 @@ SECTIONS: dict[str, SectionSchema] = {
     "smtp": SMTP_SECTION,
     **ROUTING_SECTIONS,
 }
-SOURCES: list[SourceFactory] = [create_mqtt_source, create_smtp_source, create_http]
+# Listeners first: a port in use fails the start before the MQTT connection takes over the broker session of a
+# bridge already running with the same client id. Stopped in reverse: MQTT input ends first, /healthz last.
+SOURCES: list[SourceFactory] = [create_http, create_smtp_source, create_mqtt_source]
 ROUTER: RouterFactory = create_router
 
 
@@ -71,8 +74,8 @@ class Service:
         self._started: list[Source] = []
 
     def _auth_failed(self, reason: str) -> None:
-        _LOGGER.error("ACS refused the credentials; sending paused, mail stays queued: %s", reason)
-        self.metrics.error(f"authentication failed: {reason}")
+        # The dispatcher logs it once, naming the cause (credentials, role, or the server's certificate).
+        self.metrics.error(f"{pause_cause(reason)}: {reason}")
 
     async def start(self) -> None:
         """Engine first (sources submit into it), then the router, then each source."""
@@ -86,7 +89,7 @@ class Service:
             await self.stop()
             raise
         names = ", ".join(s.name for s in self.sources) or "no sources"
-        _LOGGER.warning("bridge running (%s); outbox %s", names, self.config.engine.outbox_path)
+        _LOGGER.info("bridge running (%s); outbox %s", names, self.config.engine.outbox_path)
 
     async def stop(self) -> None:
         """Sources first (no new input), then the router, then the engine (in-flight sends finish)."""
@@ -119,7 +122,7 @@ class Service:
 
 
 async def run_service(path: str | Path) -> int:
-    """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit status (1: a source could not start)."""
+    """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit status (1: a source could not start, 2: config)."""
     config = await asyncio.to_thread(read_config, path)
     service = Service(config)
     loop = asyncio.get_running_loop()
@@ -136,9 +139,12 @@ async def run_service(path: str | Path) -> int:
     try:
         try:
             await service.start()
-        except OSError as err:  # a port in use, a certificate file missing…
+        except OSError as err:  # a port in use…
             _LOGGER.error("cannot start: %s", err)
             return 1
+        except ConfigError as err:  # a TLS file missing: starting again will not help until the config changes
+            _LOGGER.error("cannot start: %s", err)
+            return 2
         await stop.wait()
         _LOGGER.warning("stopping: queued mail stays in the outbox")
     finally:

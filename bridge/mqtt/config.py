@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import voluptuous as vol
 
 from acs_email_core.config import duration
+from acs_email_core.errors import ConfigError
 
 from ..config import BridgeConfig
 
@@ -75,7 +77,7 @@ MQTT_SCHEMA = vol.Schema(
         vol.Optional("reconnect_min", default=1.0): vol.All(duration, vol.Range(min=0.1)),
         vol.Optional("reconnect_max", default=120.0): vol.All(duration, vol.Range(min=1)),
         vol.Optional("base_topic", default="acs_email"): _topic,
-        vol.Optional("send_topic"): vol.Any(None, _topic),  # default <base>/send; null disables it
+        vol.Optional("send_topic"): lambda v: None if v is None else _topic(v),  # default <base>/send; null: off
         vol.Optional("result_topic"): _topic,  # default <base>/result
         vol.Optional("max_payload", default="14M"): vol.All(size, vol.Range(min=1)),
         vol.Optional("batch_size", default=1000): vol.All(int, vol.Range(min=1, max=100_000)),
@@ -185,3 +187,22 @@ def mqtt_settings(config: BridgeConfig) -> MqttSettings | None:
         discovery_prefix=raw["discovery_prefix"],
         state_interval=raw["state_interval"],
     )
+
+
+def tls_context(tls: TlsSettings) -> ssl.SSLContext:
+    """The client TLS context: CA, client certificate and key read from disk (blocking); ConfigError names the key."""
+    key = "ca_file"
+    try:
+        context = ssl.create_default_context(cafile=tls.ca_file)
+        if tls.cert_file:
+            key = "cert_file"
+            context.load_cert_chain(tls.cert_file, tls.key_file, tls.key_password)
+    except ssl.SSLError as err:  # before OSError, its base class
+        path = getattr(tls, key)
+        raise ConfigError(f"mqtt.tls.{key}: {path} (or its key) is not a usable PEM file: {err.reason}") from None
+    except OSError as err:
+        path = err.filename or getattr(tls, key)
+        raise ConfigError(f"mqtt.tls.{key}: cannot read {path}: {err.strerror}") from None
+    if tls.insecure:
+        context.check_hostname = False
+    return context

@@ -30,7 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from .config import MqttSettings
+from .config import MqttSettings, tls_context
 
 _LOGGER = logging.getLogger(__name__)
 OVERHEAD = 600  # bytes a queued message costs beyond its payload (counted against inbox_bytes)
@@ -140,25 +140,14 @@ class MqttLink:
         props.ReceiveMaximum = self.settings.receive_maximum
         return props
 
-    def _tls_context(self) -> ssl.SSLContext:
-        """CA, client certificate and key read from disk (blocking: runs in a thread)."""
-        tls = self.settings.tls
-        assert tls is not None
-        context = ssl.create_default_context(cafile=tls.ca_file)
-        if tls.cert_file:
-            context.load_cert_chain(tls.cert_file, tls.key_file, tls.key_password)
-        if tls.insecure:
-            context.check_hostname = False
-        return context
-
     # ---- lifecycle -----------------------------------------------------------------------------------------
     async def start(self, filters: Sequence[str]) -> None:
         """Connect in the background (retrying with backoff) and subscribe ``filters`` on every connect.
 
-        Raises OSError (or ssl.SSLError) when the TLS files cannot be read: a config error, not a network one.
+        Raises ConfigError when the TLS files cannot be read: a config error, not a network one.
         """
         if self.settings.tls is not None:
-            self._client.tls_set_context(await asyncio.to_thread(self._tls_context))
+            self._client.tls_set_context(await asyncio.to_thread(tls_context, self.settings.tls))
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._filters = tuple(filters)

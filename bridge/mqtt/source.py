@@ -99,7 +99,7 @@ class MqttSource:
             # Forgotten until this run's SUBACK: a crash before it must not skip a subscription the broker lacks.
             self.link.session_filters = tuple(json.loads(await self.journal.get_meta(_SUBSCRIBED) or "[]"))
             await self.journal.set_meta(_SUBSCRIBED, "[]")
-            await self.link.start(self._filters())  # TLS files unreadable: OSError, a config error
+            await self.link.start(self._filters())  # TLS files unreadable: ConfigError
         except BaseException:
             await self.journal.close()
             raise
@@ -172,7 +172,10 @@ class MqttSource:
             _LOGGER.warning("MQTT: cannot connect to %s:%s (%s); retrying", s.host, s.port, state.reason)
             self._metrics.error(f"MQTT: cannot connect: {state.reason}")
         elif state.reason:
-            _LOGGER.warning("MQTT: disconnected from %s (%s); reconnecting", self.settings.host, state.reason)
+            hint = ""
+            if state.reason in ("Unspecified error", "Session taken over"):  # what paho reports for a takeover too
+                hint = f" (if this repeats, another client uses the client id {self.settings.client_id!r})"
+            _LOGGER.warning("MQTT: disconnected from %s (%s); reconnecting%s", self.settings.host, state.reason, hint)
             self._metrics.error(f"MQTT disconnected: {state.reason}")
             # The broker may lose the session meanwhile: a crash before the next SUBACK subscribes everything.
             task = asyncio.create_task(self.journal.set_meta(_SUBSCRIBED, "[]"), name="acs-email-mqtt unsettled")

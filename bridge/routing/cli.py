@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from acs_email_core.errors import AcsEmailError, ConfigError
 
+from ..mqtt.config import mqtt_settings, tls_context
 from ..mqtt.events import InboundEvent
+from ..smtp.config import smtp_settings
 from . import compose
 from .payload import PayloadError
 from .routes import Route, RoutingConfig
-from .service import routing_of
+from .service import NO_MQTT, routing_of
 
 COMMANDS = ("check", "render")
 
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _check(path: str) -> int:
     config, routing = _load(path)
+    _check_files(config)
     print(f"{config.path}: valid; {len(routing.routes)} route(s)")
     for route in routing.routes:
         print(f"\n{route.name}")
@@ -61,13 +65,26 @@ def _check(path: str) -> int:
     if routing.companion_filters:
         print(f"\nkeeps the latest message of: {', '.join(routing.companion_filters)}")
     print(f"\nsubscribes to: {', '.join(routing.subscriptions()) or 'nothing'}")
+    if routing.routes and "mqtt" not in config.sections:
+        print(f"warning: {NO_MQTT}", file=sys.stderr)
     return 0
+
+
+def _check_files(config: Any) -> None:
+    """The TLS files the sources read when they start (``run`` would stop there): ConfigError names the key."""
+    mqtt = mqtt_settings(config)
+    if mqtt is not None and mqtt.tls is not None:
+        tls_context(mqtt.tls)
+    smtp = config.sections.get("smtp")
+    if smtp and smtp.get("cert_file"):
+        from ..smtp.tls import load_certificate, server_context  # noqa: PLC0415 - cryptography: only here
+
+        settings = smtp_settings(smtp, config.engine, config.base_dir)
+        server_context(load_certificate(settings), settings.min_tls_version)
 
 
 def _read(path: str) -> bytes:
     if path == "-":
-        import sys  # noqa: PLC0415
-
         return sys.stdin.buffer.read()
     try:
         return Path(path).read_bytes()

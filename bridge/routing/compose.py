@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from acs_email_core.errors import AcsEmailError, ValidationError
+from acs_email_core.errors import AcsEmailError, TemplateError, ValidationError
 from acs_email_core.message import (
     DEFAULT_LIMITS,
     Attachment,
@@ -259,7 +259,12 @@ async def attachments(
     """Attachments of one event; optional ones are skipped when their source is absent (empty or never seen)."""
     result: list[Attachment] = []
     for spec in route.attachments:
-        ref = spec.ref.render(context).strip()
+        try:
+            ref = spec.ref.render(context).strip()
+        except TemplateError as err:
+            if spec.optional and err.variable is not None:  # names a field this payload lacks: not named
+                continue
+            raise
         if spec.source == "base64":
             value = lookup(context.get("payload"), split_path(ref)) if ref else MISSING
             if value is MISSING or value in (None, ""):

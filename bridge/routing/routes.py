@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import voluptuous as vol
 
-from acs_email_core.errors import ConfigError, TemplateError
+from acs_email_core.errors import ConfigError, TemplateError, ValidationError
+from acs_email_core.message import parse_addresses
 from acs_email_core.templates import TemplateRenderer
 
 from .conditions import Condition, ExpressionCondition, compile_when
@@ -231,7 +232,9 @@ def compile_routing(
         try:
             timezone = ZoneInfo(options["timezone"])
         except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"routing.timezone: unknown time zone {options['timezone']!r}") from None
+            raise RouteError(
+                ("routing", "timezone"), f"routing.timezone: unknown time zone {options['timezone']!r}"
+            ) from None
     renderer = TemplateRenderer(timezone=timezone)
     templates_dir = _resolve(base_dir, options.get("templates_dir", "."))
     global_dirs = tuple(_resolve(base_dir, d) for d in options["allowed_dirs"])
@@ -303,6 +306,12 @@ def _compile(
         return compile_tmpl(renderer, f"{name}.{key}", source, single_line=True)
 
     def many(key: str) -> tuple[Tmpl, ...]:
+        for i, source in enumerate(raw.get(key, [])):
+            if "{" not in source:  # a fixed address is checked now, not at every event
+                try:
+                    parse_addresses(source or None)
+                except ValidationError as err:
+                    raise ConfigError(f"{key}[{i}]: {source!r}: {err.reason}") from None
         return tuple(single(f"{key}[{i}]", s) for i, s in enumerate(raw.get(key, [])))
 
     text = _template_source(raw, "text", templates_dir)

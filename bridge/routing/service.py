@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -27,6 +28,10 @@ SECTIONS: dict[str, SectionSchema] = {
 }
 
 
+_LOGGER = logging.getLogger(__name__)
+NO_MQTT = "the routes and presets take their events from MQTT, and this config has no mqtt: section (host, port)"
+
+
 def routing_of(config: BridgeConfig) -> RoutingConfig:
     """The compiled routes of a loaded bridge config (reads template files: call it off the event loop)."""
     from ..config import line_of  # noqa: PLC0415 - bridge.config is only needed here
@@ -50,6 +55,8 @@ def create_router(
     """The service's ROUTER factory (its figures registered with ``metrics``); no routes: only the send topic."""
     if not config.sections.get("routes") and not config.sections.get("presets"):
         return NoRoutes()
+    if "mqtt" not in config.sections:
+        _LOGGER.warning(NO_MQTT)
     router = engine_router(routing_of(config), engine, clock=clock)
     metrics.registry.register(RouteCollector(router))
     return router

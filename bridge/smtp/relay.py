@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import ssl
 import time
 from collections.abc import Callable
@@ -46,6 +48,7 @@ class RelayState:
     on_accepted: Callable[[str], None] | None = None  # called with the device name after each 250
     sessions: set[RelaySMTP] = field(default_factory=set)
     handshakes: dict[asyncio.Transport, str] = field(default_factory=dict)  # port 465, before TLS: peer address
+    ports: dict[str, int] = field(default_factory=dict)  # listener name → the port it listens on
     _writes: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -55,6 +58,12 @@ class RelayState:
     @property
     def limits(self) -> MessageLimits:
         return self.engine.settings.limits
+
+    def encryption_required(self) -> str:
+        """The 538 reply, naming the ports this relay really offers TLS on."""
+        ways = {"submission": "STARTTLS (port {})", "smtps": "implicit TLS (port {})"}
+        offered = [way.format(self.ports[name]) for name, way in ways.items() if name in self.ports]
+        return "538 5.7.11 Encryption required" + (f": use {' or '.join(offered)}" if offered else "")
 
     @property
     def insecure_auth_allowed(self) -> bool:
@@ -134,7 +143,6 @@ class SmtpRelay:
             on_accepted=on_accepted,
         )
         self.certificate: Certificate | None = None
-        self.ports: dict[str, int] = {}
         self._servers: list[asyncio.Server] = []
         self._retired: list[asyncio.Server] = []  # closed by a reload; their sessions may still be running
 
@@ -146,11 +154,16 @@ class SmtpRelay:
     def metrics(self) -> RelayMetrics:
         return self.state.metrics
 
+    @property
+    def ports(self) -> dict[str, int]:
+        """Listener name → port, while listening."""
+        return self.state.ports
+
     async def start(self) -> None:
         settings = self.settings
         self.certificate = await asyncio.to_thread(load_certificate, settings)
         context = await asyncio.to_thread(server_context, self.certificate, settings.min_tls_version)
-        _LOGGER.warning(
+        _LOGGER.info(
             "SMTP relay certificate %s%s, SHA-256 fingerprint %s",
             self.certificate.cert_file,
             " (generated)" if self.certificate.generated else "",
@@ -168,7 +181,7 @@ class SmtpRelay:
         except BaseException:
             self._stop_listening()
             raise
-        _LOGGER.warning(
+        _LOGGER.info(
             "SMTP relay listening on %s: %s",
             settings.listen,
             ", ".join(f"{name} {port}" for name, port in self.ports.items()),
@@ -192,11 +205,16 @@ class SmtpRelay:
             }
             return RelaySMTP(self.state, listener, **kwargs)
 
-        if implicit is None:
-            server = await loop.create_server(factory, settings.listen, port)
-        else:
-            context = implicit
-            server = await loop.create_server(lambda: ImplicitTls(self.state, factory, context), settings.listen, port)
+        try:
+            if implicit is None:
+                server = await loop.create_server(factory, settings.listen, port)
+            else:
+                context = implicit
+                server = await loop.create_server(
+                    lambda: ImplicitTls(self.state, factory, context), settings.listen, port
+                )
+        except OSError as err:
+            raise OSError(_listen_error(f"smtp.{listener.name}_port", settings.listen, port, err)) from None
         self._servers.append(server)
         self.ports[listener.name] = server.sockets[0].getsockname()[1]
 
@@ -249,3 +267,14 @@ class SmtpRelay:
         for name in self.settings.devices:
             stats.setdefault(name, {"accepted": 0, "refused": 0, "bytes": 0, "auth_failures": 0, "last_seen": None})
         return dict(sorted(stats.items()))
+
+
+def _listen_error(key: str, host: str, port: int, err: OSError) -> str:
+    """Which setting to change, and to what, when a port cannot be opened."""
+    hint = ""
+    if err.errno == errno.EACCES and port < 1024:
+        hint = "; ports below 1024 need root or CAP_NET_BIND_SERVICE: set a port above 1024 (e.g. 2525) or null"
+    elif err.errno == errno.EADDRINUSE:
+        hint = "; another program (or another bridge) listens there: set another port, or null to turn it off"
+    reason = os.strerror(err.errno) if err.errno else str(err)
+    return f"{key}: cannot listen on {host}:{port}: {reason}{hint}"

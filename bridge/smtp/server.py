@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from .relay import RelayState
 
 _LOGGER = logging.getLogger(__name__)
-ENCRYPTION_REQUIRED = "538 5.7.11 Encryption required: use STARTTLS (port 587) or implicit TLS (port 465)"
 _COMMANDS = frozenset(
     ["EHLO", "HELO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP", "AUTH", "STARTTLS"]
 )
@@ -170,7 +169,7 @@ class RelaySMTP(SMTP):
             await self.push(refusal)
         elif not self.secure and not self.state.insecure_auth_allowed:
             self.state.metrics.on_refused(UNKNOWN, "tls")
-            await self.push(ENCRYPTION_REQUIRED)
+            await self.push(self.state.encryption_required())
         else:
             credentials = await self._credentials(mechanism, initial.strip())
             if credentials is not None:
@@ -248,7 +247,7 @@ class RelaySMTP(SMTP):
         if self.secure or (device is not None and device.insecure_auth):
             return None
         self.state.metrics.on_refused(login if device else UNKNOWN, "tls")
-        return ENCRYPTION_REQUIRED
+        return self.state.encryption_required()
 
     async def _check_login(self, login: str, password: bytes) -> str:
         assert self.session is not None

@@ -97,5 +97,5 @@ def test_send_topic_can_be_disabled_and_protocol_chosen(tmp_path):
 
 def test_publish_topics_refuse_wildcards(tmp_path):
     path = write(tmp_path, ACS + "mqtt:\n  send_topic: mail/+/send\n")
-    with pytest.raises(ConfigError, match=r"line 5: mqtt\.send_topic"):
+    with pytest.raises(ConfigError, match=r"line 5: mqtt\.send_topic: expected a topic name without \+ or # wildcards"):
         read_config(path)

@@ -440,14 +440,18 @@ async def test_the_final_result_of_a_request_is_published_after_a_restart(tmp_pa
     results.close()
 
 
-async def test_a_start_that_fails_later_leaves_nothing_running(tmp_path, emu, broker, caplog):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        config = bridge_config(tmp_path, emu, broker.port, http={"port": taken.getsockname()[1]})
-        service = Service(await asyncio.to_thread(read_config, config))
-        with pytest.raises(OSError, match=r"(?i)address already in use"):
-            await service.start()  # the MQTT source started (and is connecting) before the HTTP one failed
-    await asyncio.sleep(1.0)  # a connect finishing late would log, subscribe or write now
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR and "cannot" not in r.getMessage()]
-    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("acs-email")]
+async def test_a_second_bridge_on_the_same_config_fails_before_it_can_take_over_the_first_ones_session(
+    tmp_path, emu, broker, start_bridge, caplog
+):
+    """Its listener fails first, so it never connects with the same client id (which would knock the first off)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        http_port = probe.getsockname()[1]
+    config = bridge_config(tmp_path, emu, broker.port, http={"port": http_port})
+    first = await start_bridge(config)
+    second = Service(await asyncio.to_thread(read_config, config))
+    with pytest.raises(OSError, match=rf"http: cannot listen on 127.0.0.1:{http_port}: .*(?i:address already in use)"):
+        await second.start()
+    await asyncio.sleep(1.0)  # a takeover would show now
+    assert not [r for r in caplog.records if "disconnected" in r.getMessage()]
+    assert mqtt_source(first).link.connected

@@ -63,6 +63,11 @@ routes:
             "line 5: routes[0] (a): template 'a.subject': line 1: unexpected end of template",
         ),
         ("routes:\n  - name: a\n    topic: x\n", "routes[0] (a): to is required (who gets the mail)"),
+        (
+            "routes:\n  - name: a\n    topic: x\n    to: [ok@example.com, not an address]\n",
+            "line 5: routes[0] (a): to[1]: 'not an address': 'not an address' is not an address list",
+        ),
+        ("routing:\n  timezone: Europe/Berln\n", "line 5: routing.timezone: unknown time zone 'Europe/Berln'"),
     ],
 )
 def test_check_names_file_line_and_key_of_errors(
@@ -73,6 +78,22 @@ def test_check_names_file_line_and_key_of_errors(
     err = capsys.readouterr().err
     assert str(path) in err
     assert message in err
+
+
+def test_check_reads_the_tls_files_run_would_need_and_warns_about_routes_without_mqtt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    route = "routes:\n  - {name: a, topic: x, to: a@example.com}\n"
+    path = _write(tmp_path, "mqtt:\n  tls: {ca_file: broker-ca.pem}\n" + route)
+    assert main(["check", "-c", str(path)]) == 2
+    missing = tmp_path / "broker-ca.pem"
+    assert f"mqtt.tls.ca_file: cannot read {missing}: No such file or directory" in capsys.readouterr().err
+    path = _write(tmp_path, "smtp:\n  cert_file: relay.pem\n  key_file: relay.key\n" + route)
+    assert main(["check", "-c", str(path)]) == 2
+    assert f"cannot read the SMTP certificate {tmp_path / 'relay.pem'}" in capsys.readouterr().err
+    path = _write(tmp_path, route)
+    assert main(["check", "-c", str(path)]) == 0
+    assert "warning: the routes and presets take their events from MQTT" in capsys.readouterr().err
 
 
 def test_render_prints_the_mail_without_sending(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -231,6 +231,22 @@ async def test_missing_ok_leaves_out_a_file_that_is_not_there(make_router: MakeR
     assert "outside the allowed directories" in outside.reason  # missing_ok never lowers the fence
 
 
+async def test_an_optional_attachment_whose_field_the_payload_lacks_is_left_out(
+    make_router: MakeRouter, event, tmp_path: Path
+) -> None:
+    """``optional``: a payload without the field names no file (the README's clip); a named file must be there."""
+    attachments = [{"file": "{{ payload.clip }}", "optional": True}, {"base64": "img", "name": "x.png"}]
+    h = await make_router(
+        {"routes": [{"name": "r", "topic": "t", "to": TO, "allowed_dirs": [str(tmp_path)], "attachments": attachments}]}
+    )
+    outcome = await h.send(event("t", json.dumps({"img": base64.b64encode(b"png").decode()})))
+    assert outcome.disposition is Disposition.MAILED, outcome.reason
+    [mail] = outcome.mails
+    assert [a.name for a in mail.attachments] == ["x.png"]
+    failed = await h.send(event("t", json.dumps({"clip": str(tmp_path / "c.mp4")})))
+    assert failed.disposition is Disposition.FAILED and "c.mp4' does not exist" in failed.reason  # named: needed
+
+
 async def test_a_sensor_of_another_kind_is_dropped_by_when_not_failed(make_router: MakeRouter, event) -> None:
     h = await make_router(
         {

@@ -11,6 +11,7 @@ import ssl
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
 import trustme
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
@@ -214,3 +215,16 @@ async def test_certificate_from_files_is_used_and_its_fingerprint_reported(make_
     der = await asyncio.to_thread(handshake)
     fingerprint = ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
     assert env.relay.certificate.sha256 == fingerprint
+
+
+async def test_a_port_in_use_names_the_setting_to_change(make_relay) -> None:
+    """The relay does not start half-way: the error names smtp.smtps_port, and the port already opened is closed."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError) as raised:
+            await make_relay(smtp={"submission_port": 0, "smtps_port": port})
+    message = str(raised.value)
+    assert f"smtp.smtps_port: cannot listen on 127.0.0.1:{port}: Address already in use" in message
+    assert "set another port, or null to turn it off" in message
