@@ -233,11 +233,7 @@ def load_config(filename: str | Path, sections: Mapping[str, SectionSchema]) -> 
     if unknown:
         lines = [f"{path}, line {line_of(data, [key])}: unknown section {key!r}" for key in unknown]
         raise ConfigError("\n".join(lines) + f" (known: {', '.join(known)})")
-    try:
-        ENGINE_SCHEMA(data)
-    except vol.Invalid as err:
-        raise ConfigError(describe_invalid(path, data, err)) from None
-    engine = settings_from_config(data, base_dir=path.parent)
+    engine = _engine_settings(path, data)
     validated = {name: validate_section(path, data, name, schema) for name, schema in sections.items() if name in data}
     return BridgeConfig(path=path, engine=engine, sections=validated, raw=data)
 
@@ -245,4 +241,18 @@ def load_config(filename: str | Path, sections: Mapping[str, SectionSchema]) -> 
 def load_settings(path: str | Path) -> tuple[dict[str, Any], EngineSettings]:
     """The raw mapping (for the bridge's own sections) and the validated engine settings."""
     data = load_yaml(path)
-    return data, settings_from_config(data, base_dir=Path(path).parent)
+    return data, _engine_settings(Path(path).absolute(), data)
+
+
+def _engine_settings(path: Path, data: dict[str, Any]) -> EngineSettings:
+    """The engine's sections validated; every error with the file, line and key, as the bridge's own have."""
+    try:
+        ENGINE_SCHEMA(data)
+    except vol.Invalid as err:
+        raise ConfigError(describe_invalid(path, data, err)) from None
+    try:
+        return settings_from_config(data, base_dir=path.parent)
+    except ConfigError as err:  # "invalid configuration: acs.ca_file: …": the key leads the message
+        text = str(err).removeprefix("invalid configuration: ")
+        line = line_of(data, text.split(":", 1)[0].split("."))
+        raise ConfigError(f"{path}" + (f", line {line}" if line else "") + f": {text}") from None

@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from acs_email_core.errors import TemplateError
 from acs_email_core.templates import Template, TemplateRenderer
 
 from .payload import MISSING, lookup, split_path
@@ -105,7 +106,11 @@ class ExpressionCondition:
 
     def __init__(self, name: str, expression: str, renderer: TemplateRenderer) -> None:
         self.expression = strip_braces(expression)
-        self._template: Template = renderer.compile(name, f"{{% if ({self.expression}) %}}1{{% endif %}}")
+        try:  # in brackets, so that an inline if/else is allowed too
+            self._template: Template = renderer.compile(name, f"{{% if ({self.expression}) %}}1{{% endif %}}")
+        except TemplateError:  # the message then speaks of a bracket the user never wrote: ask without them
+            renderer.compile(name, f"{{% if {self.expression} %}}1{{% endif %}}")
+            raise
 
     def holds(self, variables: Mapping[str, Any]) -> bool:
         return self._template.render(variables) == "1"

@@ -89,6 +89,10 @@ def test_connection_string_alone_is_enough() -> None:
         ({**_principal(), "outbox": {"retry_initial": float("nan")}}, "outbox.retry_initial: expected a duration"),
         ({**_principal(), "acs": {**_principal()["acs"], "timeout": float("inf")}}, "acs.timeout: expected a duration"),
         ({**_principal(), "quota": {"per_minute": 5, "per_hour": 9, "burst": 2}}, "quota: unknown key 'burst'"),
+        (
+            {"acs": {**_principal()["acs"], "connection_string": f"endpoint=https://x/;accesskey={SECRET_KEY}"}},
+            "acs: give connection_string or the service principal, not both (remove connection_string or tenant_id)",
+        ),
     ],
 )
 def test_mistakes_are_named(config: dict[str, object], expected: str) -> None:

@@ -130,6 +130,16 @@ def _client_id(value: Any) -> str:
     return text
 
 
+def _one_credential(acs: dict[str, Any]) -> dict[str, Any]:
+    """Both kinds of credentials given: which one would be used is a guess the user should not have to make."""
+    principal = [key for key in ("tenant_id", "client_id", "client_secret") if key in acs]
+    if "connection_string" in acs and principal:
+        raise vol.Invalid(
+            f"give connection_string or the service principal, not both (remove connection_string or {principal[0]})"
+        )
+    return acs
+
+
 def _quota(value: Any) -> Quota:
     try:
         return quota_from_config(value)
@@ -165,6 +175,7 @@ ACS_SCHEMA = vol.All(
         ),
         msg="acs needs connection_string, or endpoint + tenant_id + client_id + client_secret",
     ),
+    _one_credential,
 )
 
 OUTBOX_SCHEMA = vol.Schema(

@@ -68,6 +68,10 @@ routes:
             "line 5: routes[0] (a): to[1]: 'not an address': 'not an address' is not an address list",
         ),
         ("routing:\n  timezone: Europe/Berln\n", "line 5: routing.timezone: unknown time zone 'Europe/Berln'"),
+        (  # no word of a bracket the user never wrote
+            "routes:\n  - {name: a, topic: x, to: a@example.com, when: 'payload.x >'}\n",
+            "template 'a.when': line 1: unexpected 'end of statement block'",
+        ),
     ],
 )
 def test_check_names_file_line_and_key_of_errors(
