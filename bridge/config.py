@@ -56,8 +56,8 @@ class _Loader(yaml.SafeLoader):
 
 
 def _where(loader: _Loader, node: yaml.Node) -> str:
-    """``acs.yaml line 4``: where a node was written, for errors that cannot name a validated key."""
-    return f"{loader.config_name} line {node.start_mark.line + 1}"
+    """``acs.yaml, line 4``: where a node was written (as validation errors say it), for errors before validation."""
+    return f"{loader.config_name}, line {node.start_mark.line + 1}"
 
 
 def _refuse_repeated_keys(loader: _Loader, node: yaml.MappingNode) -> None:

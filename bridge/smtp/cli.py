@@ -66,6 +66,9 @@ def _device(args: argparse.Namespace, settings: SmtpSettings) -> int:
         return EXIT_INVALID
     ports = [f"{settings.submission_port} (STARTTLS)"] if settings.submission_port else []
     ports += [f"{settings.smtps_port} (SSL/TLS)"] if settings.smtps_port else []
+    device = settings.devices.get(args.name)
+    if device is not None and device.insecure_auth and settings.plain_port:
+        ports.append(f"{settings.plain_port} (no encryption; this device may log in without TLS)")
     print(f"device {args.name!r}: password (shown only now; only a hash is kept)\n\n    {password}\n")
     print(f"on the device: SMTP server {settings.hostname}, port {' or '.join(ports) or 'none enabled'},")
     print(f"authentication on (LOGIN or PLAIN), user name {args.name}, the password above")

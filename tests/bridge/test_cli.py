@@ -470,9 +470,9 @@ async def test_an_address_error_names_the_option(
         ),
         (
             lambda d: (d / "secret.txt").write_bytes(b"\x89PNG\r\n\xff"),
-            "acs.yaml line 5: secret file {d}/secret.txt is",
+            "acs.yaml, line 5: secret file {d}/secret.txt is",
         ),
-        (lambda d: (d / "secret.txt").unlink(), "acs.yaml line 5: cannot read secret file {d}/secret.txt"),
+        (lambda d: (d / "secret.txt").unlink(), "acs.yaml, line 5: cannot read secret file {d}/secret.txt"),
     ],
 )
 async def test_unreadable_config_or_secret_is_one_line(emu: Emulator, tmp_path: Path, write, expected: str) -> None:
@@ -490,7 +490,7 @@ async def test_a_key_given_twice_is_refused_not_silently_overridden(emu: Emulato
     code, out, err = await _run("send", "-c", str(config), "--to", "a@example.com", "-s", "x", "-t", "y")
     assert code == EXIT_INVALID and "queued" not in out
     line = len(config.read_text().splitlines()) - 1
-    assert err == f"error: {config} line {line}: 'outbox' is given twice; only one can apply\n"
+    assert err == f"error: {config}, line {line}: 'outbox' is given twice; only one can apply\n"
     merged = tmp_path / "merge.yaml"  # YAML merge keys may still override what they bring in
     merged.write_text("base: &base {path: a.db, max_attempts: 3}\nother: {<<: *base, path: b.db}\n")
     assert load_yaml(merged)["other"] == {"path": "b.db", "max_attempts": 3}

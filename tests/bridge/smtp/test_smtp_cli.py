@@ -40,6 +40,19 @@ def test_device_add_prints_a_working_password_once_and_refuses_a_second_add(tmp_
     assert not store.verify("scanner", password.group(1).encode())  # the old password stops working
 
 
+def test_a_device_allowed_to_log_in_without_tls_is_told_the_plain_port(tmp_path: Path, capsys) -> None:
+    old_mfd = {"recipients": ["example.com"], "insecure_auth": True}
+    smtp = {"plain_port": 2526, "plain_networks": ["192.168.1.0/24"], "devices": {"old-mfd": old_mfd, "new": old_mfd}}
+    config = _config(tmp_path, smtp)
+    assert main(["smtp", "device", "add", "old-mfd", "-c", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "port 587 (STARTTLS) or 465 (SSL/TLS) or 2526 (no encryption; this device may log in without TLS)" in out
+    smtp["devices"]["new"] = {"recipients": ["example.com"]}
+    config = _config(tmp_path, smtp)
+    assert main(["smtp", "device", "add", "new", "-c", str(config)]) == 0
+    assert "port 587 (STARTTLS) or 465 (SSL/TLS),\n" in capsys.readouterr().out  # the others need TLS
+
+
 def test_device_without_policy_gets_a_hint(tmp_path: Path, capsys) -> None:
     config = _config(tmp_path, {})
     assert main(["smtp", "device", "add", "camera", "-c", str(config)]) == 0
