@@ -250,10 +250,17 @@ class MqttSource:
 
     async def _process(self, batch: list[Received]) -> None:
         items = await self._identify(batch)
-        # All of a batch at once: the router keeps call order per stateful route, and its state writes for the
+        routed = []
+        for item in items:  # send requests and oversized payloads are decided here, without a task each
+            outcome = self._decide_here(item.event)
+            if outcome is None:
+                routed.append(item)
+            else:
+                item.outcome = outcome
+        # The rest all at once: the router keeps call order per stateful route, and its state writes for the
         # batch share commits (digests, quiet hours).
-        outcomes = await asyncio.gather(*(self._decide(item.event) for item in items))
-        for item, outcome in zip(items, outcomes, strict=True):
+        outcomes = await asyncio.gather(*(self._route(item.event) for item in routed))
+        for item, outcome in zip(routed, outcomes, strict=True):
             item.outcome = outcome
         pending = items
         delay = HOLD_BACKOFF[0]
@@ -307,22 +314,31 @@ class MqttSource:
                 topic,
             )
 
-    async def _decide(self, event: InboundEvent) -> Outcome:
-        """The router's outcome, or the send topic's; bad input becomes a failed outcome, never an exception."""
-        send = event.topic == self.settings.send_topic
+    def _decide_here(self, event: InboundEvent) -> Outcome | None:
+        """The outcome of a send request or of an oversized payload; None: the router decides."""
+        route = "send" if event.topic == self.settings.send_topic else None
         try:
             if len(event.payload) > self.settings.max_payload:
                 raise BadEvent(
                     f"payload of {len(event.payload):,} bytes is over max_payload ({self.settings.max_payload:,})"
                 )
-            if send:
-                return Outcome.mailed([build_mail(event, self._config.engine)], route="send")
+            return Outcome.mailed([build_mail(event, self._config.engine)], route="send") if route else None
+        except Exception as err:  # bad input (or a bug) becomes a failed outcome, never an exception
+            return self._failure(err, event, route)
+
+    async def _route(self, event: InboundEvent) -> Outcome:
+        """The router's outcome; bad input becomes a failed outcome, never an exception."""
+        try:
             return await self._router(event)
-        except BadEvent as err:
-            return Outcome.failed(err.reason, route=err.route or ("send" if send else None))
         except Exception as err:  # a bug in a route must not stop the others
-            _LOGGER.exception("MQTT: routing the event on %s raised", event.topic)
-            return Outcome.failed(f"internal error: {type(err).__name__}: {err}", route="send" if send else None)
+            return self._failure(err, event, None)
+
+    @staticmethod
+    def _failure(err: Exception, event: InboundEvent, route: str | None) -> Outcome:
+        if isinstance(err, BadEvent):
+            return Outcome.failed(err.reason, route=err.route or route)
+        _LOGGER.error("MQTT: routing the event on %s raised", event.topic, exc_info=err)
+        return Outcome.failed(f"internal error: {type(err).__name__}: {err}", route=route)
 
     async def _store(self, items: Sequence[_Item]) -> tuple[list[_Item], list[_Item]]:
         """Commit the mails of ``items`` (one outbox commit); returns (stored, held from the first outbox refusal)."""
