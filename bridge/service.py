@@ -114,11 +114,20 @@ class Service:
         if config.engine != self.config.engine:
             _LOGGER.warning("acs/quota/outbox/limits changes take effect at the next restart")
         await self.router.reload(config)
-        for source in self._started:
-            await source.reload(config)
+        failed = []
+        for source in reversed(self._started):  # MQTT first: routes and topics follow the router at once
+            try:
+                await source.reload(config)
+            except Exception as err:  # a port in use, say: the other sources still take the new config
+                _LOGGER.error("reload: %s could not apply the new config: %s", source.name, err)
+                self.metrics.error(f"reload: {source.name}: {err}")
+                failed.append(source.name)
         self.config = config
-        _LOGGER.warning("configuration reloaded from %s", config.path)
-        return True
+        if failed:
+            _LOGGER.warning("configuration reloaded from %s, except for %s", config.path, ", ".join(failed))
+        else:
+            _LOGGER.info("configuration reloaded from %s", config.path)
+        return not failed
 
 
 async def run_service(path: str | Path) -> int:

@@ -195,11 +195,17 @@ def tls_context(tls: TlsSettings) -> ssl.SSLContext:
     try:
         context = ssl.create_default_context(cafile=tls.ca_file)
         if tls.cert_file:
-            key = "cert_file"
-            context.load_cert_chain(tls.cert_file, tls.key_file, tls.key_password)
+            for key in ("cert_file", "key_file"):  # ``key`` names the file in an error below
+                path = getattr(tls, key)
+                if path is not None:
+                    with open(path, "rb"):  # which file is missing: OpenSSL does not say
+                        pass
+            key = "key_password" if tls.key_password else "cert_file"
+            # A callable, never None: an encrypted key without key_password must not prompt on the terminal.
+            context.load_cert_chain(tls.cert_file, tls.key_file, tls.key_password or (lambda: ""))
     except ssl.SSLError as err:  # before OSError, its base class
-        path = getattr(tls, key)
-        raise ConfigError(f"mqtt.tls.{key}: {path} (or its key) is not a usable PEM file: {err.reason}") from None
+        what = "does not open that key" if key == "key_password" else f"{getattr(tls, key)} is not a usable PEM file"
+        raise ConfigError(f"mqtt.tls.{key}: {what} ({err.reason or err})") from None
     except OSError as err:
         path = err.filename or getattr(tls, key)
         raise ConfigError(f"mqtt.tls.{key}: cannot read {path}: {err.strerror}") from None

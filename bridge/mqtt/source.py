@@ -39,6 +39,7 @@ _LOGGER = logging.getLogger(__name__)
 _SUBSCRIBED = "subscribed"  # journal meta: the filters the broker's session holds, once confirmed
 SOURCE = "mqtt"
 HOLD_BACKOFF = (0.5, 30.0)
+TAKEOVER_HINT = 10.0  # seconds: a connection lost this soon may have been taken over by a client with our id
 # Settings used when the connection opens (or by the journal): a reload keeps them until the next restart.
 CONNECTION_FIELDS = (
     "host", "port", "protocol", "client_id", "username", "password", "tls", "keepalive", "session_expiry",
@@ -81,6 +82,7 @@ class MqttSource:
         self._confirm_after = 2.0 * settings.keepalive
         self._qos0_topics: set[str] = set()
         self._connected_once = False
+        self._connected_at = -TAKEOVER_HINT  # monotonic time of the last CONNACK
         self.settled = asyncio.Event()  # set once a connection's subscriptions are in place (tests, demo)
         self._log_budget = LogBudget()  # failed events: a few lines per route (or topic) and minute
         self.ingested = 0  # events fully handled (acked or not needing it); for benchmarks and tests
@@ -163,6 +165,8 @@ class MqttSource:
             return
         self._metrics.mqtt_connected.set(int(state.connected))
         self.settled.clear()
+        if state.connected:
+            self._connected_at = time.monotonic()
         if state.connected and not self._stopping:  # a CONNACK read while stopping: the journal may be closed
             task = asyncio.create_task(self._on_connected(state), name="acs-email-mqtt connected")
             self._tasks.add(task)
@@ -173,9 +177,11 @@ class MqttSource:
             self._metrics.error(f"MQTT: cannot connect: {state.reason}")
         elif state.reason:
             hint = ""
-            if state.reason in ("Unspecified error", "Session taken over"):  # what paho reports for a takeover too
-                hint = f" (if this repeats, another client uses the client id {self.settings.client_id!r})"
-            _LOGGER.warning("MQTT: disconnected from %s (%s); reconnecting%s", self.settings.host, state.reason, hint)
+            lasted = time.monotonic() - self._connected_at
+            if lasted < TAKEOVER_HINT:  # a takeover looks like any lost connection, but comes at once
+                client_id = self.settings.client_id
+                hint = f", {lasted:.0f} s after connecting (is another client using the client id {client_id!r}?)"
+            _LOGGER.warning("MQTT: disconnected from %s (%s)%s; reconnecting", self.settings.host, state.reason, hint)
             self._metrics.error(f"MQTT disconnected: {state.reason}")
             # The broker may lose the session meanwhile: a crash before the next SUBACK subscribes everything.
             task = asyncio.create_task(self.journal.set_meta(_SUBSCRIBED, "[]"), name="acs-email-mqtt unsettled")

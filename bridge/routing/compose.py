@@ -262,7 +262,7 @@ async def attachments(
         try:
             ref = spec.ref.render(context).strip()
         except TemplateError as err:
-            if spec.optional and err.variable is not None:  # names a field this payload lacks: not named
+            if spec.optional and (err.variable or "").startswith("payload"):  # a field this payload lacks
                 continue
             raise
         if spec.source == "base64":

@@ -755,8 +755,12 @@ def _outcome(results: list[RouteResult], mails: list[EmailMessage]) -> Outcome:
     for kind in (OutcomeKind.FAILED, OutcomeKind.DIGESTED, OutcomeKind.DROPPED, OutcomeKind.STORED):
         for r in results:
             if r.kind is kind:
-                if kind is OutcomeKind.FAILED:
-                    return Outcome.failed(r.reason or "failed", route=r.route)
+                if kind is OutcomeKind.FAILED:  # every failed route named, as a partly mailed event has them
+                    failed = [f for f in results if f.kind is OutcomeKind.FAILED]
+                    if len(failed) == 1:
+                        return Outcome.failed(r.reason or "failed", route=r.route)
+                    reasons = "; ".join(f"route {f.route}: {f.reason or 'failed'}" for f in failed)
+                    return Outcome.failed(reasons, route=",".join(f.route for f in failed))
                 disposition = Disposition.DROPPED if kind is OutcomeKind.DROPPED else Disposition.DIGESTED
                 return Outcome(disposition, route=r.route, rule=r.rule)
     return IGNORED

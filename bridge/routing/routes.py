@@ -307,9 +307,9 @@ def _compile(
 
     def many(key: str) -> tuple[Tmpl, ...]:
         for i, source in enumerate(raw.get(key, [])):
-            if "{" not in source:  # a fixed address is checked now, not at every event
+            if "{" not in source:  # a fixed address is checked now, not at every event (lines joined, as sent)
                 try:
-                    parse_addresses(source or None)
+                    parse_addresses(" ".join(source.split()) or None)
                 except ValidationError as err:
                     raise ConfigError(f"{key}[{i}]: {source!r}: {err.reason}") from None
         return tuple(single(f"{key}[{i}]", s) for i, s in enumerate(raw.get(key, [])))

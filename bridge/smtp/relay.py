@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import os
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -15,6 +17,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from acs_email_core.engine import Engine
+from acs_email_core.errors import ConfigError
 from acs_email_core.message import MessageLimits
 
 from .accounts import DeviceStore
@@ -60,9 +63,9 @@ class RelayState:
         return self.engine.settings.limits
 
     def encryption_required(self) -> str:
-        """The 538 reply, naming the ports this relay really offers TLS on."""
-        ways = {"submission": "STARTTLS (port {})", "smtps": "implicit TLS (port {})"}
-        offered = [way.format(self.ports[name]) for name, way in ways.items() if name in self.ports]
+        """The 538 reply, naming the ways this relay offers TLS (not port numbers: Docker or NAT may map them)."""
+        ways = {"submission": "STARTTLS on the submission port", "smtps": "the implicit-TLS (SMTPS) port"}
+        offered = [way for name, way in ways.items() if name in self.ports]
         return "538 5.7.11 Encryption required" + (f": use {' or '.join(offered)}" if offered else "")
 
     @property
@@ -247,8 +250,31 @@ class SmtpRelay:
         await self.state.flush()
 
     async def reload(self, settings: SmtpSettings) -> None:
-        """Apply a new ``smtp:`` section; listeners are rebuilt only when their settings changed."""
-        old = self.settings
+        """Apply a new ``smtp:`` section; listeners are rebuilt only when their settings changed.
+
+        If the new listeners cannot open (a port in use), the old section is put back, listeners included, and
+        the error raised: the relay never ends up listening on nothing.
+        """
+        old, bound = self.settings, dict(self.ports)
+        self._apply(settings)
+        if any(getattr(old, f) != getattr(settings, f) for f in _LISTENER_FIELDS):
+            self._stop_listening()  # sessions already open finish on the old listeners
+            try:
+                await self.start()
+            except (OSError, ConfigError):
+                # The very ports it had (a configured 0 would otherwise pick new ones).
+                self._apply(
+                    dataclasses.replace(
+                        old,
+                        submission_port=bound.get("submission", old.submission_port),
+                        smtps_port=bound.get("smtps", old.smtps_port),
+                        plain_port=bound.get("plain", old.plain_port),
+                    )
+                )
+                await self.start()
+                raise
+
+    def _apply(self, settings: SmtpSettings) -> None:
         self.state.settings = settings
         self.state.store = DeviceStore(settings.accounts_path)
         lockout = self.state.lockout
@@ -257,9 +283,6 @@ class SmtpRelay:
             settings.lockout_window,
             settings.lockout_duration,
         )
-        if any(getattr(old, f) != getattr(settings, f) for f in _LISTENER_FIELDS):
-            self._stop_listening()  # sessions already open finish on the old listeners
-            await self.start()
 
     def device_stats(self) -> dict[str, dict[str, Any]]:
         """Per-device counters for the HA discovery state (every configured device, even idle ones)."""
@@ -272,9 +295,12 @@ class SmtpRelay:
 def _listen_error(key: str, host: str, port: int, err: OSError) -> str:
     """Which setting to change, and to what, when a port cannot be opened."""
     hint = ""
-    if err.errno == errno.EACCES and port < 1024:
+    if isinstance(err, socket.gaierror) or err.errno == errno.EADDRNOTAVAIL:
+        key, hint = "smtp.listen", "; give an address of this host, or 0.0.0.0 for all of them"
+    elif err.errno == errno.EACCES and port < 1024:
         hint = "; ports below 1024 need root or CAP_NET_BIND_SERVICE: set a port above 1024 (e.g. 2525) or null"
     elif err.errno == errno.EADDRINUSE:
         hint = "; another program (or another bridge) listens there: set another port, or null to turn it off"
-    reason = os.strerror(err.errno) if err.errno else str(err)
+    # The OS's words (asyncio's own text repeats the address); a name lookup's errno is negative, its text is right
+    reason = os.strerror(err.errno) if err.errno and err.errno > 0 else (err.strerror or str(err))
     return f"{key}: cannot listen on {host}:{port}: {reason}{hint}"

@@ -77,6 +77,11 @@ class DispatcherStatus:
     storage_error: str | None = None  # the outbox cannot be written (delivery retries with backoff)
 
 
+# Outcomes that prove ACS itself answered (an outage is over). Not AUTH or THROTTLED: those may come from Entra,
+# or from a TLS proxy standing in for an unreachable ACS.
+_ANSWERS = frozenset({OutcomeKind.SENT, OutcomeKind.PERMANENT, OutcomeKind.ID_IN_USE, OutcomeKind.NOT_FOUND})
+
+
 def pause_cause(reason: str) -> str:
     """What stopped sending, in words that point at the fix: trust, permission, or the credentials."""
     if reason.startswith(CERTIFICATE_REFUSED):
@@ -457,7 +462,7 @@ class Dispatcher:
         a send attempt, so it never brings the mail closer to the dead letters.
         """
         kind = outcome.kind
-        if kind is not OutcomeKind.TRANSIENT:
+        if kind in _ANSWERS:
             self._answered()
         if kind is OutcomeKind.SENT:
             await self._outbox.mark_sent(message.id)

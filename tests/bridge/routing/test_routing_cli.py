@@ -92,12 +92,18 @@ def test_check_reads_the_tls_files_run_would_need_and_warns_about_routes_without
     assert main(["check", "-c", str(path)]) == 2
     missing = tmp_path / "broker-ca.pem"
     assert f"mqtt.tls.ca_file: cannot read {missing}: No such file or directory" in capsys.readouterr().err
+    (tmp_path / "client.pem").write_text("not a certificate", encoding="utf-8")
+    path = _write(tmp_path, "mqtt:\n  tls: {cert_file: client.pem, key_file: client.key}\n" + route)
+    assert main(["check", "-c", str(path)]) == 2
+    assert f"mqtt.tls.key_file: cannot read {tmp_path / 'client.key'}" in capsys.readouterr().err  # not cert_file
     path = _write(tmp_path, "smtp:\n  cert_file: relay.pem\n  key_file: relay.key\n" + route)
     assert main(["check", "-c", str(path)]) == 2
     assert f"cannot read the SMTP certificate {tmp_path / 'relay.pem'}" in capsys.readouterr().err
     path = _write(tmp_path, route)
     assert main(["check", "-c", str(path)]) == 0
     assert "warning: the routes and presets take their events from MQTT" in capsys.readouterr().err
+    folded = "mqtt: {}\nroutes:\n  - name: a\n    topic: x\n    to: |\n      a@example.com,\n      b@example.com\n"
+    assert main(["check", "-c", str(_write(tmp_path, folded))]) == 0  # lines are joined, as when mailed
 
 
 def test_render_prints_the_mail_without_sending(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

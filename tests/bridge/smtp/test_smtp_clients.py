@@ -228,3 +228,10 @@ async def test_a_port_in_use_names_the_setting_to_change(make_relay) -> None:
     message = str(raised.value)
     assert f"smtp.smtps_port: cannot listen on 127.0.0.1:{port}: Address already in use" in message
     assert "set another port, or null to turn it off" in message
+
+
+async def test_an_address_not_on_this_host_names_smtp_listen(make_relay) -> None:
+    with pytest.raises(
+        OSError, match=r"smtp\.listen: cannot listen on 192\.0\.2\.1:\d+: .*give an address of this host"
+    ):
+        await make_relay(smtp={"listen": "192.0.2.1", "submission_port": 0})

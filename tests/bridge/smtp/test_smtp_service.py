@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import smtplib
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ SENDER = "relay@devices.example.com"
 MAIL = b"From: scanner@office.lan\r\nTo: {to}\r\nSubject: scan\r\n\r\nhello\r\n"
 
 
-def _write(path: Path, emulator: Emulator, devices: dict[str, Any]) -> Path:
+def _write(path: Path, emulator: Emulator, devices: dict[str, Any], submission_port: int = 0) -> Path:
     config = {
         "acs": {
             "connection_string": emulator.connection_string,
@@ -33,7 +34,7 @@ def _write(path: Path, emulator: Emulator, devices: dict[str, Any]) -> Path:
         "quota": {"per_minute": 10_000, "per_hour": 100_000},
         "outbox": {"path": "outbox.db", "synchronous": "normal"},
         "http": {"host": "127.0.0.1", "port": 0},
-        "smtp": {"listen": "127.0.0.1", "submission_port": 0, "smtps_port": None, "devices": devices},
+        "smtp": {"listen": "127.0.0.1", "submission_port": submission_port, "smtps_port": None, "devices": devices},
     }
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
@@ -98,5 +99,15 @@ async def test_relay_in_the_service_counts_per_device_and_reloads_policies(tmp_p
             while len(emulator.mails) < 2:
                 await asyncio.sleep(0.02)
         assert sorted(m.recipients("to")[0] for m in emulator.mails) == ["alice@example.com", "bob@partner.example"]
+
+        # A reload onto a port in use is refused for the relay, which goes on listening where it was.
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            busy = taken.getsockname()[1]
+            _write(config, emulator, {"scanner": {"recipients": ["example.com"]}}, submission_port=busy)
+            assert not await service.reload()
+        assert source.relay.ports["submission"] == port
+        assert (await asyncio.to_thread(_send, port, cert, password, "carol@example.com"))[0] == 250
     finally:
         await service.stop()
