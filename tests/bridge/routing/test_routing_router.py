@@ -245,6 +245,22 @@ async def test_an_optional_attachment_whose_field_the_payload_lacks_is_left_out(
     assert [a.name for a in mail.attachments] == ["x.png"]
     failed = await h.send(event("t", json.dumps({"clip": str(tmp_path / "c.mp4")})))
     assert failed.disposition is Disposition.FAILED and "c.mp4' does not exist" in failed.reason  # named: needed
+    typo = [{"file": "{{ paylod.clip }}", "optional": True}]  # not a payload field: a mistake, not "not named"
+    h = await make_router(
+        {"routes": [{"name": "r", "topic": "t", "to": TO, "allowed_dirs": [str(tmp_path)], "attachments": typo}]}
+    )
+    assert "'paylod' is undefined" in (await h.send(event("t", "{}"))).reason
+
+
+async def test_an_event_failing_on_every_route_keeps_every_reason(make_router: MakeRouter, event) -> None:
+    routes = [
+        {"name": "a", "topic": "t", "to": TO, "format": "json", "subject": "{{ payload.x }}"},
+        {"name": "b", "topic": "t", "to": TO, "max_payload": 4},
+    ]
+    outcome = await (await make_router({"routes": routes})).send(event("t", b'{"y": "too long for b"}'))
+    assert outcome.disposition is Disposition.FAILED and outcome.route == "a,b"
+    assert outcome.reason.startswith("route a: template 'a.subject': line 1: 'payload.x' is undefined")
+    assert "; route b: payload of 23 bytes is over this route's 4 byte limit" in outcome.reason
 
 
 async def test_a_sensor_of_another_kind_is_dropped_by_when_not_failed(make_router: MakeRouter, event) -> None:
