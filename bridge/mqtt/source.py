@@ -381,16 +381,20 @@ class MqttSource:
         """Keep failures and send results, PUBACK, count and log."""
         if not items:
             return
-        failed = [self._failed(i) for i in items if i.outcome.disposition is Disposition.FAILED or i.outcome.failures]
+        failed = [
+            (i, self._failed(i)) for i in items if i.outcome.disposition is Disposition.FAILED or i.outcome.failures
+        ]
         sends = [i for i in items if i.outcome.route == "send" and i.outcome.mails]
         results = [self._results.pending(i.event, i.outcome.mails[0].message_id) for i in sends]
-        await self.journal.record(failed, results, self.settings.failed_keep)
+        await self.journal.record([f for _i, f in failed], results, self.settings.failed_keep)
         self.link.ack(i.received for i in items)
         seqs = [i.seq for i in items if i.seq is not None]
         if seqs:
             self._acked.append((items[0].received.epoch, max(seqs), time.time()))
         self._metrics.ingest_batches.inc()
         self._account(items)
+        for item, event in failed:
+            self._failed_event(item, event)
         for result in results:
             self._results.publish(result, State.QUEUED.value)
         if results:
@@ -407,20 +411,17 @@ class MqttSource:
         return FailedEvent(e.event_id, e.topic, reason, route, e.received_at, e.qos, e.retain, e.payload)
 
     def _account(self, items: list[_Item]) -> None:
-        """Count a batch's outcomes (one metric update per kind), log and answer the failed ones."""
+        """Count a batch's outcomes (one metric update per kind)."""
         kinds = Counter((i.outcome.disposition.value, i.outcome.route, i.outcome.rule) for i in items)
         for (disposition, route, rule), count in kinds.items():
             self._metrics.event(SOURCE, disposition, route, rule, count)
         mails = sum(len(i.outcome.mails) for i in items)
         if mails:
             self._metrics.mails_queued.labels(SOURCE).inc(mails)
-        for item in items:
-            if item.outcome.disposition is Disposition.FAILED or item.outcome.failures:
-                self._failed_event(item)
 
-    def _failed_event(self, item: _Item) -> None:
+    def _failed_event(self, item: _Item, failed: FailedEvent) -> None:
+        """Log (within the budget) and answer a failed event, as kept in the journal."""
         outcome = item.outcome
-        failed = self._failed(item)
         verdict = self._log_budget.take(failed.route or failed.topic)
         if verdict.log:
             _LOGGER.warning(
