@@ -306,13 +306,14 @@ def _compile(
         return compile_tmpl(renderer, f"{name}.{key}", source, single_line=True)
 
     def many(key: str) -> tuple[Tmpl, ...]:
-        for i, source in enumerate(raw.get(key, [])):
-            if "{" not in source:  # a fixed address is checked now, not at every event (lines joined, as sent)
+        templates = tuple(single(f"{key}[{i}]", s) for i, s in enumerate(raw.get(key, [])))
+        for i, template in enumerate(templates):
+            if "{" not in template.source:  # a fixed address is checked now, as it will be mailed, not per event
                 try:
-                    parse_addresses(" ".join(source.split()) or None)
+                    parse_addresses(template.render({}) or None)
                 except ValidationError as err:
-                    raise ConfigError(f"{key}[{i}]: {source!r}: {err.reason}") from None
-        return tuple(single(f"{key}[{i}]", s) for i, s in enumerate(raw.get(key, [])))
+                    raise ConfigError(f"{key}[{i}]: {template.source!r}: {err.reason}") from None
+        return templates
 
     text = _template_source(raw, "text", templates_dir)
     html = _template_source(raw, "html", templates_dir)
